@@ -1,0 +1,49 @@
+#!/usr/bin/env node
+/**
+ * imakeep command line: a thin wrapper over the library. Each verb lives in `src/cli/<verb>.ts`
+ * and is loaded only when called, so `imakeep replay` never loads the TPM or LevelDB code.
+ *
+ * Every error, in every verb: exit status 1 (2 for usage), one line on stderr
+ * `imakeep: CODE: message`, no stack trace unless `--debug`.
+ */
+import { ImakeepError, UsageError } from './errors.js';
+import type { CliVerb } from './cli/_verb.js';
+
+const VERBS: Record<string, { summary: string; load: () => Promise<{ default: CliVerb }> }> = {
+  replay: { summary: 'replay a measurement list to PCR values', load: () => import('./cli/replay.js') },
+  convert: { summary: 'convert a measurement list between kernel formats', load: () => import('./cli/convert.js') },
+  tpm: { summary: 'TPM: pcrread, quote, verify', load: () => import('./cli/tpm.js') },
+  sim: { summary: 'run the Linux 7.2 securityfs emulator (FUSE)', load: () => import('./cli/sim.js') },
+};
+
+function usage(): string {
+  const lines = Object.entries(VERBS).map(([name, v]) => `  ${name.padEnd(10)} ${v.summary}`);
+  return ['usage: imakeep <verb> [options]   (--debug for stack traces)', '', ...lines, ''].join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const debug = argv.includes('--debug');
+  const args = argv.filter((a) => a !== '--debug');
+  try {
+    const verbName = args[0];
+    if (verbName === undefined || verbName === '--help' || verbName === '-h') {
+      process.stdout.write(usage());
+      return verbName === undefined ? 2 : 0;
+    }
+    const verb = VERBS[verbName];
+    if (verb === undefined) throw new UsageError(`unknown verb '${verbName}'\n${usage()}`);
+    const mod = await verb.load();
+    return await mod.default(args.slice(1));
+  } catch (e) {
+    if (debug) process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    if (e instanceof ImakeepError) {
+      process.stderr.write(`imakeep: ${e.code}: ${e.message}\n`);
+      return e instanceof UsageError ? 2 : 1;
+    }
+    const msg = e instanceof Error ? e.message : String(e);
+    process.stderr.write(`imakeep: INTERNAL: ${msg}\n`);
+    return 1;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

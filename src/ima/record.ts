@@ -1,0 +1,45 @@
+/**
+ * The measurement record as the kernel keeps it, and the PCR banks.
+ *
+ * A record is stored once, in the form of the kernel's SHA-1 binary list (design.md, store schema):
+ * the per-bank digests are derived from the template data (kernel-ima.md §3.4), so they are never
+ * stored twice.
+ */
+
+/** PCR banks imakeep replays (TPM_ALG_SHA1/256/384/512). */
+export type BankName = 'sha1' | 'sha256' | 'sha384' | 'sha512';
+
+export const BANKS: readonly BankName[] = ['sha1', 'sha256', 'sha384', 'sha512'];
+
+/** Digest size in bytes of each bank (TCG Algorithm Registry). */
+export const DIGEST_SIZE: Readonly<Record<BankName, number>> = {
+  sha1: 20,
+  sha256: 32,
+  sha384: 48,
+  sha512: 64,
+};
+
+/**
+ * How the kernel extended a bank: `native` = H_bank(template data) (kernels >= 5.8, for banks whose
+ * algorithm the kernel can hash), `padded` = the SHA-1 template digest zero-padded to the bank size
+ * (banks the kernel cannot hash; all non-SHA-1 banks before 5.8). kernel-ima.md §3.4, §3.7.
+ */
+export type BankMode = 'native' | 'padded';
+
+/** One measurement record. */
+export interface ImaRecord {
+  /** PCR index the record was extended into (10 unless the policy says `pcr=`). */
+  readonly pcr: number;
+  /**
+   * The SHA-1 template digest as the legacy binary list shows it (20 bytes); all zero for a
+   * violation (what was extended is 0xFF..FF, kernel-ima.md §3.4).
+   */
+  readonly digest: Uint8Array;
+  /** Template name, e.g. `ima-ng`; unknown names are kept as they are. */
+  readonly template: string;
+  /**
+   * Template data exactly as field 6 of the binary record (without its own u32 length). For the
+   * `ima` template, which has no data-length field, the bytes `d (20) | u32 name_len | name`.
+   */
+  readonly data: Uint8Array;
+}
