@@ -6,10 +6,15 @@ export type CliVerb = (argv: string[]) => Promise<number>;
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
+/** What `parseVerbArgs` returns: the typed option values and the positionals. */
+export type ParsedVerbArgs<O extends Options> = ReturnType<
+  typeof parseArgs<{ args: string[]; options: O; strict: true; allowPositionals: boolean }>
+>;
+
 /**
  * `util.parseArgs` with strict checking, turning its errors into UsageError (exit status 2).
  */
-export function parseVerbArgs<O extends Options>(argv: string[], options: O, allowPositionals = true) {
+export function parseVerbArgs<O extends Options>(argv: string[], options: O, allowPositionals = true): ParsedVerbArgs<O> {
   try {
     return parseArgs({ args: argv, options, strict: true, allowPositionals });
   } catch (e) {
