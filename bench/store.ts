@@ -1,0 +1,155 @@
+/**
+ * Store bench: which LevelDB options suit a small device (src/store/level.ts DEVICE_LEVEL_OPTIONS).
+ *
+ * Each setting runs in its own process (clean peak RSS and I/O counters): a realistic chunk stream
+ * (ImaWorkload `mixed` records, PcrReplay of sha1+sha256, ChunkBuilder 64 KiB chunks, each
+ * committed with `appendChunk`, i.e. a synced batch), then one full read with `records()`.
+ * Reported: records/s of the whole ingest and of the store calls alone, read records/s, peak RSS
+ * (VmHWM), block-layer bytes written (/proc/self/io write_bytes) per value byte, disk use.
+ *
+ *   node dist/bench/store.js [records]        (default 300000, ~48 MB of records per setting)
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ImaWorkload, PcrReplay } from '../src/ima/index.js';
+import { ChunkBuilder, openStore, type LevelTuning } from '../src/store/index.js';
+
+const SETTINGS: Record<string, LevelTuning> = {
+  'level defaults': { cacheSize: 8 << 20, writeBufferSize: 4 << 20, maxOpenFiles: 1000, blockSize: 4096 },
+  'small (1 MiB / 1 MiB / 16)': { cacheSize: 1 << 20, writeBufferSize: 1 << 20, maxOpenFiles: 16, blockSize: 4096 },
+  'tiny (256 KiB / 256 KiB / 16)': { cacheSize: 256 << 10, writeBufferSize: 256 << 10, maxOpenFiles: 16, blockSize: 4096 },
+  'tiny, 16 KiB blocks': { cacheSize: 256 << 10, writeBufferSize: 256 << 10, maxOpenFiles: 16, blockSize: 16 << 10 },
+};
+
+/** The daemon's V8 flags on a small device (perf-baseline §3b: semi-space 1 MB is what bounds RSS). */
+const DEVICE_NODE_FLAGS = ['--max-semi-space-size=1', '--max-old-space-size=32'];
+
+interface RunResult {
+  readonly records: number;
+  readonly chunks: number;
+  readonly valueBytes: number;
+  readonly ingestSeconds: number;
+  readonly storeSeconds: number;
+  readonly readSeconds: number;
+  readonly peakRssKiB: number;
+  /** Peaks of RssAnon (heap, malloc) and RssFile (binary, mmapped tables), sampled every 32 chunks / 8k records read. */
+  readonly peakAnonKiB: number;
+  readonly peakFileKiB: number;
+  readonly writeBytes: number;
+  readonly diskBytes: number;
+}
+
+function procField(file: string, name: string): number {
+  const line = readFileSync(file, 'utf8').split('\n').find((l) => l.startsWith(`${name}:`));
+  return Number((line ?? '0').replace(/[^0-9]/g, ''));
+}
+
+/** Running peaks of RssAnon and RssFile. */
+class RssPeaks {
+  anon = 0;
+  file = 0;
+  sample(): void {
+    this.anon = Math.max(this.anon, procField('/proc/self/status', 'RssAnon'));
+    this.file = Math.max(this.file, procField('/proc/self/status', 'RssFile'));
+  }
+}
+
+function diskUse(dir: string): number {
+  return readdirSync(dir).reduce((n, f) => n + statSync(join(dir, f)).size, 0);
+}
+
+/** One setting, in this process. */
+async function run(tuning: LevelTuning, records: number, dir: string): Promise<RunResult> {
+  const store = await openStore(dir, { level: tuning });
+  const boot = await store.beginBoot({
+    kernelBootId: 'bench',
+    firstSeen: 0,
+    resetCount: null,
+    bankModes: { sha1: 'native', sha256: 'native' },
+    endianness: 'le',
+    template: 'ima-ng',
+    templateHash: 'sha256',
+  });
+  const workload = new ImaWorkload({ seed: 7, template: 'mixed', violationRate: 0.001 });
+  const replay = new PcrReplay({ banks: { sha1: 'native', sha256: 'native' } });
+  const builder = new ChunkBuilder(0);
+  const writeBefore = procField('/proc/self/io', 'write_bytes');
+  const peaks = new RssPeaks();
+  let storeNs = 0n;
+  let chunks = 0;
+  let valueBytes = 0;
+  const start = process.hrtime.bigint();
+  for (let i = 0; i < records; i++) {
+    const record = workload.next();
+    replay.extend(record);
+    builder.add(record, 0);
+    if (builder.shouldSeal(0) || i === records - 1) {
+      const draft = builder.draft(replay.toState());
+      const t = process.hrtime.bigint();
+      const stored = await store.appendChunk(boot, draft);
+      storeNs += process.hrtime.bigint() - t;
+      builder.committed(draft);
+      if (++chunks % 32 === 0) peaks.sample();
+      valueBytes += stored.value.length;
+    }
+  }
+  const ingestNs = process.hrtime.bigint() - start;
+  await store.close();
+  const writeBytes = procField('/proc/self/io', 'write_bytes') - writeBefore;
+  const reader = await openStore(dir, { level: tuning });
+  const readStart = process.hrtime.bigint();
+  let n = 0;
+  for await (const r of reader.records(boot)) {
+    n += r.index === n ? 1 : Number.NaN;
+    if (n % 8192 === 0) peaks.sample();
+  }
+  const readNs = process.hrtime.bigint() - readStart;
+  await reader.close();
+  if (n !== records) throw new Error(`read ${n} of ${records} records`);
+  return {
+    records,
+    chunks,
+    valueBytes,
+    ingestSeconds: Number(ingestNs) / 1e9,
+    storeSeconds: Number(storeNs) / 1e9,
+    readSeconds: Number(readNs) / 1e9,
+    peakRssKiB: procField('/proc/self/status', 'VmHWM'),
+    peakAnonKiB: peaks.anon,
+    peakFileKiB: peaks.file,
+    writeBytes,
+    diskBytes: diskUse(dir),
+  };
+}
+
+async function main(): Promise<void> {
+  const [mode, arg1, arg2] = process.argv.slice(2);
+  if (mode === '--run' && arg1 !== undefined && arg2 !== undefined) {
+    const tuning = SETTINGS[arg1];
+    if (tuning === undefined) throw new Error(`unknown setting ${arg1}`);
+    const dir = mkdtempSync(join(tmpdir(), 'imakeep-bench-store-'));
+    try {
+      process.stdout.write(JSON.stringify(await run(tuning, Number(arg2), dir)));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    return;
+  }
+  const records = Number(mode ?? 300_000);
+  const k = (x: number): string => Math.round(x).toLocaleString('en-US');
+  console.log(`store bench: ${k(records)} records, 64 KiB chunks, synced appendChunk, node ${process.version} ${DEVICE_NODE_FLAGS.join(' ')}`);
+  console.log('| setting | chunks | ingest rec/s | store-only rec/s | read rec/s | peak RSS MB (anon + file) | writes ÷ value bytes | disk MB |');
+  console.log('|---|---:|---:|---:|---:|---:|---:|---:|');
+  for (const name of Object.keys(SETTINGS)) {
+    const child = spawnSync(process.execPath, [...DEVICE_NODE_FLAGS, process.argv[1] ?? '', '--run', name, String(records)], { encoding: 'utf8' });
+    if (child.status !== 0) throw new Error(`${name}: ${child.stderr}`);
+    const r = JSON.parse(child.stdout) as RunResult;
+    console.log(
+      `| ${name} | ${r.chunks} | ${k(r.records / r.ingestSeconds)} | ${k(r.records / r.storeSeconds)} | ${k(r.records / r.readSeconds)} | ` +
+        `${(r.peakRssKiB / 1024).toFixed(1)} (${(r.peakAnonKiB / 1024).toFixed(1)} + ${(r.peakFileKiB / 1024).toFixed(1)}) | ${(r.writeBytes / r.valueBytes).toFixed(2)} | ${(r.diskBytes / 1e6).toFixed(1)} |`,
+    );
+  }
+}
+
+await main();

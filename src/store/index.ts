@@ -1,0 +1,59 @@
+/**
+ * `imakeep/store`: the LevelDB store of records (as chunks), checkpoints and the removal journal
+ * (design.md "Store schema").
+ */
+export { StoreError, type StoreErrorCode, type StoreErrorDetails } from './errors.js';
+export { encodeValue, decodeValue, MAX_VALUE_BYTES } from './cbor.js';
+export {
+  type KeyRange,
+  META_KEY,
+  MAX_BOOT,
+  bootKey,
+  chunkKey,
+  checkpointKey,
+  journalKey,
+  bootRange,
+  chunkRange,
+  checkpointRange,
+  bootOfKey,
+  indexOfKey,
+  formatKey,
+} from './keys.js';
+export {
+  type Chunk,
+  type ChunkDraft,
+  type ChunkBounds,
+  DEFAULT_CHUNK_BOUNDS,
+  CHUNK_HASH_SIZE,
+  ChunkBuilder,
+  encodeChunk,
+  decodeChunk,
+  chunkHash,
+  chunkRecords,
+} from './chunk.js';
+export {
+  STORE_SCHEMA_VERSION,
+  EMPTY_JOURNAL,
+  type StoreMeta,
+  type ListEndianness,
+  type BootInfo,
+  type BootRecord,
+  type ExportMark,
+  type PcrValue,
+  type Checkpoint,
+  type RemovalFlavor,
+  type RemovalIntent,
+  type StagedListState,
+  type Journal,
+  encodeMeta,
+  decodeMeta,
+  encodeBootRecord,
+  decodeBootRecord,
+  encodeCheckpoint,
+  decodeCheckpoint,
+  encodeJournal,
+  decodeJournal,
+} from './values.js';
+export type { BatchOperation, IterateOptions, DatabaseIterator, StoreDatabase } from './database.js';
+export { ImaStore, type ImaStoreOptions, type StoredRecord, type StoredChunk, type DropBootOptions } from './store.js';
+export { openStore, type OpenStoreOptions, type LevelTuning, DEVICE_LEVEL_OPTIONS } from './level.js';

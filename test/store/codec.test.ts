@@ -1,0 +1,210 @@
+/** The on-disk bytes, pinned: any change of the CBOR options or a value's field order fails here. */
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { describe, it } from 'node:test';
+import {
+  ChunkBuilder,
+  StoreError,
+  bootKey,
+  checkpointKey,
+  chunkKey,
+  chunkRange,
+  chunkRecords,
+  decodeBootRecord,
+  decodeCheckpoint,
+  decodeChunk,
+  decodeJournal,
+  decodeMeta,
+  decodeValue,
+  encodeBootRecord,
+  encodeCheckpoint,
+  encodeChunk,
+  encodeJournal,
+  encodeMeta,
+  encodeValue,
+  formatKey,
+  journalKey,
+  type Journal,
+} from '../../src/store/index.js';
+import { bootInfo, checkpoint, makeRecord, replayState } from './_fixtures.js';
+import { plain } from './suite.js';
+
+const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+
+/**
+ * Golden vectors: generated once from the values below and read against RFC 8949 (e.g. the chunk:
+ * `a5` map of 5, `6a` "firstIndex", `1b 0000000100000000` = 2^32 as uint64, ...).
+ */
+const GOLDEN = {
+  chunk:
+      'a56a6669727374496e6465781b000000010000000065636f756e74026870726576486173685820ababababababababab' +
+      'ababababababababababababababababababababababab677265636f72647358d50a00000000070e151c232a31383f46' +
+      '4d545b626970777e8506000000696d612d6e6754000000280000007368613235363a0000070e151c232a31383f464d54' +
+      '5b626970777e858c939aa1a8afb6bdc4cbd2d9240000002f7573722f6c69622f7838365f36342d6c696e75782d676e75' +
+      '2f66696c652d302e736f000a000000a0a7aeb5bcc3cad1d8dfe6edf4fb020910171e2503000000696d61bfc6cdd4dbe2' +
+      'e9f0f7fe050c131a21282f363d44240000002f7573722f6c69622f7838365f36342d6c696e75782d676e752f66696c65' +
+      '2d39362e736f667265706c6179a26b7265636f7264436f756e74026562616e6b7382a36462616e6b6473686131646d6f' +
+      '6465666e6174697665647063727381a2637063720a6576616c7565543e454c535a61686f767d848b9299a0a7aeb5bcc3' +
+      'a36462616e6b66736861323536646d6f6465666e6174697665647063727381a2637063720a6576616c756558203e454c' +
+      '535a61686f767d848b9299a0a7aeb5bcc3cad1d8dfe6edf4fb02091017',
+  checkpoint:
+      'a765636f756e7407647063727381a36462616e6b66736861323536637063720a6576616c756541066661747465737442' +
+      '0102697369676e6174757265410366616b4e616d654104656e6f6e6365410567706372426c6f624107',
+  journal:
+      'a36772656d6f76656418646770656e64696e67a466666c61766f72667374616765646772656d6f7665641864616e1462' +
+      '61741b0000019aaaac260066737461676564a264737465706673746f72656465636f756e7414',
+  boot:
+      'a86c6b65726e656c426f6f744964782430663661316337652d336232642d346335352d396531612d3030303030303030' +
+      '303030316966697273745365656e1b0000019aaaac26016a7265736574436f756e74016962616e6b4d6f646573a26473' +
+      '686131666e617469766566736861323536666e61746976656a656e6469616e6e657373626c656874656d706c61746566' +
+      '696d612d6e676c74656d706c6174654861736866736861323536686578706f72746564a266637572736f720362617405',
+  meta:
+      'a366736368656d610168616b5075626c696341aa6864657669636549646567772d3137',
+};
+
+function chunkValue() {
+  const builder = new ChunkBuilder(0);
+  builder.add(makeRecord(0), 0);
+  builder.add(makeRecord(96), 0); // an `ima` template record: no data length field
+  return { ...builder.draft(replayState(2)), firstIndex: 4294967296, prevHash: new Uint8Array(32).fill(0xab) };
+}
+const CHECKPOINT = {
+  ...checkpoint(7),
+  attest: Uint8Array.of(1, 2),
+  signature: Uint8Array.of(3),
+  akName: Uint8Array.of(4),
+  nonce: Uint8Array.of(5),
+  pcrs: [{ bank: 'sha256', pcr: 10, value: Uint8Array.of(6) }],
+  pcrBlob: Uint8Array.of(7),
+} as const;
+const JOURNAL: Journal = {
+  removed: 100,
+  pending: { flavor: 'staged', removed: 100, n: 20, at: 1763800000000 },
+  staged: { step: 'stored', count: 20 },
+};
+const BOOT = { ...bootInfo(1), exported: { cursor: 3, at: 5 } };
+const META = { schema: 1, akPublic: Uint8Array.of(0xaa), deviceId: 'gw-17' };
+
+describe('store CBOR golden vectors', () => {
+  it('chunk: integers past 2^32 as CBOR uint64 (1b…), records as one byte string', () => {
+    const bytes = encodeChunk(chunkValue());
+    assert.equal(hex(bytes), GOLDEN.chunk);
+    assert.ok(GOLDEN.chunk.startsWith('a56a6669727374496e6465781b0000000100000000'));
+    assert.deepEqual(plain(decodeChunk(bytes, 'k')), plain(chunkValue()));
+  });
+  it('checkpoint', () => {
+    assert.equal(hex(encodeCheckpoint(CHECKPOINT)), GOLDEN.checkpoint);
+    assert.deepEqual(plain(decodeCheckpoint(encodeCheckpoint(CHECKPOINT), 'k')), plain(CHECKPOINT));
+  });
+  it('journal', () => {
+    assert.equal(hex(encodeJournal(JOURNAL)), GOLDEN.journal);
+    assert.deepEqual(decodeJournal(encodeJournal(JOURNAL), 'k'), JOURNAL);
+  });
+  it('boot metadata, bank modes in BANKS order whatever the input order', () => {
+    assert.equal(hex(encodeBootRecord(BOOT)), GOLDEN.boot);
+    assert.deepEqual(plain(decodeBootRecord(encodeBootRecord(BOOT), 'k')), plain({ ...BOOT, bankModes: { sha1: 'native', sha256: 'native' } }));
+  });
+  it('meta', () => {
+    assert.equal(hex(encodeMeta(META)), GOLDEN.meta);
+    assert.deepEqual(plain(decodeMeta(encodeMeta(META), 'meta')), plain(META));
+  });
+  it('Buffer and Uint8Array encode alike (no tag 64), re-encoding what was read gives the same bytes', () => {
+    assert.equal(hex(encodeValue(Uint8Array.of(1, 2))), '420102');
+    assert.equal(hex(encodeValue(Buffer.from([1, 2]))), '420102');
+    const bytes = encodeChunk(chunkValue());
+    assert.equal(hex(encodeChunk(decodeChunk(bytes, 'k'))), hex(bytes));
+  });
+});
+
+describe('store CBOR decoding errors', () => {
+  const corrupt = (bytes: Uint8Array, key = 'chunk/0/0'): StoreError => {
+    try {
+      decodeValue(bytes, key);
+    } catch (e) {
+      assert.ok(e instanceof StoreError);
+      assert.equal(e.code, 'STORE_CORRUPT');
+      assert.equal(e.details.key, key);
+      return e;
+    }
+    return assert.fail('decoded');
+  };
+  it('truncated, trailing bytes, huge array header, oversized', () => {
+    const good = encodeJournal(JOURNAL);
+    corrupt(good.subarray(0, good.length - 1));
+    corrupt(Uint8Array.of(...good, 0));
+    corrupt(Uint8Array.of(0x9b, 0, 0, 0, 1, 0, 0, 0, 0)); // array of 2^32 items in 9 bytes
+    assert.match(corrupt(new Uint8Array(16 * 1024 * 1024 + 1)).message, /exceeds/);
+  });
+  it('a value of the wrong shape names key and field', () => {
+    const e = (() => {
+      try {
+        decodeJournal(encodeValue({ removed: -1, pending: null, staged: null }), 'journal/3');
+      } catch (err) {
+        return err;
+      }
+      return undefined;
+    })();
+    assert.ok(e instanceof StoreError);
+    assert.equal(e.code, 'STORE_CORRUPT');
+    assert.equal(e.message, 'journal/3 .removed is not a non-negative integer');
+    assert.equal(e.details.key, 'journal/3');
+  });
+});
+
+describe('store keys', () => {
+  it('sort numerically, print readably', () => {
+    const keys = [chunkKey(1, 0), chunkKey(0, 2 ** 40), chunkKey(0, 256), chunkKey(0, 255), chunkKey(0, 0)];
+    const sorted = [...keys].sort(Buffer.compare).map(formatKey);
+    assert.deepEqual(sorted, ['chunk/0/0', 'chunk/0/255', 'chunk/0/256', 'chunk/0/1099511627776', 'chunk/1/0']);
+    assert.deepEqual([formatKey(bootKey(7)), formatKey(journalKey(7)), formatKey(checkpointKey(7, 9))], ['boot/7', 'journal/7', 'ckpt/7/9']);
+    assert.equal(hex(chunkKey(1, 2)), '6368756e6b2f000000012f0000000000000002');
+  });
+  it('a boot range holds exactly its chunks', () => {
+    const r = chunkRange(1);
+    const inside = (k: Uint8Array): boolean => Buffer.compare(k, r.gte) >= 0 && Buffer.compare(k, r.lt) < 0;
+    assert.deepEqual([chunkKey(0, 2 ** 50), chunkKey(1, 0), chunkKey(1, 2 ** 53 - 1), chunkKey(2, 0)].map(inside), [false, true, true, false]);
+    assert.throws(() => chunkKey(-1, 0), RangeError);
+    assert.throws(() => chunkKey(0, 1.5), RangeError);
+  });
+});
+
+describe('ChunkBuilder', () => {
+  it('seals at the byte bound or the age bound, keeps records added during a commit', () => {
+    const b = new ChunkBuilder(10, { maxBytes: 1000, maxAgeMs: 5000 });
+    assert.equal(b.shouldSeal(1e9), false); // empty: never
+    b.add(makeRecord(10), 100);
+    assert.equal(b.shouldSeal(5099), false);
+    assert.equal(b.shouldSeal(5100), true);
+    while (b.byteLength < 1000) b.add(makeRecord(b.nextIndex), 200);
+    assert.equal(b.shouldSeal(201), true);
+    const draft = b.draft(replayState(b.nextIndex));
+    assert.equal(draft.records.length, b.byteLength);
+    b.add(makeRecord(b.nextIndex), 300); // arrives while the commit is in flight
+    b.committed(draft);
+    assert.deepEqual([b.firstIndex, b.count], [10 + draft.count, 1]);
+    assert.throws(() => b.committed(draft), RangeError);
+  });
+});
+
+describe('chunk round trip (property)', () => {
+  const record = fc.record({
+    pcr: fc.integer({ min: 0, max: 23 }),
+    digest: fc.uint8Array({ minLength: 20, maxLength: 20 }),
+    template: fc.constantFrom('ima-ng', 'ima-sig', 'ima-buf', 'd-ng|n-ng|evmsig'),
+    data: fc.uint8Array({ minLength: 1, maxLength: 600 }),
+  });
+  it('records survive builder → encode → decode → parse, and re-encoding gives the same bytes', () => {
+    fc.assert(
+      fc.property(fc.array(record, { minLength: 1, maxLength: 40 }), fc.nat({ max: 2 ** 40 }), (records, first) => {
+        const builder = new ChunkBuilder(first);
+        for (const r of records) builder.add(r, 0);
+        const draft = builder.draft(replayState(first + records.length));
+        const bytes = encodeChunk({ ...draft, prevHash: null });
+        const chunk = decodeChunk(bytes, 'chunk/0/0');
+        assert.deepEqual(plain(chunkRecords(chunk, 'chunk/0/0')), plain(records));
+        assert.equal(hex(encodeChunk(chunk)), hex(bytes));
+      }),
+      { numRuns: 200 },
+    );
+  });
+});
