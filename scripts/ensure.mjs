@@ -10,11 +10,11 @@ import { fileURLToPath } from 'node:url';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
 /** Debian packages each job needs. */
-const BASE = ['swtpm', 'swtpm-tools', 'tpm2-tools', 'libfuse2', 'fuse3', 'ima-evm-utils'];
+const BASE = ['swtpm', 'swtpm-tools', 'tpm2-tools', 'libfuse2', 'fuse3', 'ima-evm-utils', 'gcc', 'pkg-config', 'libfuse3-dev'];
 const PROFILES = {
   test: BASE,
   demo: BASE,
-  bench: BASE,
+  bench: [...BASE, 'time'],
   qemu: [...BASE, 'qemu-system-x86', 'cpio', 'busybox-static'],
 };
 

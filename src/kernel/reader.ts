@@ -1,0 +1,158 @@
+/**
+ * Incremental reader of a kernel measurement list (kernel-ima.md §1.10 items 1-3).
+ *
+ * The kernel's seq_file walks the list from its head on every read(2) and returns about one page
+ * per call, whatever the buffer size; so a drain opens the file once per batch, reads sequentially
+ * with a large buffer until a read returns 0, and keeps its place as (record index, byte offset)
+ * for the next drain, which starts there with pread (seq_file positions by byte offset). A record
+ * cut at the end of what the kernel returned is "not yet": it is read again, whole, next time.
+ */
+import { BinaryListParser, type ParsedRecord } from '../ima/binary.js';
+import { KernelError, toKernelError } from './errors.js';
+import { nodeSecurityfsFiles, type SecurityfsFiles } from './files.js';
+import { retryOnBusy, type BusyRetryPolicy } from './retry.js';
+
+/** A place in the kernel's current list: records before it and their byte length. */
+export interface ListPosition {
+  /** Kernel-list index of the next record (= global index - records removed so far). */
+  readonly index: number;
+  /** Byte offset of that record in the list file. */
+  readonly offset: number;
+}
+
+/** Records read in one batch, with where they start and end in the kernel list. */
+export interface ListBatch {
+  readonly records: readonly ParsedRecord[];
+  readonly start: ListPosition;
+  readonly end: ListPosition;
+}
+
+/** Options of {@link MeasurementListReader}. */
+export interface ListReaderOptions {
+  /** The list file, normally the SHA-1 binary list (`KernelCapabilities.binaryListPath`). */
+  readonly path: string;
+  readonly files?: SecurityfsFiles;
+  /** Bytes asked per read(2) (default 256 KiB; at least 64 KiB is what makes drains cheap). */
+  readonly readSize?: number;
+  /** Digest size of the list's bank (default 20, the SHA-1 list). */
+  readonly digestSize?: number;
+  /** Where to start (default the head of the list). */
+  readonly position?: ListPosition;
+  /** EBUSY retry of the open (default {@link DEFAULT_BUSY_RETRY}). */
+  readonly retry?: BusyRetryPolicy;
+}
+
+/** Options of one drain. */
+export interface DrainOptions {
+  /** Records per batch at most (default 4096): bounds the memory a drain holds. */
+  readonly maxBatchRecords?: number;
+}
+
+/** Default bytes per read(2). */
+export const DEFAULT_READ_SIZE = 256 * 1024;
+
+/** Reads new records from a kernel list, batch by batch, remembering where it stopped. */
+export class MeasurementListReader {
+  readonly path: string;
+  readonly #files: SecurityfsFiles;
+  readonly #readSize: number;
+  readonly #digestSize: number;
+  readonly #retry: BusyRetryPolicy;
+  #index: number;
+  #offset: number;
+  readonly #buffer: Uint8Array;
+
+  constructor(opts: ListReaderOptions) {
+    this.path = opts.path;
+    this.#files = opts.files ?? nodeSecurityfsFiles;
+    this.#readSize = opts.readSize ?? DEFAULT_READ_SIZE;
+    this.#digestSize = opts.digestSize ?? 20;
+    this.#retry = opts.retry ?? {};
+    this.#index = opts.position?.index ?? 0;
+    this.#offset = opts.position?.offset ?? 0;
+    this.#buffer = new Uint8Array(this.#readSize);
+  }
+
+  /** Where the next drain starts. */
+  get position(): ListPosition {
+    return { index: this.#index, offset: this.#offset };
+  }
+
+  /**
+   * Moves the position back after the kernel removed the first `records` records (`bytes` long)
+   * of its list: kernel position = global - removed (design.md invariant 6). After `A`, pass the
+   * whole staged list. Throws `KERNEL_POSITION` if that is more than was read.
+   */
+  rebase(removed: { readonly records: number; readonly bytes: number }): void {
+    if (removed.records > this.#index || removed.bytes > this.#offset || removed.records < 0 || removed.bytes < 0) {
+      throw new KernelError(
+        'KERNEL_POSITION',
+        `cannot rebase position ${this.#index}@${this.#offset} by ${removed.records} records / ${removed.bytes} bytes`,
+        'EINVAL',
+        'read',
+        this.path,
+      );
+    }
+    this.#index -= removed.records;
+    this.#offset -= removed.bytes;
+  }
+
+  /**
+   * Reads from the position to the end of the list, in batches. The file is open only while a
+   * batch is read, so the consumer's work between batches holds no reader lock (invariant 5). The
+   * position advances when a batch is yielded.
+   */
+  async *drain(opts: DrainOptions = {}): AsyncGenerator<ListBatch, void, undefined> {
+    const max = opts.maxBatchRecords ?? 4096;
+    for (;;) {
+      const { value: batch } = await retryOnBusy(() => this.#readBatch(max), { syscall: 'open', path: this.path }, this.#retry);
+      if (batch.records.length === 0) return;
+      this.#index = batch.end.index;
+      this.#offset = batch.end.offset;
+      yield batch;
+      if (!batch.full) return;
+    }
+  }
+
+  /** One open..close on this thread: complete records from the position, at most `max`. */
+  #readBatch(max: number): ListBatch & { full: boolean } {
+    const files = this.#files;
+    let fd: number;
+    try {
+      fd = files.open(this.path, 'r');
+    } catch (err) {
+      throw toKernelError(err, 'open', this.path);
+    }
+    const start: ListPosition = { index: this.#index, offset: this.#offset };
+    const parser = new BinaryListParser({ digestSize: this.#digestSize });
+    const records: ParsedRecord[] = [];
+    let at = this.#offset;
+    let bytes = 0;
+    try {
+      while (records.length < max) {
+        let n: number;
+        try {
+          n = files.read(fd, this.#buffer, this.#readSize, at);
+        } catch (err) {
+          throw toKernelError(err, 'read', this.path);
+        }
+        if (n === 0) break;
+        at += n;
+        for (const rec of parser.push(this.#buffer.subarray(0, n))) {
+          if (records.length === max) break;
+          records.push(rec);
+          bytes += binaryRecordLength(rec);
+        }
+      }
+    } finally {
+      files.close(fd);
+    }
+    const end = { index: start.index + records.length, offset: start.offset + bytes };
+    return { records, start, end, full: records.length === max };
+  }
+}
+
+/** Bytes of a parsed record in its binary list (kernel-ima.md §3.2: no data length for `ima`). */
+export function binaryRecordLength(rec: ParsedRecord): number {
+  return 4 + rec.digest.length + 4 + rec.template.length + (rec.template === 'ima' ? 0 : 4) + rec.data.length;
+}
