@@ -14,7 +14,7 @@ const BASE = ['swtpm', 'swtpm-tools', 'tpm2-tools', 'libfuse2', 'fuse3', 'ima-ev
 const PROFILES = {
   test: BASE,
   demo: BASE,
-  bench: [...BASE, 'time'],
+  bench: [...BASE, 'time', 'strace'],
   qemu: [...BASE, 'qemu-system-x86', 'cpio', 'busybox-static'],
 };
 

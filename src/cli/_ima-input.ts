@@ -1,0 +1,47 @@
+/**
+ * Measurement-list input shared by the `replay` and `convert` verbs: options naming the list's
+ * format, bank and byte order, and the file (or stdin) as a stream of large chunks.
+ */
+import { open } from 'node:fs/promises';
+import { UsageError } from '../errors.js';
+import { BANKS, type BankName, type ListStreamOptions } from '../ima/index.js';
+
+/** parseArgs options describing an input list. */
+export const LIST_INPUT_OPTIONS = {
+  format: { type: 'string' },
+  'in-bank': { type: 'string' },
+  endian: { type: 'string' },
+} as const;
+
+/**
+ * Read size: 256 KiB chunks keep the per-chunk cost (one await, one parser call) negligible
+ * against hashing while memory stays flat (perf-baseline.md §4 streamed 64 KiB chunks at full speed).
+ */
+const CHUNK_BYTES = 256 * 1024;
+
+/** A bank name given on the command line, or a UsageError. */
+export function bankArg(name: string, what: string): BankName {
+  const bank = BANKS.find((b) => b === name);
+  if (bank === undefined) throw new UsageError(`${what}: unknown bank '${name}' (${BANKS.join(', ')})`);
+  return bank;
+}
+
+/** The ListStreamOptions of `--format`, `--in-bank`, `--endian`. */
+export function listStreamOptions(values: { format?: string; 'in-bank'?: string; endian?: string }): ListStreamOptions {
+  const format = values.format ?? 'binary';
+  if (format !== 'binary' && format !== 'ascii') throw new UsageError(`--format must be binary or ascii, not '${format}'`);
+  const endian = values.endian ?? 'le';
+  if (endian !== 'le' && endian !== 'be') throw new UsageError(`--endian must be le or be, not '${endian}'`);
+  return { format, endian, bank: bankArg(values['in-bank'] ?? 'sha1', '--in-bank') };
+}
+
+/** The chunks of FILE, or of stdin for `-`; an unreadable file is a UsageError (exit 2). */
+export async function openListInput(file: string): Promise<AsyncIterable<Uint8Array>> {
+  if (file === '-') return process.stdin;
+  try {
+    const handle = await open(file, 'r');
+    return handle.createReadStream({ highWaterMark: CHUNK_BYTES });
+  } catch (e) {
+    throw new UsageError(`cannot open ${file}: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}

@@ -1,0 +1,303 @@
+/**
+ * The binary measurement list (`binary_runtime_measurements[_<bank>]`, kernel-ima.md §3.2):
+ * a streaming parser and the record encoder.
+ *
+ * Record: `u32 pcr | digest[bank size] | u32 name_len | name | u32 data_len | data`, integers in
+ * the list's byte order; the `ima` template has no `data_len` and its data is
+ * `d (20) | u32 len | name`.
+ */
+import { DIGEST_SIZE, type BankMode, type BankName, type ImaRecord } from './record.js';
+import { ImaError } from './errors.js';
+import { concatBytes, latin1Bytes, latin1Text, readU32, writeU32, type Endian } from './hash.js';
+import { templateDigest } from './digest.js';
+import { IMA_D_SIZE, IMA_NAME_MAX, IMA_TEMPLATE } from './template.js';
+
+/**
+ * Longest template name accepted. Kernel names are built-in names (<= 10 chars) or a custom
+ * template's format string, at most 15 field ids of <= 16 chars joined by `|` (ima.h
+ * IMA_TEMPLATE_NUM_FIELDS_MAX, IMA_TEMPLATE_FIELD_ID_MAX_LEN): under 255.
+ */
+export const MAX_TEMPLATE_NAME_LEN = 255;
+
+/**
+ * Longest template data accepted: 8 MiB. The largest record a kernel can write is an `ima-buf`
+ * KEY_CHECK record holding an add_key(2) payload, which the syscall caps at 1 MiB; `n-ng` is at
+ * most 4097 bytes (PATH_MAX + NUL) and an xattr (sig, evmsig) at most 64 KiB (XATTR_SIZE_MAX).
+ * The bound is 8x the largest real record, and it keeps a hostile length from buffering gigabytes.
+ */
+export const MAX_TEMPLATE_DATA_LEN = 8 * 1024 * 1024;
+
+/**
+ * A record as a binary list shows it. `digest` has the list's digest size (20 for the SHA-1 list,
+ * which makes it an {@link ImaRecord}); `data` is in the list's byte order.
+ */
+export interface ParsedRecord {
+  readonly pcr: number;
+  readonly digest: Uint8Array;
+  readonly template: string;
+  readonly data: Uint8Array;
+}
+
+/** Options of a binary list: digest size of its bank and its byte order. */
+export interface BinaryListOptions {
+  /** Digest size of the list's bank: 20 (default, the SHA-1 list), 32, 48, 64. */
+  readonly digestSize?: number;
+  /** Byte order of the list's integers (default `le`, the canonical format). */
+  readonly endian?: Endian;
+}
+
+/** Pending-buffer capacity above which it is given back once the large record is parsed. */
+const SHRINK_ABOVE = 1024 * 1024;
+
+const NAME_ENCODINGS = new Map<string, Uint8Array>();
+
+/**
+ * Latin-1 bytes of a template name (cached: a list has a handful of names). The parser decodes
+ * names as Latin-1 so any bytes round-trip; a name with characters beyond U+00FF cannot have come
+ * from a list and throws `IMA_BAD_TEMPLATE`.
+ */
+function templateNameBytes(template: string): Uint8Array {
+  let bytes = NAME_ENCODINGS.get(template);
+  if (bytes === undefined) {
+    bytes = latin1Bytes(template);
+    if (latin1Text(bytes) !== template) throw new ImaError('IMA_BAD_TEMPLATE', `template name '${template.slice(0, 64)}' is not Latin-1`);
+    if (NAME_ENCODINGS.size < 64) NAME_ENCODINGS.set(template, bytes);
+  }
+  return bytes;
+}
+
+/**
+ * Streaming parser of a binary measurement list. Feed chunks of any size with {@link push}; it
+ * returns the complete records and buffers a partial trailing record ("not yet", never an error).
+ * {@link end} says whether the list ended on a record boundary.
+ *
+ * Each record's `digest` and `data` are views into one copy of that record's bytes, so the caller
+ * may reuse its chunk buffers. Memory is bounded by one record (<= {@link MAX_TEMPLATE_DATA_LEN}).
+ */
+export class BinaryListParser {
+  readonly #digestSize: number;
+  readonly #endian: Endian;
+  /** Bytes of a record not yet complete, in `#pending[0..#pendingLength)`. */
+  #pending = new Uint8Array(0);
+  #pendingLength = 0;
+  #records = 0;
+  #consumed = 0;
+  /** Last template name seen and its bytes: names repeat, decoding each one is wasted work. */
+  #lastName = '';
+  #lastNameBytes = new Uint8Array(0);
+  /** The error that ended the list, thrown again by every later call. */
+  #failure: ImaError | undefined;
+
+  constructor(opts: BinaryListOptions = {}) {
+    this.#digestSize = opts.digestSize ?? DIGEST_SIZE.sha1;
+    this.#endian = opts.endian ?? 'le';
+    if (!Object.values(DIGEST_SIZE).includes(this.#digestSize)) {
+      throw new ImaError('IMA_BAD_LENGTH', `digest size ${this.#digestSize} is not a bank's (20, 32, 48, 64)`);
+    }
+  }
+
+  /** Records returned so far. */
+  get recordsParsed(): number {
+    return this.#records;
+  }
+
+  /** Bytes of the complete records returned so far (= byte offset of the next record). */
+  get bytesConsumed(): number {
+    return this.#consumed;
+  }
+
+  /** Bytes held of a record not yet complete. */
+  get bufferedBytes(): number {
+    return this.#pendingLength;
+  }
+
+  /**
+   * Parses what `chunk` completes. A record with an impossible length field (`IMA_BAD_LENGTH`)
+   * ends the list: the records before it are returned first, and the error is thrown by this call
+   * if none precede it in this chunk, else by the next `push` or `end` (and every call after).
+   */
+  push(chunk: Uint8Array): ParsedRecord[] {
+    if (this.#failure !== undefined) throw this.#failure;
+    const out: ParsedRecord[] = [];
+    try {
+      if (this.#pendingLength === 0) {
+        const used = this.#scan(chunk, chunk.length, out);
+        this.#keep(chunk.subarray(used));
+        return out;
+      }
+      this.#keep(chunk);
+      const used = this.#scan(this.#pending, this.#pendingLength, out);
+      if (used > 0) {
+        this.#pending.copyWithin(0, used, this.#pendingLength);
+        this.#pendingLength -= used;
+        // Let a buffer grown for one large record go, so memory stays one ordinary record.
+        if (this.#pending.length > SHRINK_ABOVE && this.#pendingLength < SHRINK_ABOVE / 4) {
+          this.#pending = this.#pending.slice(0, this.#pendingLength);
+        }
+      }
+      return out;
+    } catch (e) {
+      if (!(e instanceof ImaError)) throw e;
+      this.#failure = e;
+      if (out.length > 0) return out;
+      throw e;
+    }
+  }
+
+  /**
+   * Declares the end of the list: throws `IMA_TRUNCATED` if it ended inside a record, or the
+   * error a previous `push` deferred.
+   */
+  end(): void {
+    if (this.#failure !== undefined) throw this.#failure;
+    if (this.#pendingLength > 0) {
+      throw new ImaError(
+        'IMA_TRUNCATED',
+        `binary list ends inside a record: ${this.#pendingLength} bytes of an incomplete record`,
+        { recordIndex: this.#records, byteOffset: this.#consumed },
+      );
+    }
+  }
+
+  /** Appends bytes to the pending buffer, growing it by doubling (amortized linear). */
+  #keep(bytes: Uint8Array): void {
+    if (bytes.length === 0) return;
+    const needed = this.#pendingLength + bytes.length;
+    if (needed > this.#pending.length) {
+      const grown = new Uint8Array(Math.max(needed, this.#pending.length * 2, 256));
+      grown.set(this.#pending.subarray(0, this.#pendingLength));
+      this.#pending = grown;
+    }
+    this.#pending.set(bytes, this.#pendingLength);
+    this.#pendingLength = needed;
+  }
+
+  #bad(message: string): ImaError {
+    return new ImaError('IMA_BAD_LENGTH', message, { recordIndex: this.#records, byteOffset: this.#consumed });
+  }
+
+  /**
+   * Parses complete records of `buf[0..end)` into `out`; returns the bytes used. Lengths are
+   * checked as soon as they are readable, so a hostile length fails before its bytes arrive.
+   */
+  #scan(buf: Uint8Array, end: number, out: ParsedRecord[]): number {
+    const d = this.#digestSize;
+    const endian = this.#endian;
+    let at = 0;
+    for (;;) {
+      const nameAt = at + 4 + d + 4;
+      if (nameAt > end) return at;
+      const nameLen = readU32(buf, nameAt - 4, endian);
+      if (nameLen === 0 || nameLen > MAX_TEMPLATE_NAME_LEN) {
+        throw this.#bad(`template name length ${nameLen} outside 1..${MAX_TEMPLATE_NAME_LEN}`);
+      }
+      const lenAt = nameAt + nameLen;
+      if (lenAt > end) return at;
+      const template = this.#name(buf, nameAt, lenAt);
+      let dataAt: number;
+      let dataLen: number;
+      if (template === IMA_TEMPLATE) {
+        // `ima`: d (20) then `n` as u32 strlen + name, no data length (kernel-ima.md §3.2, §3.3).
+        dataAt = lenAt;
+        if (dataAt + IMA_D_SIZE + 4 > end) return at;
+        const fileNameLen = readU32(buf, dataAt + IMA_D_SIZE, endian);
+        if (fileNameLen > IMA_NAME_MAX) throw this.#bad(`'ima' file name length ${fileNameLen} > ${IMA_NAME_MAX}`);
+        dataLen = IMA_D_SIZE + 4 + fileNameLen;
+      } else {
+        dataAt = lenAt + 4;
+        if (dataAt > end) return at;
+        dataLen = readU32(buf, lenAt, endian);
+        if (dataLen === 0 || dataLen > MAX_TEMPLATE_DATA_LEN) {
+          throw this.#bad(`template data length ${dataLen} outside 1..${MAX_TEMPLATE_DATA_LEN}`);
+        }
+      }
+      const next = dataAt + dataLen;
+      if (next > end) return at;
+      const bytes = buf.slice(at, next);
+      out.push({
+        pcr: readU32(bytes, 0, endian),
+        digest: bytes.subarray(4, 4 + d),
+        template,
+        data: bytes.subarray(dataAt - at),
+      });
+      this.#records++;
+      this.#consumed += next - at;
+      at = next;
+    }
+  }
+
+  /** The template name in `buf[from..to)`, compared in place with the last one (no allocation when equal). */
+  #name(buf: Uint8Array, from: number, to: number): string {
+    const last = this.#lastNameBytes;
+    let same = to - from === last.length;
+    for (let i = 0; same && i < last.length; i++) same = buf[from + i] === last[i];
+    if (same) return this.#lastName;
+    this.#lastNameBytes = buf.slice(from, to);
+    this.#lastName = latin1Text(this.#lastNameBytes);
+    return this.#lastName;
+  }
+}
+
+/** Parses a whole binary list; throws `IMA_TRUNCATED` if it ends inside a record. */
+export function parseBinaryList(bytes: Uint8Array, opts: BinaryListOptions = {}): ParsedRecord[] {
+  const parser = new BinaryListParser(opts);
+  const records = parser.push(bytes);
+  parser.end();
+  return records;
+}
+
+/** How to encode a record: which bank's list, the bank's mode, the list's byte order. */
+export interface EncodeOptions {
+  readonly bank?: BankName;
+  readonly mode?: BankMode;
+  /** Byte order of the list the record's data came from; the header integers follow it. */
+  readonly endian?: Endian;
+}
+
+/**
+ * The record exactly as `binary_runtime_measurements[_<bank>]` shows it, with the bank's template
+ * digest derived (kernel-ima.md §3.2, §3.4). The data are written as they are: they carry their
+ * list's byte order (see `convertTemplateData` to rewrite it). Throws `IMA_BAD_LENGTH` for a
+ * record the parser would refuse.
+ */
+export function encodeBinaryRecord(rec: ImaRecord, opts: EncodeOptions = {}): Uint8Array {
+  const endian = opts.endian ?? 'le';
+  const digest = templateDigest(rec, opts.bank ?? 'sha1', opts.mode ?? 'native', endian);
+  const name = templateNameBytes(rec.template);
+  if (name.length === 0 || name.length > MAX_TEMPLATE_NAME_LEN) {
+    throw new ImaError('IMA_BAD_LENGTH', `template name length ${name.length} outside 1..${MAX_TEMPLATE_NAME_LEN}`);
+  }
+  if (rec.digest.length !== DIGEST_SIZE.sha1) {
+    throw new ImaError('IMA_BAD_LENGTH', `SHA-1 template digest of ${rec.digest.length} bytes, not ${DIGEST_SIZE.sha1}`);
+  }
+  const isIma = rec.template === IMA_TEMPLATE;
+  if (!(isIma ? isImaTemplateData(rec.data, endian) : rec.data.length > 0 && rec.data.length <= MAX_TEMPLATE_DATA_LEN)) {
+    throw new ImaError('IMA_BAD_LENGTH', `template data length ${rec.data.length} not encodable for '${rec.template}'`);
+  }
+  const out = new Uint8Array(4 + digest.length + 4 + name.length + (isIma ? 0 : 4) + rec.data.length);
+  writeU32(out, 0, rec.pcr, endian);
+  out.set(digest, 4);
+  let at = 4 + digest.length;
+  writeU32(out, at, name.length, endian);
+  out.set(name, at + 4);
+  at += 4 + name.length;
+  if (!isIma) {
+    writeU32(out, at, rec.data.length, endian);
+    at += 4;
+  }
+  out.set(rec.data, at);
+  return out;
+}
+
+/** True if `data` has the shape the parser reads for the `ima` template: d (20) | u32 len | name. */
+function isImaTemplateData(data: Uint8Array, endian: Endian): boolean {
+  const head = IMA_D_SIZE + 4;
+  return data.length >= head && data.length - head <= IMA_NAME_MAX && readU32(data, IMA_D_SIZE, endian) === data.length - head;
+}
+
+/** A whole binary list of `records` (see {@link encodeBinaryRecord}). */
+export function encodeBinaryList(records: Iterable<ImaRecord>, opts: EncodeOptions = {}): Uint8Array {
+  const parts: Uint8Array[] = [];
+  for (const rec of records) parts.push(encodeBinaryRecord(rec, opts));
+  return concatBytes(parts);
+}

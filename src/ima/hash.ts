@@ -1,0 +1,99 @@
+/**
+ * Hashing for the codec and replay, and the small byte helpers everything in `ima/` shares.
+ *
+ * Hash choice (perf-baseline.md §1, this CPU): for the 40-300 byte inputs IMA hashes per record
+ * (template data, PCR ‖ digest), node's one-shot `crypto.hash()` does 1.35-1.56 M hashes/s against
+ * 0.94-1.0 M for `createHash().update().digest()` and 0.46-0.98 M for @noble/hashes, because
+ * per-call overhead dominates; a SHA-256 bank replay runs at 504 k records/s with `crypto.hash`
+ * against 326 k (`createHash`) and 297 k (noble) (§4). So every hash here is one `crypto.hash()`
+ * call over one contiguous buffer.
+ */
+import { hash } from 'node:crypto';
+import type { BankName } from './record.js';
+
+/** Byte order of the integers of a binary list (kernel-ima.md §3.2: host order, LE if canonical). */
+export type Endian = 'le' | 'be';
+
+/** H_bank(data) as a fresh Uint8Array-compatible Buffer of the bank's digest size. */
+export function bankHash(bank: BankName, data: Uint8Array): Uint8Array {
+  return hash(bank, data, 'buffer');
+}
+
+/** True if every byte is zero (an IMA violation's template digest, kernel-ima.md §3.4). */
+export function isAllZero(bytes: Uint8Array): boolean {
+  for (let i = 0; i < bytes.length; i++) if (bytes[i] !== 0) return false;
+  return true;
+}
+
+/** Byte-wise equality. */
+export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Lowercase hex, as the kernel prints digests (`%*phN`). */
+export function toHex(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('hex');
+}
+
+/** Parses lowercase/uppercase hex of even length; null if it is not hex. */
+export function fromHex(text: string): Uint8Array | null {
+  if (text.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(text)) return null;
+  return new Uint8Array(Buffer.from(text, 'hex'));
+}
+
+/** Reads a u32 at `offset` in the given byte order. */
+export function readU32(bytes: Uint8Array, offset: number, endian: Endian): number {
+  const b0 = bytes[offset] as number;
+  const b1 = bytes[offset + 1] as number;
+  const b2 = bytes[offset + 2] as number;
+  const b3 = bytes[offset + 3] as number;
+  return endian === 'le'
+    ? (b0 | (b1 << 8) | (b2 << 16) | (b3 << 24)) >>> 0
+    : ((b0 << 24) | (b1 << 16) | (b2 << 8) | b3) >>> 0;
+}
+
+/** Writes a u32 at `offset` in the given byte order. */
+export function writeU32(bytes: Uint8Array, offset: number, value: number, endian: Endian): void {
+  const v = value >>> 0;
+  if (endian === 'le') {
+    bytes[offset] = v & 0xff;
+    bytes[offset + 1] = (v >>> 8) & 0xff;
+    bytes[offset + 2] = (v >>> 16) & 0xff;
+    bytes[offset + 3] = v >>> 24;
+  } else {
+    bytes[offset] = v >>> 24;
+    bytes[offset + 1] = (v >>> 16) & 0xff;
+    bytes[offset + 2] = (v >>> 8) & 0xff;
+    bytes[offset + 3] = v & 0xff;
+  }
+}
+
+/** Concatenates byte arrays into one new array. */
+export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
+  let total = 0;
+  for (const p of parts) total += p.length;
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** `n` bytes of `fill`. */
+export function filled(n: number, fill: number): Uint8Array {
+  return new Uint8Array(n).fill(fill);
+}
+
+/** Bytes of a Latin-1 string (one byte per char): template names and kernel strings round-trip exactly. */
+export function latin1Bytes(text: string): Uint8Array {
+  return new Uint8Array(Buffer.from(text, 'latin1'));
+}
+
+/** Latin-1 text of bytes (one char per byte), the inverse of {@link latin1Bytes}. */
+export function latin1Text(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('latin1');
+}

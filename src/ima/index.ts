@@ -1,0 +1,70 @@
+/**
+ * `imakeep/ima`: the IMA measurement list, exactly as the kernel shows it. Records and banks, the
+ * binary and ASCII codecs (streaming), template fields, per-bank digests, PCR replay of every bank,
+ * boot_aggregate, and a deterministic synthetic workload generator.
+ */
+export * from './record.js';
+export { ImaError, ReplayError, type ImaErrorCode, type ImaErrorWhere } from './errors.js';
+export { bytesEqual, concatBytes, fromHex, toHex, type Endian } from './hash.js';
+export {
+  BinaryListParser,
+  MAX_TEMPLATE_DATA_LEN,
+  MAX_TEMPLATE_NAME_LEN,
+  encodeBinaryList,
+  encodeBinaryRecord,
+  parseBinaryList,
+  type BinaryListOptions,
+  type EncodeOptions,
+  type ParsedRecord,
+} from './binary.js';
+export {
+  AsciiListParser,
+  MAX_ASCII_LINE_LEN,
+  formatAsciiLine,
+  formatAsciiLineBytes,
+  parseAsciiLine,
+  parseAsciiList,
+  type AsciiOptions,
+} from './ascii.js';
+export {
+  computeTemplateDigest,
+  extendedDigest,
+  isViolation,
+  templateDigest,
+  templateHashInput,
+  toSha1Record,
+} from './digest.js';
+export {
+  BUILTIN_TEMPLATES,
+  FIELD_FORMAT,
+  IMA_NAME_MAX,
+  IMA_TEMPLATE,
+  convertTemplateData,
+  decodeTemplateFields,
+  encodeTemplateData,
+  splitTemplateData,
+  templateFields,
+  type DecodedTemplate,
+  type FieldFormat,
+  type FieldId,
+  type TemplateField,
+} from './template.js';
+export {
+  PcrReplay,
+  replayUntilMatch,
+  replayUntilMatchAsync,
+  type PcrReplayOptions,
+  type PcrReplayState,
+  type PcrValues,
+  type ReplayUntilMatchOptions,
+} from './replay.js';
+export { bootAggregate } from './boot-aggregate.js';
+export {
+  ImaWorkload,
+  digestNgField,
+  makeRecord,
+  nameNgField,
+  type WorkloadOptions,
+  type WorkloadTemplate,
+} from './generate.js';
+export { recordBatches, type ListStreamOptions } from './stream.js';
