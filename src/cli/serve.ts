@@ -1,0 +1,90 @@
+/**
+ * `imakeep serve`: the HTTP API over a store, without the collector (an archive, or a device whose
+ * daemon is stopped): the stored log, evidence bundles, status; quotes when given a TPM. While
+ * `imakeep run` holds the store, it serves the same API itself on its socket.
+ *
+ *   imakeep serve --store DIR [--socket PATH | --listen HOST:PORT [--tls-cert F --tls-key F --tls-ca F]] [--tpm ADDR]
+ *                 [--securityfs DIR [--boot-id-file PATH]]
+ *
+ * With `--securityfs`, and when the running kernel is the store's current boot, the records still
+ * in the kernel are served after the stored ones (nothing removes records while the daemon is
+ * down, so the kernel positions found at start stay valid).
+ */
+import { readFileSync } from 'node:fs';
+import { UsageError } from '../errors.js';
+import { DEFAULT_BOOT_ID_PATH, daemonPaths, openKernelTail } from '../collector/index.js';
+import { probeSecurityfs } from '../kernel/index.js';
+import { startApiServer, TpmQuoteSource, type KernelTail, type ListenAddress } from '../serve/index.js';
+import { openStore, type ImaStore } from '../store/index.js';
+import { Tpm } from '../tpm/index.js';
+import { parseVerbArgs } from './_verb.js';
+
+const USAGE = `usage: imakeep serve --store DIR [--socket PATH | --listen HOST:PORT] [--tpm ADDR]
+                     [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--securityfs DIR [--boot-id-file PATH]]
+Default: unix socket DIR/imakeep.sock (mode 0660). TCP binds loopback only, unless TLS with client
+certificates (--tls-*: server certificate and key, CA of the client certificates) is given.
+ADDR: swtpm:HOST:PORT | device:/dev/tpmrm0 (enables GET /v1/quote).`;
+
+function listenAddress(values: { socket?: string; listen?: string; 'tls-cert'?: string; 'tls-key'?: string; 'tls-ca'?: string }, storeDir: string): ListenAddress {
+  if (values.listen === undefined) return { socket: values.socket ?? daemonPaths(storeDir).socket };
+  if (values.socket !== undefined) throw new UsageError('--socket and --listen exclude each other');
+  const m = /^(.+):(\d{1,5})$/.exec(values.listen);
+  const host = m?.[1]?.replace(/^\[(.*)\]$/, '$1');
+  const port = Number(m?.[2]);
+  if (host === undefined || !(port >= 0 && port <= 65535)) throw new UsageError(`--listen must be HOST:PORT, got '${values.listen}'`);
+  const tls = [values['tls-cert'], values['tls-key'], values['tls-ca']];
+  if (tls.every((f) => f === undefined)) return { host, port };
+  const [cert, key, ca] = tls;
+  if (cert === undefined || key === undefined || ca === undefined) throw new UsageError('TLS needs all of --tls-cert, --tls-key and --tls-ca');
+  return { host, port, tls: { cert, key, ca } };
+}
+
+/** The kernel's part of the store's current boot, if the running kernel is that boot. */
+async function kernelTailOf(store: ImaStore, securityfs: string | undefined, bootIdPath: string): Promise<KernelTail | undefined> {
+  const current = store.currentBoot;
+  if (securityfs === undefined || current === undefined) return undefined;
+  if ((await store.bootRecord(current)).kernelBootId !== readFileSync(bootIdPath, 'latin1').trim()) return undefined;
+  return openKernelTail(store, current, probeSecurityfs({ root: securityfs, checkWriteOpen: false }));
+}
+
+/** The `serve` verb: runs until SIGINT or SIGTERM. */
+export default async function serve(argv: string[]): Promise<number> {
+  const { values } = parseVerbArgs(
+    argv,
+    {
+      store: { type: 'string' },
+      socket: { type: 'string' },
+      listen: { type: 'string' },
+      tpm: { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
+      'tls-ca': { type: 'string' },
+      securityfs: { type: 'string' },
+      'boot-id-file': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    false,
+  );
+  if (values.help === true) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  if (values.store === undefined) throw new UsageError(`--store is required\n${USAGE}`);
+  const address = listenAddress(values, values.store);
+  const store = await openStore(values.store);
+  const tpm = values.tpm === undefined ? undefined : Tpm.open(values.tpm);
+  try {
+    const tail = await kernelTailOf(store, values.securityfs, values['boot-id-file'] ?? DEFAULT_BOOT_ID_PATH);
+    const server = await startApiServer({ store, tail, quotes: tpm === undefined ? undefined : new TpmQuoteSource(tpm) }, address);
+    process.stdout.write(`imakeep serve: ${server.address}\n`);
+    await new Promise<void>((resolve) => {
+      process.once('SIGINT', resolve);
+      process.once('SIGTERM', resolve);
+    });
+    await server.close();
+  } finally {
+    await tpm?.close();
+    await store.close();
+  }
+  return 0;
+}

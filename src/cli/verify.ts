@@ -1,0 +1,134 @@
+/**
+ * `imakeep verify`: offline verification, without the device.
+ *
+ *   imakeep verify BUNDLE... [--ak PEM] [--from-checkpoint STATE.json] [--state-out FILE] [--json]
+ *   imakeep verify LOG --quote QUOTE.json [--nonce TEXT] [--ak PEM] [--format binary|ascii] [--json]
+ *
+ * Bundles (from `imakeep export` or `GET /v1/evidence`) are verified in the order given, the state
+ * carried from one to the next; `--state-out` saves the state, `--from-checkpoint` starts from a
+ * saved one. A LOG (a kernel-format list, e.g. from `GET /v1/log`) is checked against a quote saved
+ * from `GET /v1/quote` (Keylime format). Exit 0 when everything verifies; 1 with the first failure.
+ */
+import { createReadStream } from 'node:fs';
+import { open, readFile, writeFile } from 'node:fs/promises';
+import { createPublicKey } from 'node:crypto';
+import { UsageError } from '../errors.js';
+import { recordBatches } from '../ima/index.js';
+import { decodePcrBlob } from '../tpm/index.js';
+import {
+  EvidenceVerifier,
+  trustedAkFromPem,
+  verifyLogAgainstQuote,
+  verifyStateFromJson,
+  verifyStateToJson,
+  VerifyError,
+  type BundleReport,
+} from '../verify/index.js';
+import { parseVerbArgs, writeStdout } from './_verb.js';
+
+const USAGE = `usage: imakeep verify BUNDLE... [--ak PEM] [--from-checkpoint STATE.json] [--state-out FILE] [--json]
+       imakeep verify LOG --quote QUOTE.json [--nonce TEXT] [--ak PEM] [--format binary|ascii] [--json]`;
+
+/**
+ * True if the file starts like an evidence bundle: a CBOR map header (0xa1..0xbf) and its first
+ * key, the text "format" (header 0x66 = text of 6 bytes, which reads as "f"). A binary list starts
+ * with a little-endian PCR number, an ASCII list with a digit or a space.
+ */
+async function isBundle(path: string): Promise<boolean> {
+  const file = await open(path, 'r');
+  try {
+    const head = Buffer.alloc(8);
+    const { bytesRead } = await file.read(head, 0, 8, 0);
+    return bytesRead === 8 && head[0] !== undefined && head[0] >= 0xa1 && head[0] <= 0xbf && head.subarray(1, 8).toString('latin1') === 'fformat';
+  } finally {
+    await file.close();
+  }
+}
+
+function describeBundle(r: BundleReport): string {
+  const parts = r.segments.map(
+    (s) => `boot ${s.boot} records ${s.from}..${s.to} (${s.chunks} chunks, checkpoints ${s.checkpoints.join(',') || 'none'}, start: ${s.start})`,
+  );
+  return `${r.cursor} -> ${r.next}: ${parts.join('; ')}`;
+}
+
+/** A Keylime quote response (`{results: {quote, pubkey}}` or the results object itself). */
+function parseKeylimeQuote(text: string): { attest: Uint8Array; signature: Uint8Array; blob: Uint8Array; pubkey: string | undefined } {
+  const value: unknown = JSON.parse(text);
+  const results = typeof value === 'object' && value !== null && 'results' in value ? value.results : value;
+  if (typeof results !== 'object' || results === null || !('quote' in results) || typeof results.quote !== 'string') {
+    throw new UsageError('--quote must be a Keylime quote response (JSON with results.quote)');
+  }
+  const [attest, signature, blob] = results.quote.replace(/^r/, '').split(':').map((p) => new Uint8Array(Buffer.from(p, 'base64')));
+  if (attest === undefined || signature === undefined || blob === undefined) throw new UsageError('quote is not r<attest>:<signature>:<pcrs>');
+  const pubkey = 'pubkey' in results && typeof results.pubkey === 'string' ? results.pubkey : undefined;
+  return { attest, signature, blob, pubkey };
+}
+
+/** The `verify` verb: exit 0 when everything verifies, 1 with the first failure. */
+export default async function verify(argv: string[]): Promise<number> {
+  const { values, positionals } = parseVerbArgs(argv, {
+    ak: { type: 'string' },
+    json: { type: 'boolean' },
+    'from-checkpoint': { type: 'string' },
+    'state-out': { type: 'string' },
+    quote: { type: 'string' },
+    nonce: { type: 'string' },
+    format: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  });
+  if (values.help === true) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  if (positionals.length === 0) throw new UsageError(`give at least one BUNDLE or LOG\n${USAGE}`);
+  const trustedAk = values.ak === undefined ? undefined : trustedAkFromPem(await readFile(values.ak));
+  const json = values.json === true;
+  try {
+    const first = positionals[0] ?? '';
+    if (values.quote !== undefined || !(await isBundle(first))) {
+      if (values.quote === undefined) throw new UsageError(`${first} is not an evidence bundle; to check a log give --quote QUOTE.json`);
+      if (positionals.length !== 1) throw new UsageError('give exactly one LOG with --quote');
+      const format = values.format ?? 'binary';
+      if (format !== 'binary' && format !== 'ascii') throw new UsageError('--format must be binary or ascii');
+      const q = parseKeylimeQuote(await readFile(values.quote, 'utf8'));
+      const ak = trustedAk ?? (q.pubkey === undefined ? undefined : createPublicKey(q.pubkey));
+      if (ak === undefined) throw new UsageError('no AK: give --ak or a quote response with pubkey');
+      const report = await verifyLogAgainstQuote(recordBatches(createReadStream(first), { format }), {
+        attest: q.attest,
+        signature: q.signature,
+        pcrs: decodePcrBlob(q.blob).values,
+        ak,
+        nonce: values.nonce === undefined ? null : new TextEncoder().encode(values.nonce),
+      });
+      await writeStdout(
+        json
+          ? `${JSON.stringify({ ok: true, log: report, akTrusted: trustedAk !== undefined })}\n`
+          : `OK: records 0..${report.matchedAt - 1} replay to the quoted PCR 10 (${report.banks.join(', ')}); ${report.records - report.matchedAt} records logged after the quote; AK ${trustedAk === undefined ? 'taken from the quote (not trusted)' : 'trusted'}\n`,
+      );
+      return 0;
+    }
+    const state = values['from-checkpoint'] === undefined ? undefined : verifyStateFromJson(await readFile(values['from-checkpoint'], 'utf8'));
+    const verifier = new EvidenceVerifier({ trustedAk, state });
+    const reports: BundleReport[] = [];
+    for (const path of positionals) {
+      const report = verifier.verify(new Uint8Array(await readFile(path)));
+      reports.push(report);
+      if (!json) await writeStdout(`${path}: ${describeBundle(report)}\n`);
+    }
+    const end = verifier.state;
+    if (values['state-out'] !== undefined && end !== undefined) await writeFile(values['state-out'], `${JSON.stringify(verifyStateToJson(end), null, 1)}\n`);
+    const records = reports.flatMap((r) => r.segments).reduce((n, s) => n + (s.to - s.from), 0);
+    const checkpoints = reports.flatMap((r) => r.segments).reduce((n, s) => n + s.checkpoints.length, 0);
+    await writeStdout(
+      json
+        ? `${JSON.stringify({ ok: true, bundles: reports, state: end === undefined ? null : verifyStateToJson(end) })}\n`
+        : `OK: ${reports.length} bundles, ${records} records, ${checkpoints} checkpoints verified; AK ${trustedAk === undefined ? 'taken from the bundle (not trusted: give --ak)' : 'trusted'}\n`,
+    );
+    return 0;
+  } catch (e) {
+    if (!(json && e instanceof VerifyError)) throw e;
+    await writeStdout(`${JSON.stringify({ ok: false, error: { code: e.code, message: e.message, details: e.details } })}\n`);
+    return 1;
+  }
+}

@@ -1,0 +1,43 @@
+/**
+ * `imakeep/serve`: the whole log in the kernel's formats from any global index (stored part plus
+ * kernel tail), a Keylime-compatible quote endpoint, evidence bundles for devices that sync later,
+ * status and metrics, over a unix socket or loopback/TLS TCP (design.md "Serving").
+ */
+export { ServeError, SERVE_ERROR_STATUS, type ServeErrorCode, type ServeErrorDetails } from './errors.js';
+export type { FreshQuote, KernelTail, MetricSample, QuoteSource, StatusSource, TailBatch } from './sources.js';
+export {
+  bootBanks,
+  logBatches,
+  logCount,
+  openLog,
+  type IndexedBatch,
+  type LogFormat,
+  type LogQuery,
+  type LogSource,
+  type OpenLog,
+} from './log-stream.js';
+export {
+  BUNDLE_FORMAT,
+  BUNDLE_VERSION,
+  decodeBundle,
+  encodeBundle,
+  formatCursor,
+  parseCursor,
+  type BundleSegment,
+  type EvidenceBundle,
+  type EvidenceCursor,
+} from './bundle.js';
+export { buildBundle, DEFAULT_BUNDLE_LIMITS, type BuiltBundle, type BundleLimits } from './evidence.js';
+export {
+  MAX_KEYLIME_NONCE,
+  keylimeQuoteBody,
+  keylimeQuoteFields,
+  keylimeQuoteString,
+  parseKeylimeMask,
+  parseKeylimeNonce,
+  pcrRefs,
+} from './keylime.js';
+export { formatPrometheus, PROMETHEUS_CONTENT_TYPE } from './metrics.js';
+export { ApiHandler, type ApiOptions } from './http.js';
+export { DEFAULT_SERVER_LIMITS, isLoopback, startApiServer, type ApiServer, type ListenAddress, type ServerLimits, type TlsFiles } from './server.js';
+export { TpmQuoteSource, type TpmQuoteSourceOptions } from './tpm-quotes.js';

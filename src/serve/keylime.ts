@@ -1,0 +1,77 @@
+/**
+ * The Keylime agent's `/quotes/integrity` wire format (peers.md §1.1, rust-keylime
+ * `keylime-agent/src/quotes_handler.rs`, `keylime/src/quote.rs` `KeylimeQuote`), so an unmodified
+ * Keylime verifier can pull quotes and incremental logs from imakeep. The only difference from the
+ * agent is the meaning of `ima_ml_entry`: a GLOBAL index (Invariant 6), so the lines a verifier gets
+ * are the lines an untrimmed list would have given, whatever was removed from the kernel.
+ */
+import type { BankName } from '../ima/index.js';
+import { encodePcrBlob, parseSignature, parseTpm2bPublic, publicKeyFromTpm2b, type PcrRef } from '../tpm/index.js';
+import { ServeError } from './errors.js';
+import type { FreshQuote } from './sources.js';
+
+/** Longest nonce the agent accepts: alphanumeric, at most 64 characters (rust-keylime quotes_handler.rs). */
+export const MAX_KEYLIME_NONCE = 64;
+
+/** The nonce as the agent takes it: its ASCII bytes, used as the quote's qualifying data. */
+export function parseKeylimeNonce(text: string | null): Uint8Array {
+  if (text === null || !/^[A-Za-z0-9]{1,64}$/.test(text)) {
+    throw new ServeError('SERVE_BAD_PARAMETER', `nonce must be 1 to ${MAX_KEYLIME_NONCE} alphanumeric characters`, { parameter: 'nonce' });
+  }
+  return new TextEncoder().encode(text);
+}
+
+/**
+ * PCRs named by the agent's `mask`: a hex bitmap, bit n = PCR n (`0x400` = PCR 10), 24 PCRs at
+ * most (a PC client TPM's). Default PCR 10, the IMA PCR.
+ */
+export function parseKeylimeMask(text: string | null): number[] {
+  if (text === null) return [10];
+  const m = /^(?:0x)?([0-9a-fA-F]{1,6})$/.exec(text);
+  const bits = m?.[1] === undefined ? 0 : parseInt(m[1], 16);
+  if (bits === 0) throw new ServeError('SERVE_BAD_PARAMETER', `mask '${text.slice(0, 16)}' is not a non-zero hex bitmap of PCRs 0-23`, { parameter: 'mask' });
+  return Array.from({ length: 24 }, (_, pcr) => pcr).filter((pcr) => (bits >> pcr) & 1);
+}
+
+/** The PCRs of `pcrs` in `bank`, as a quote selection. */
+export function pcrRefs(bank: BankName, pcrs: readonly number[]): PcrRef[] {
+  return pcrs.map((pcr) => ({ bank, pcr }));
+}
+
+/** `r<b64 TPMS_ATTEST>:<b64 TPMT_SIGNATURE>:<b64 PCR blob>` (rust-keylime `encode_quote_string`). */
+export function keylimeQuoteString(quote: FreshQuote): string {
+  const b64 = (b: Uint8Array): string => Buffer.from(b).toString('base64');
+  return `r${b64(quote.attest)}:${b64(quote.signature)}:${b64(encodePcrBlob(quote.pcrs))}`;
+}
+
+/** The fields of a Keylime quote response other than the log, in the agent's order. */
+export function keylimeQuoteFields(quote: FreshQuote, bank: BankName, bootTimeSeconds: number): Record<string, string | number> {
+  const ak = parseTpm2bPublic(quote.akPublic);
+  const signature = parseSignature(quote.signature);
+  return {
+    quote: keylimeQuoteString(quote),
+    hash_alg: bank,
+    enc_alg: ak.type,
+    sign_alg: signature.sigAlg,
+    pubkey: String(publicKeyFromTpm2b(quote.akPublic).export({ type: 'spki', format: 'pem' })),
+    boottime: bootTimeSeconds,
+  };
+}
+
+/**
+ * The response body as it streams: `{"code":200,"status":"Success","results":{…,
+ * "ima_measurement_list":"<lines>","ima_measurement_list_entry":N}}`. The log goes last so that it
+ * streams (JSON key order carries no meaning; the verifier reads a dict). The lines are the
+ * kernel's bytes decoded as UTF-8, as the agent's `read_to_string` does.
+ */
+export async function* keylimeQuoteBody(
+  fields: Readonly<Record<string, string | number>>,
+  lines: AsyncIterable<Uint8Array>,
+  entry: number,
+): AsyncGenerator<string> {
+  const head = JSON.stringify({ code: 200, status: 'Success', results: fields });
+  yield `${head.slice(0, -2)},"ima_measurement_list":"`;
+  const decoder = new TextDecoder('utf-8');
+  for await (const chunk of lines) yield JSON.stringify(decoder.decode(chunk, { stream: true })).slice(1, -1);
+  yield `${JSON.stringify(decoder.decode()).slice(1, -1)}","ima_measurement_list_entry":${entry}}}`;
+}

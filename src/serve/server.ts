@@ -1,0 +1,197 @@
+/**
+ * Binding the API (design.md "Serving"): a unix socket by default, whose file mode decides who
+ * reads the log (it names files: it is not public data); TCP only when asked, and then loopback
+ * only unless TLS with client certificates is configured.
+ *
+ * Limits against hostile or slow clients, all bounded (measured defaults in test/serve):
+ * headers at most `maxHeaderBytes` (431), the request target at most `maxUrlLength` (414), the
+ * whole request within `requestTimeoutMs` (408), headers within `headersTimeoutMs` (slowloris),
+ * and a socket with no progress for `idleTimeoutMs` is destroyed, which also ends a stream whose
+ * client stopped reading (its backpressure had already paused the source).
+ */
+import { readFileSync } from 'node:fs';
+import { chmod, lstat, unlink } from 'node:fs/promises';
+import { createServer as createHttpServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { connect, isIP } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { ServeError } from './errors.js';
+import { ApiHandler, type ApiOptions } from './http.js';
+
+/** TLS with client certificates: every client must present a certificate signed by `ca`. */
+export interface TlsFiles {
+  /** PEM server certificate (chain). */
+  readonly cert: string;
+  /** PEM server private key. */
+  readonly key: string;
+  /** PEM CA certificate(s) that sign client certificates. */
+  readonly ca: string;
+}
+
+/** Where to listen. */
+export type ListenAddress =
+  | { readonly socket: string; /** File mode of the socket; default 0o660. */ readonly mode?: number }
+  | { readonly host: string; readonly port: number; readonly tls?: TlsFiles };
+
+/** Server-side limits. */
+export interface ServerLimits {
+  readonly maxHeaderBytes: number;
+  readonly headersTimeoutMs: number;
+  readonly requestTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+  readonly maxConnections: number;
+}
+
+/**
+ * Defaults: 8 KiB of headers (a Keylime request is ~300 B); 10 s for headers and 30 s for a request
+ * (GET requests have no body); 30 s without progress ends a connection; 64 connections (a device
+ * has a handful of local readers and one or two verifiers).
+ */
+export const DEFAULT_SERVER_LIMITS: ServerLimits = {
+  maxHeaderBytes: 8 * 1024,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  idleTimeoutMs: 30_000,
+  maxConnections: 64,
+};
+
+/** A running API server. */
+export interface ApiServer {
+  /** `unix:PATH`, `http://HOST:PORT` or `https://HOST:PORT`. */
+  readonly address: string;
+  /** The request listener and its counters. */
+  readonly handler: ApiHandler;
+  /** Stops listening, ends open connections (streams in flight are cut), removes the socket file. */
+  close(): Promise<void>;
+}
+
+/** True for an address only this machine can reach. */
+export function isLoopback(host: string): boolean {
+  if (host === 'localhost') return true;
+  if (isIP(host) === 4) return host.startsWith('127.');
+  return host === '::1';
+}
+
+/** Removes a socket file left by a server that is gone; refuses one a live server answers on. */
+async function clearStaleSocket(path: string): Promise<void> {
+  const stat = await lstat(path).catch(() => undefined);
+  if (stat === undefined) return;
+  if (!stat.isSocket()) throw new ServeError('SERVE_ADDRESS_IN_USE', `${path} exists and is not a socket`);
+  const alive = await new Promise<boolean>((resolve) => {
+    const probe = connect(path);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (alive) throw new ServeError('SERVE_ADDRESS_IN_USE', `a server is listening on ${path}`);
+  await unlink(path);
+}
+
+function readTls(tls: TlsFiles): { cert: Buffer; key: Buffer; ca: Buffer } {
+  try {
+    return { cert: readFileSync(tls.cert), key: readFileSync(tls.key), ca: readFileSync(tls.ca) };
+  } catch (e) {
+    throw new ServeError('SERVE_TLS_CONFIG', `cannot read TLS files: ${e instanceof Error ? e.message : String(e)}`, {}, { cause: e });
+  }
+}
+
+function listen(server: Server, bind: (done: () => void) => void): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (e: NodeJS.ErrnoException): void => {
+      reject(e.code === 'EADDRINUSE' ? new ServeError('SERVE_ADDRESS_IN_USE', e.message, {}, { cause: e }) : e);
+    };
+    server.once('error', onError);
+    bind(() => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+}
+
+/** llhttp error codes with their own status (node `http` docs, 'clientError'). */
+const CLIENT_ERROR_STATUS: Readonly<Record<string, readonly [number, string, string]>> = {
+  HPE_HEADER_OVERFLOW: [431, 'Request Header Fields Too Large', 'SERVE_HEADERS_TOO_LARGE'],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'Request Timeout', 'SERVE_REQUEST_TIMEOUT'],
+};
+
+/**
+ * Answers a request the HTTP parser refused (garbage, oversized headers, a request too slow) with
+ * the API's JSON error shape, then closes the connection; a socket already gone is just destroyed.
+ */
+function answerClientError(error: Error & { code?: string }, socket: Duplex): void {
+  if (!socket.writable || error.code === 'ECONNRESET') {
+    socket.destroy();
+    return;
+  }
+  const [status, reason, code] = CLIENT_ERROR_STATUS[error.code ?? ''] ?? [400, 'Bad Request', 'SERVE_BAD_REQUEST'];
+  const body = JSON.stringify({ error: { code, message: `${reason} (${error.code ?? 'parse error'})` } });
+  // Destroyed once written: a client still sending (slowloris) must not keep a half-open socket.
+  socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`, () => socket.destroy());
+}
+
+/** Starts the API on `address`. Throws `SERVE_INSECURE_BIND`, `SERVE_ADDRESS_IN_USE`, `SERVE_TLS_CONFIG`. */
+export async function startApiServer(api: ApiOptions, address: ListenAddress, limits: Partial<ServerLimits> = {}): Promise<ApiServer> {
+  const l = { ...DEFAULT_SERVER_LIMITS, ...limits };
+  const handler = new ApiHandler(api);
+  const options = {
+    maxHeaderSize: l.maxHeaderBytes,
+    headersTimeout: l.headersTimeoutMs,
+    requestTimeout: l.requestTimeoutMs,
+    // How often Node checks the two timeouts above (default 30 s would let a slowloris client
+    // hold a connection 3x longer than headersTimeout).
+    connectionsCheckingInterval: Math.min(1000, l.headersTimeoutMs),
+    keepAliveTimeout: 5_000,
+  };
+  let server: Server;
+  let shown: string;
+  if ('socket' in address) {
+    server = createHttpServer(options, handler.listener);
+    shown = `unix:${address.socket}`;
+  } else if (address.tls !== undefined) {
+    server = createHttpsServer({ ...options, ...readTls(address.tls), requestCert: true, rejectUnauthorized: true }, handler.listener);
+    shown = `https://${address.host}:${address.port}`;
+  } else {
+    if (!isLoopback(address.host)) {
+      throw new ServeError('SERVE_INSECURE_BIND', `refusing plain HTTP on ${address.host}: bind a loopback address or configure TLS with client certificates`);
+    }
+    server = createHttpServer(options, handler.listener);
+    shown = `http://${address.host}:${address.port}`;
+  }
+  server.on('clientError', answerClientError);
+  server.timeout = l.idleTimeoutMs;
+  server.maxConnections = l.maxConnections;
+  if ('socket' in address) {
+    const path = address.socket;
+    await clearStaleSocket(path);
+    // The socket must never exist with wider permissions than asked, not even between listen and chmod.
+    const mode = address.mode ?? 0o660;
+    const previous = process.umask(0o777 & ~mode);
+    try {
+      await listen(server, (done) => server.listen(path, done));
+    } finally {
+      process.umask(previous);
+    }
+    await chmod(path, mode);
+  } else {
+    const { host, port } = address;
+    await listen(server, (done) => server.listen(port, host, done));
+    const bound = server.address();
+    if (typeof bound === 'object' && bound !== null) shown = shown.replace(/:\d+$/, `:${bound.port}`);
+  }
+  let closed: Promise<void> | undefined;
+  return {
+    address: shown,
+    handler,
+    close() {
+      closed ??= new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }).then(async () => {
+        if ('socket' in address) await unlink(address.socket).catch(() => undefined);
+      });
+      return closed;
+    },
+  };
+}

@@ -1,0 +1,53 @@
+/**
+ * The first failure an offline verification finds, named precisely: which check, which boot,
+ * which record or checkpoint, what was expected and what was found.
+ */
+import { ImakeepError } from '../errors.js';
+
+/** Stable codes of {@link VerifyError}. */
+export type VerifyErrorCode =
+  /** A checkpoint's quote does not verify with the AK (signature, PCR digest, layout); `details.quoteCode` says which. */
+  | 'VERIFY_SIGNATURE'
+  /** No AK to verify with, the bundle's AK is not the trusted one, or a checkpoint names another AK. */
+  | 'VERIFY_AK'
+  /** A checkpoint's nonce is not H(previous checkpoint's attest ‖ signature) (`chain.ts`). */
+  | 'VERIFY_NONCE_CHAIN'
+  /** TPM clock, resetCount or restartCount went backwards between checkpoints, or the clock was not safe. */
+  | 'VERIFY_CLOCK_ORDER'
+  /** Replayed PCR values differ from a checkpoint's or a chunk's stored state, or a record's digest is wrong. */
+  | 'VERIFY_REPLAY'
+  /** Chunks or bundles do not follow each other: a hash link, an index, a cursor or a boot is out of place. */
+  | 'VERIFY_CHAIN_GAP'
+  /** The bundle, or a chunk or checkpoint in it, does not decode. */
+  | 'VERIFY_BUNDLE_CORRUPT';
+
+/** Where a verification failed and what differed. */
+export interface VerifyErrorDetails {
+  /** The check that failed, e.g. `checkpoint-replay`, `chunk-link`, `quote-signature`. */
+  readonly check: string;
+  /** Store boot number. */
+  readonly boot?: number;
+  /** Global index of the record concerned. */
+  readonly index?: number;
+  /** Record count the checkpoint concerned covers (its key). */
+  readonly checkpoint?: number;
+  /** First index of the chunk concerned. */
+  readonly chunk?: number;
+  /** Expected value (hex for bytes). */
+  readonly expected?: string;
+  /** Value found. */
+  readonly got?: string;
+  /** Code of the underlying error (QUOTE_*, IMA_*, STORE_*), when one caused this. */
+  readonly causeCode?: string;
+}
+
+/** The one error class of `src/verify`. */
+export class VerifyError extends ImakeepError {
+  declare readonly code: VerifyErrorCode;
+  readonly details: VerifyErrorDetails;
+
+  constructor(code: VerifyErrorCode, message: string, details: VerifyErrorDetails, options?: { cause?: unknown }) {
+    super(code, message, options);
+    this.details = details;
+  }
+}

@@ -1,0 +1,216 @@
+/**
+ * Hostile and slow clients against the real server: garbage on a raw socket, oversized headers
+ * and request targets, bad methods and parameters, a slowloris client, a client that stops
+ * reading a large log (it stalls only its own stream: memory stays bounded, the store keeps
+ * taking writes, other requests are answered, and the idle timeout ends it). TCP: loopback only
+ * without TLS; with TLS a client certificate is required.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ServeError, startApiServer, type ApiServer } from '../../src/serve/index.js';
+import { SimulatedDevice } from './_device.js';
+import { errorCode, get, type Target } from './_http.js';
+
+/** Writes `data` on a raw connection and returns everything the server sends until it closes. */
+function raw(socket: string, data: string | Buffer, timeoutMs = 5000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const c = connect(socket);
+    const parts: Buffer[] = [];
+    const timer = setTimeout(() => {
+      c.destroy();
+      reject(new Error('the server did not close the connection'));
+    }, timeoutMs);
+    c.on('data', (d: Buffer) => parts.push(d));
+    c.on('close', () => {
+      clearTimeout(timer);
+      resolve(Buffer.concat(parts).toString('latin1'));
+    });
+    c.on('error', () => undefined);
+    c.write(data);
+  });
+}
+
+describe('hostile clients', () => {
+  let device: SimulatedDevice;
+  let server: ApiServer;
+  let work: string;
+  let socket: string;
+  let target: Target;
+
+  before(async () => {
+    work = mkdtempSync(join(tmpdir(), 'imakeep-hostile-'));
+    device = await SimulatedDevice.start({ chunkRecords: 200 });
+    for (let i = 0; i < 6; i++) await device.cycle(1500);
+    socket = join(work, 'api.sock');
+    target = { socket };
+    server = await startApiServer({ store: device.store, tail: device.tail() }, { socket }, { headersTimeoutMs: 1000, requestTimeoutMs: 2000, idleTimeoutMs: 1000 });
+  });
+
+  after(async () => {
+    await server?.close();
+    await device?.close();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('garbage on a raw socket gets 400 and the connection closed; the server still answers', async () => {
+    for (const junk of ['\x00\xff\xfe garbage\r\n\r\n', 'GET\r\n\r\n', 'GET / HTTP/9.9\r\n\r\n', `${'A'.repeat(5000)}\r\n\r\n`]) {
+      const reply = await raw(socket, Buffer.from(junk, 'latin1'));
+      assert.match(reply, /^HTTP\/1\.1 400 /, JSON.stringify(junk.slice(0, 20)));
+      assert.match(reply, /\r\n\r\n\{"error":\{"code":"SERVE_BAD_REQUEST"/);
+    }
+    // A request target that is not a URL: the API's own 400.
+    const notUrl = await raw(socket, 'GET http://[ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    assert.match(notUrl, /^HTTP\/1\.1 400 /);
+    assert.match(notUrl, /"code":"SERVE_BAD_REQUEST"/);
+    assert.equal((await get(target, '/v1/status')).status, 200);
+  });
+
+  it('headers over 8 KiB: 431; a request target over 2 KiB: 414 with a JSON error', async () => {
+    const big = await raw(socket, `GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Big: ${'b'.repeat(9000)}\r\n\r\n`);
+    assert.match(big, /^HTTP\/1\.1 431 /);
+    assert.match(big, /"code":"SERVE_HEADERS_TOO_LARGE"/);
+    const long = await get(target, `/v1/log?from=0&x=${'1'.repeat(3000)}`);
+    assert.equal(long.status, 414);
+    assert.equal(errorCode(long), 'SERVE_URI_TOO_LONG');
+  });
+
+  it('unknown paths 404, other methods 405 with Allow, bad parameters 400', async () => {
+    const notFound = await get(target, '/v1/nothing');
+    assert.equal(notFound.status, 404);
+    assert.equal(errorCode(notFound), 'SERVE_NOT_FOUND');
+    const post = await get(target, '/v1/log', 'POST');
+    assert.equal(post.status, 405);
+    assert.equal(post.headers.allow, 'GET');
+    for (const query of ['from=-1', 'from=abc', 'from=1.5', 'from=99999999999999999999', 'from=9007199254740993', 'boot=4294967296x', 'boot=4294967296', 'from=1&from=2', 'frm=1', 'from=']) {
+      const reply = await get(target, `/v1/log?${query}`);
+      assert.equal(reply.status, 400, query);
+      assert.equal(errorCode(reply), 'SERVE_BAD_PARAMETER', query);
+    }
+  });
+
+  it('a slowloris client (one header byte every 300 ms) is cut off after the headers timeout', async () => {
+    const started = Date.now();
+    const closed = new Promise<number>((resolve) => {
+      const c = connect(socket);
+      c.write('GET /v1/status HTTP/1.1\r\nHost: x\r\n');
+      const drip = setInterval(() => c.write('X'), 300);
+      c.on('close', () => {
+        clearInterval(drip);
+        resolve(Date.now() - started);
+      });
+      c.on('error', () => undefined);
+    });
+    const ms = await closed;
+    assert.ok(ms >= 900 && ms < 4000, `closed after ${ms} ms`);
+  });
+
+  it('a client that stops reading stalls only its stream: bounded bytes, the store keeps writing, the idle timeout ends it', async () => {
+    const sentLog = async (): Promise<number> => {
+      const metrics = (await get(target, '/metrics')).body.toString();
+      return Number(/imakeep_http_sent_bytes_total\{route="log"\} (\d+)/.exec(metrics)?.[1] ?? 0);
+    };
+    const sentBefore = await sentLog();
+    const before = server.handler.activeStreams;
+    let received = 0;
+    const c = connect(socket);
+    c.on('error', () => undefined);
+    c.write('GET /v1/log?format=ascii&bank=sha256 HTTP/1.1\r\nHost: x\r\n\r\n');
+    c.once('data', (d: Buffer) => {
+      received += d.length;
+      c.pause(); // read one piece, then nothing more
+    });
+    await sleep(300);
+    assert.equal(server.handler.activeStreams, before + 1);
+    // Meanwhile: the collector's writes go on and other clients are served.
+    const stored = await device.store.storedCount(device.boot);
+    await device.cycle(50);
+    assert.equal(await device.store.storedCount(device.boot), stored + 50);
+    const status = await get(target, '/v1/status');
+    assert.equal(status.status, 200);
+    // The idle timeout (1 s) ends the stalled stream on the server side (the paused client does
+    // not read, so it would not even see the close).
+    const deadline = Date.now() + 5000;
+    while (server.handler.activeStreams !== before && Date.now() < deadline) await sleep(50);
+    c.destroy();
+    assert.equal(server.handler.activeStreams, before);
+    const stalled = (await sentLog()) - sentBefore;
+    assert.match((await get(target, '/metrics')).body.toString(), /imakeep_http_aborted_streams_total 1/);
+    const whole = (await get(target, '/v1/log?format=ascii&bank=sha256')).body.length;
+    // What the stalled stream produced is what the socket buffers hold (~0.5 MB here), not the log.
+    assert.ok(received > 0 && stalled < 1024 * 1024 && whole > 2 * stalled, `stalled stream produced ${stalled} of ${whole} bytes`);
+  });
+
+  it('plain TCP on a non-loopback address is refused', async () => {
+    await assert.rejects(startApiServer({ store: device.store }, { host: '0.0.0.0', port: 0 }), (e: unknown) => e instanceof ServeError && e.code === 'SERVE_INSECURE_BIND');
+  });
+
+  it('a live socket is not taken over; a stale one (nobody listening) is replaced', async () => {
+    await assert.rejects(startApiServer({ store: device.store }, { socket }), (e: unknown) => e instanceof ServeError && e.code === 'SERVE_ADDRESS_IN_USE');
+    const stale = join(work, 'stale.sock');
+    // A socket file left by a server that was killed (SIGKILL: nothing unlinked it).
+    const killed = spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(stale)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+    assert.equal(killed.signal, 'SIGKILL');
+    assert.ok(statSync(stale).isSocket());
+    const again = await startApiServer({ store: device.store }, { socket: stale });
+    try {
+      assert.equal((await get({ socket: stale }, '/v1/status')).status, 200);
+    } finally {
+      await again.close();
+    }
+  });
+
+  it('TLS: a client certificate signed by the CA is required', async (t) => {
+    if (spawnSync('openssl', ['version']).status !== 0) {
+      t.skip('openssl is not installed');
+      return;
+    }
+    const dir = join(work, 'tls');
+    const ssl = (...args: string[]): void => {
+      const r = spawnSync('openssl', args, { cwd: work, encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+    };
+    mkdirSync(dir, { recursive: true });
+    const f = (name: string): string => join(dir, name);
+    ssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', f('ca.key'), '-out', f('ca.pem'), '-subj', '/CN=imakeep test CA', '-days', '1');
+    for (const who of ['server', 'client']) {
+      ssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', f(`${who}.key`), '-out', f(`${who}.csr`), '-subj', `/CN=${who === 'server' ? 'localhost' : 'verifier'}`);
+      ssl('x509', '-req', '-in', f(`${who}.csr`), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f(`${who}.pem`), '-days', '1');
+    }
+    const tls = await startApiServer({ store: device.store }, { host: '127.0.0.1', port: 0, tls: { cert: f('server.pem'), key: f('server.key'), ca: f('ca.pem') } });
+    try {
+      const port = Number(new URL(tls.address).port);
+      const call = (withCert: boolean): Promise<number> =>
+        new Promise((resolve, reject) => {
+          const req = httpsRequest(
+            {
+              host: '127.0.0.1',
+              port,
+              path: '/v1/status',
+              ca: readFileSync(f('ca.pem')),
+              servername: 'localhost',
+              checkServerIdentity: () => undefined,
+              agent: false,
+              ...(withCert ? { cert: readFileSync(f('client.pem')), key: readFileSync(f('client.key')) } : {}),
+            },
+            (res) => {
+              res.resume();
+              res.on('end', () => resolve(res.statusCode ?? 0));
+            },
+          );
+          req.on('error', reject);
+          req.end();
+        });
+      assert.equal(await call(true), 200);
+      await assert.rejects(call(false));
+    } finally {
+      await tls.close();
+    }
+  });
+});

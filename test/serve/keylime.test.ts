@@ -1,0 +1,121 @@
+/**
+ * A Keylime-style verifier pulls quotes and incremental logs with `ima_ml_entry` = the next global
+ * index, across many removals from the kernel: it gets exactly the lines an untrimmed list would
+ * have given, every quote verifies (signature, nonce, PCR blob), and the lines replay to the
+ * quoted PCR 10 as Keylime's verifier replays them (ASCII lines re-parsed, bank = hash_alg).
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { createPublicKey } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { AsciiListParser, PcrReplay, formatAsciiLineBytes, toHex } from '../../src/ima/index.js';
+import { decodePcrBlob, verifyQuote } from '../../src/tpm/index.js';
+import { startApiServer, TpmQuoteSource, type ApiServer } from '../../src/serve/index.js';
+import { SimulatedDevice } from './_device.js';
+import { errorCode, get, json, type Target } from './_http.js';
+
+interface KeylimeResults {
+  readonly quote: string;
+  readonly hash_alg: string;
+  readonly enc_alg: string;
+  readonly sign_alg: string;
+  readonly pubkey: string;
+  readonly boottime: number;
+  readonly ima_measurement_list: string;
+  readonly ima_measurement_list_entry: number;
+}
+
+function results(body: unknown): KeylimeResults {
+  assert.ok(typeof body === 'object' && body !== null && 'results' in body && 'code' in body && 'status' in body);
+  assert.equal(body.code, 200);
+  assert.equal(body.status, 'Success');
+  return body.results as KeylimeResults;
+}
+
+describe('Keylime pull over imakeep', () => {
+  let device: SimulatedDevice;
+  let server: ApiServer;
+  let work: string;
+  let target: Target;
+
+  before(async () => {
+    work = mkdtempSync(join(tmpdir(), 'imakeep-keylime-'));
+    device = await SimulatedDevice.start({ chunkRecords: 32 });
+    target = { socket: join(work, 'api.sock') };
+    server = await startApiServer({ store: device.store, tail: device.tail({ batch: 25 }), quotes: new TpmQuoteSource(device.tpm) }, target);
+  });
+
+  after(async () => {
+    await server?.close();
+    await device?.close();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('incremental pulls across 8 removal cycles give exactly the untrimmed list, and every quote verifies and replays', async () => {
+    // Keylime's verifier state (peers.md §1.3): next entry and the running PCR of the quoted bank.
+    let next = 0;
+    const received: string[] = [];
+    const replay = new PcrReplay({ banks: { sha256: 'native' }, verifyDigests: false });
+    const parser = new AsciiListParser({ bank: 'sha1' });
+    for (let round = 0; round < 8; round++) {
+      await device.cycle(41 + 13 * round);
+      await device.measure(9); // in the kernel only, not yet quoted by a checkpoint
+      const nonce = `n${round}x${next}`;
+      const reply = await get(target, `/v2.2/quotes/integrity?nonce=${nonce}&mask=0x400&partial=1&ima_ml_entry=${next}`);
+      assert.equal(reply.status, 200, reply.body.toString().slice(0, 300));
+      const r = results(json(reply));
+      assert.equal(r.ima_measurement_list_entry, next);
+      assert.equal(r.hash_alg, 'sha256');
+      assert.equal(r.enc_alg, 'ecc');
+      assert.equal(r.sign_alg, 'ecdsa');
+      assert.equal(r.boottime, Math.floor(1_763_800_000_000 / 1000));
+      const [attest, signature, blob] = r.quote.slice(1).split(':').map((p) => new Uint8Array(Buffer.from(p, 'base64')));
+      assert.ok(r.quote.startsWith('r') && attest !== undefined && signature !== undefined && blob !== undefined);
+      const pcrs = decodePcrBlob(blob).values;
+      verifyQuote({ attest, signature, akPublic: createPublicKey(r.pubkey), nonce: new TextEncoder().encode(nonce), pcrs });
+      // Replay the new lines from the running state; they must end exactly at the quoted PCR 10.
+      for (const rec of parser.push(new TextEncoder().encode(r.ima_measurement_list))) replay.extend(rec);
+      assert.equal(toHex(replay.value('sha256', 10)), toHex(pcrs[0]?.value ?? new Uint8Array(0)), `round ${round}`);
+      received.push(r.ima_measurement_list);
+      next += r.ima_measurement_list.split('\n').length - 1;
+      assert.ok(device.removed > 0);
+    }
+    const untrimmed = Buffer.concat(device.records().map((rec) => formatAsciiLineBytes(rec, { bank: 'sha1' }))).toString('utf8');
+    assert.equal(received.join(''), untrimmed);
+    assert.equal(next, device.records().length);
+    assert.ok(device.removed > 300, `removed ${device.removed}`);
+  });
+
+  it('entry == count gives an empty list; entry past the count gives the whole list from 0 (agent semantics)', async () => {
+    const count = device.records().length;
+    const atEnd = results(json(await get(target, `/v1/quote?nonce=abc&ima_ml_entry=${count}`)));
+    assert.equal(atEnd.ima_measurement_list, '');
+    assert.equal(atEnd.ima_measurement_list_entry, count);
+    const past = results(json(await get(target, `/v1/quote?nonce=abc&ima_ml_entry=${count + 5}`)));
+    assert.equal(past.ima_measurement_list_entry, 0);
+    assert.equal(past.ima_measurement_list.split('\n').length - 1, count);
+  });
+
+  it('bad nonce, mask or entry: 400 with the agent envelope and our error code', async () => {
+    for (const query of ['nonce=a-b', `nonce=${'a'.repeat(65)}`, 'mask=0xzz&nonce=a', 'nonce=a&ima_ml_entry=-1', 'nonce=a&ima_ml_entry=1e3', '']) {
+      const reply = await get(target, `/v1/quote?${query}`);
+      assert.equal(reply.status, 400, query);
+      assert.equal(errorCode(reply), 'SERVE_BAD_PARAMETER', query);
+      const body = json(reply);
+      assert.ok(typeof body === 'object' && body !== null && 'code' in body && body.code === 400);
+    }
+  });
+
+  it('without a quote source the route answers 503', async () => {
+    const bare = await startApiServer({ store: device.store }, { socket: join(work, 'bare.sock') });
+    try {
+      const reply = await get({ socket: join(work, 'bare.sock') }, '/v1/quote?nonce=abc');
+      assert.equal(reply.status, 503);
+      assert.equal(errorCode(reply), 'SERVE_UNAVAILABLE');
+    } finally {
+      await bare.close();
+    }
+  });
+});
