@@ -1,87 +1,51 @@
 /**
- * Replay bench: our streaming parse + PCR replay against evmctl on the same 1,000,000-record log.
+ * Replay bench (issue 2): `imakeep replay` against `evmctl ima_measurement` on the same generated
+ * ima-ng log, at 100,000 and 1,000,000 records: parse + replay of the sha1 and sha256 banks with
+ * SHA-1 template-digest verification; records/s, the ratio, peak RSS of each.
  *
- * Generates a deterministic ima-ng SHA-1 binary list (ImaWorkload seed 2026, sha256 file hashes,
- * boot_aggregate of all-zero PCRs 0-9) in a temp dir, then times, each in its own process under
- * `/usr/bin/time -f %M` (peak RSS):
- *   - ours, one thread: createReadStream → BinaryListParser → PcrReplay {sha1, sha256 native}
- *     with SHA-1 template digest verification (what `imakeep replay` does);
- *   - ours, one worker thread per bank, each streaming the file itself (parsing is cheap,
- *     perf-baseline.md §4: 32 M records/s);
- *   - `evmctl ima_measurement --pcrs sha1,FILE --pcrs sha256,FILE LOG` (Debian ima-evm-utils),
- *     given the PCR values our replay computed; it must print that they match;
- *   - ours, one thread, on the first 100,000 records: peak RSS must not grow with the log;
- *   - ours, one thread, 100k and 1M records with the daemon's small-device V8 flags
- *     (`--max-semi-space-size=1 --max-old-space-size=32`, as bench/store.ts), which show the RSS
- *     floor: with default flags V8 lets garbage (hash output Buffers) pile up before collecting it,
- *     more so on a loaded machine, so default-flag RSS says little about what is retained.
- * records/s are over process wall time (Node start-up included, as for evmctl); the replay's own
- * time is in the JSON (`replaySeconds`). Writes bench/results/replay.json.
+ * The log is deterministic (ImaWorkload seed 2026, sha256 file hashes, boot_aggregate of all-zero
+ * PCRs 0-9), written to a temp dir with its 100k-record prefix. Each run is its own process under
+ * `/usr/bin/time -f %M` (peak RSS); records/s are over process wall time, Node start-up included
+ * as evmctl's start-up is:
+ *   - `imakeep replay LOG --bank sha1 --bank sha256 --threads 1 --json`: all in the main thread;
+ *   - the same with `--threads 2`: the main thread replays sha1 and verifies the SHA-1 digests,
+ *     a worker thread replays sha256, over the same chunks in a shared ring (src/ima/replay-file.ts);
+ *     the default for a file of PARALLEL_MIN_BYTES (16 MiB) or more on 2 cores, so "ours" below
+ *     is `--threads 1` at 100 k records (11 MB) and `--threads 2` at 1 M (115 MB);
+ *   - `evmctl ima_measurement --pcrs sha1,F --pcrs sha256,F LOG` (Debian ima-evm-utils), given
+ *     the PCR 10 values our replay printed: it must print that they match, and every variant of
+ *     ours must print the same values.
+ * Variants are interleaved within each repeat, so that a change of machine load hits all of them.
+ * Writes bench/results/replay.json.
  *
- * Worker threads: one worker per bank halves the hashing per thread, but on this 2-core machine,
- * shared with other jobs, it measured slower than one thread (results below, `fasterOfOurs`), and
- * the collector replays a chunk at a time on a small device; so `imakeep replay` and PcrReplay
- * stay single-threaded, and the bench keeps both figures.
+ * Results (2 vCPUs shared with other jobs, load average 2.2-3.6, three runs of `node
+ * dist/bench/replay.js 1000000 3` at 08:51-08:53 UTC 2026-11-22; records/s, median of 3 each):
+ *
+ *   | records | --threads 1          | --threads 2          | evmctl            |
+ *   | 100 k   | 323-364 k, 55-56 MiB | 242-382 k, 72-73 MiB | 325-373 k, 5.3 MiB |
+ *   | 1 M     | 548-665 k, 55-56 MiB | 487-809 k, 72-73 MiB | 311-383 k, 5.3 MiB |
+ *
+ * Ours over evmctl at 1 M: 1.35x / 2.11x / 2.41x as run by default (two threads), 1.52x / 1.71x /
+ * 2.13x in one thread; at 100 k (one thread by default) 0.89-1.01x: there Node's start-up (~50 ms
+ * boot + ~15 ms module loading) and JIT warm-up (1.5 us/record over 100 k against 1.3 us
+ * steady) eat the lead. Peak RSS is flat in the log's length: within 1 MiB from 100 k to 1 M.
+ * At the lowest load seen (1.5, 08:55 UTC): 1 M records 675 k (1 thread), 676 k (2 threads),
+ * 340 k (evmctl), 1.99x; 100 k: 439 k, 371 k, 379 k, 1.16x.
+ * Before (the same bench, `crypto.hash` with Buffer output, records batched per chunk): one thread
+ * 220 k records/s, 108 MiB; a worker per bank 184 k, 172 MiB; evmctl 383 k.
  *
  *   node dist/bench/replay.js [records] [repeats]      (default 1000000 3)
  */
 import { spawnSync } from 'node:child_process';
-import { createReadStream, mkdtempSync, rmSync, statSync, writeFileSync, openSync, writeSync, closeSync, mkdirSync } from 'node:fs';
-import { cpus, loadavg, tmpdir, totalmem, type as osType, release } from 'node:os';
+import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { cpus, loadavg, release, tmpdir, totalmem, type as osType } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Worker, isMainThread, workerData, parentPort } from 'node:worker_threads';
-import {
-  BinaryListParser,
-  ImaWorkload,
-  PcrReplay,
-  bootAggregate,
-  encodeBinaryRecord,
-  toHex,
-  type BankName,
-} from '../src/ima/index.js';
+import { ImaWorkload, PARALLEL_MIN_BYTES, bootAggregate, encodeBinaryRecord, type BankName } from '../src/ima/index.js';
 
-const SELF = fileURLToPath(import.meta.url);
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
-const CHUNK_BYTES = 256 * 1024;
+const CLI = join(REPO, 'dist/src/cli.js');
 const BANKS_REPLAYED: readonly BankName[] = ['sha1', 'sha256'];
-
-interface ReplayOutcome {
-  readonly records: number;
-  readonly seconds: number;
-  readonly pcr10: Partial<Record<BankName, string>>;
-}
-
-/** Streams FILE through the parser into a replay of `banks`; the SHA-1 digests are verified if sha1 is among them. */
-async function replayFile(file: string, banks: readonly BankName[]): Promise<ReplayOutcome> {
-  const started = process.hrtime.bigint();
-  const parser = new BinaryListParser();
-  const replay = new PcrReplay({ banks: Object.fromEntries(banks.map((b) => [b, 'native'])), verifyDigests: banks.includes('sha1') });
-  for await (const chunk of createReadStream(file, { highWaterMark: CHUNK_BYTES })) {
-    if (!(chunk instanceof Uint8Array)) throw new Error('expected bytes');
-    for (const rec of parser.push(chunk)) replay.extend(rec);
-  }
-  parser.end();
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  return { records: replay.recordCount, seconds, pcr10: Object.fromEntries(banks.map((b) => [b, toHex(replay.value(b, 10))])) };
-}
-
-/** One worker thread per bank, each streaming the whole file. */
-async function replayWithWorkers(file: string): Promise<ReplayOutcome> {
-  const started = process.hrtime.bigint();
-  const results = await Promise.all(
-    BANKS_REPLAYED.map(
-      (bank) =>
-        new Promise<ReplayOutcome>((resolve, reject) => {
-          const worker = new Worker(SELF, { workerData: { file, bank } });
-          worker.once('message', (m: ReplayOutcome) => resolve(m));
-          worker.once('error', reject);
-        }),
-    ),
-  );
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  return { records: results[0]?.records ?? 0, seconds, pcr10: Object.assign({}, ...results.map((r) => r.pcr10)) };
-}
 
 /** Writes the first `count` records of the workload to `file` and the first `prefix` to `prefixFile`. */
 function generateLog(file: string, count: number, prefixFile: string, prefix: number): void {
@@ -118,13 +82,13 @@ interface Measured {
   readonly stderr: string;
 }
 
-/** Runs a command under /usr/bin/time -f %M; wall seconds measured here unless the child reports its own. */
-function timed(cmd: string, args: readonly string[]): Measured {
+/** Runs a command under /usr/bin/time -f %M: its wall seconds and peak RSS. */
+function timed(argv: readonly string[]): Measured {
   const started = process.hrtime.bigint();
-  const r = spawnSync('/usr/bin/time', ['-f', 'peak-rss-kib %M', cmd, ...args], { encoding: 'utf8', maxBuffer: 1 << 26 });
+  const r = spawnSync('/usr/bin/time', ['-f', 'peak-rss-kib %M', ...argv], { encoding: 'utf8', maxBuffer: 1 << 26 });
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   const rss = /peak-rss-kib (\d+)\s*$/.exec(r.stderr);
-  if (r.status !== 0 || rss === null) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr.slice(-2000)}`);
+  if (r.status !== 0 || rss === null) throw new Error(`${argv.join(' ')} failed (${r.status}): ${r.stderr.slice(-2000)}`);
   return { seconds, peakRssKiB: Number(rss[1]), stdout: r.stdout, stderr: r.stderr.slice(0, rss.index) };
 }
 
@@ -133,53 +97,79 @@ function median(values: readonly number[]): number {
   return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
 }
 
+/** One way of replaying the log. */
+interface Variant {
+  readonly name: string;
+  readonly command: (log: string, pcrFiles: readonly string[]) => readonly string[];
+  /** PCR 10 per bank from the output (ours), or a check that it matched (evmctl). */
+  readonly check: (m: Measured) => Partial<Record<BankName, string>> | 'matched';
+}
+
+/** `imakeep replay --json` output's PCR 10 per bank. */
+function pcr10Of(m: Measured): Partial<Record<BankName, string>> {
+  const out = JSON.parse(m.stdout) as { banks: { bank: BankName; pcrs: Record<string, string> }[] };
+  return Object.fromEntries(out.banks.map((b) => [b.bank, b.pcrs['10'] ?? '']));
+}
+
+function ours(threads: number): Variant {
+  return {
+    name: `imakeep replay --threads ${threads}`,
+    command: (log) => [process.execPath, CLI, 'replay', log, ...BANKS_REPLAYED.flatMap((b) => ['--bank', b]), '--threads', String(threads), '--json'],
+    check: pcr10Of,
+  };
+}
+
+/** Ours in one thread, ours in two, evmctl: the order of `measureLog`'s runs. */
+const VARIANTS: readonly Variant[] = [
+  ours(1),
+  ours(2),
+  {
+    name: 'evmctl ima_measurement',
+    command: (log, pcrFiles) => ['evmctl', 'ima_measurement', ...pcrFiles.flatMap((p) => ['--pcrs', p]), log],
+    check: (m) => {
+      const out = m.stdout + m.stderr;
+      if (!out.includes('Matched per TPM bank calculated digest(s).')) throw new Error(`evmctl did not match: ${out.slice(-1000)}`);
+      return 'matched';
+    },
+  },
+];
+
 interface RunSummary {
   readonly name: string;
   readonly records: number;
   /** Median process wall time over the repeats. */
   readonly seconds: number;
   readonly secondsAll: readonly number[];
-  /** Ours: median of the child's own parse + replay time. */
-  readonly replaySeconds?: number;
   readonly recordsPerSecond: number;
   /** Largest peak RSS over the repeats. */
   readonly peakRssKiB: number;
 }
 
-/** The daemon's V8 flags on a small device (bench/store.ts DEVICE_NODE_FLAGS). */
-const DEVICE_NODE_FLAGS = ['--max-semi-space-size=1', '--max-old-space-size=32'];
-
-function runOurs(
-  name: string,
-  mode: 'single' | 'workers',
-  file: string,
-  repeats: number,
-  nodeFlags: readonly string[] = [],
-): { summary: RunSummary; outcome: ReplayOutcome } {
-  const outcomes: ReplayOutcome[] = [];
-  const runs: Measured[] = [];
+/** Runs every variant `repeats` times on `log` (interleaved) and checks they agree. */
+function measureLog(log: string, records: number, repeats: number, dir: string): { runs: RunSummary[]; pcr10: Partial<Record<BankName, string>> } {
+  const first = timed(VARIANTS[0]?.command(log, []) ?? ['false']);
+  const pcr10 = pcr10Of(first);
+  const pcrFiles = BANKS_REPLAYED.map((bank) => {
+    const f = join(dir, `pcr-${bank}-${records}.txt`);
+    writePcrFile(f, bank, pcr10[bank] ?? '');
+    return `${bank},${f}`;
+  });
+  const measured = VARIANTS.map(() => [] as Measured[]);
   for (let i = 0; i < repeats; i++) {
-    const m = timed(process.execPath, [...nodeFlags, SELF, '--run', mode, file]);
-    outcomes.push(JSON.parse(m.stdout) as ReplayOutcome);
-    runs.push(m);
+    VARIANTS.forEach((v, j) => {
+      const m = timed(v.command(log, pcrFiles));
+      const outcome = v.check(m);
+      if (outcome !== 'matched' && JSON.stringify(outcome) !== JSON.stringify(pcr10)) throw new Error(`${v.name} replayed other PCR values`);
+      measured[j]?.push(m);
+    });
   }
-  const first = outcomes[0];
-  if (first === undefined) throw new Error('no run');
-  return { summary: summarize(name, first.records, runs, median(outcomes.map((o) => o.seconds))), outcome: first };
-}
-
-function summarize(name: string, records: number, runs: readonly Measured[], replaySeconds?: number): RunSummary {
-  const secondsAll = runs.map((m) => m.seconds);
-  const seconds = median(secondsAll);
-  return {
-    name,
-    records,
-    seconds,
-    secondsAll,
-    ...(replaySeconds === undefined ? {} : { replaySeconds }),
-    recordsPerSecond: records / seconds,
-    peakRssKiB: Math.max(...runs.map((m) => m.peakRssKiB)),
-  };
+  const runs = VARIANTS.map((v, j) => {
+    const ms = measured[j] ?? [];
+    const secondsAll = ms.map((m) => m.seconds);
+    const seconds = median(secondsAll);
+    return { name: `${v.name} (${records})`, records, seconds, secondsAll, recordsPerSecond: records / seconds, peakRssKiB: Math.max(...ms.map((m) => m.peakRssKiB)) };
+  });
+  return { runs, pcr10 };
 }
 
 async function orchestrate(count: number, repeats: number): Promise<void> {
@@ -193,59 +183,57 @@ async function orchestrate(count: number, repeats: number): Promise<void> {
     const generateSeconds = Number(process.hrtime.bigint() - t) / 1e9;
     process.stderr.write(`generated ${count} records, ${statSync(log).size} bytes in ${generateSeconds.toFixed(1)} s\n`);
 
-    const single = runOurs(`imakeep, 1 thread (${count})`, 'single', log, repeats);
-    const workers = runOurs(`imakeep, worker per bank (${count})`, 'workers', log, repeats);
-    const singleSmall = runOurs(`imakeep, 1 thread (${prefix})`, 'single', small, repeats);
-    const deviceSmall = runOurs(`imakeep, 1 thread, device V8 flags (${prefix})`, 'single', small, repeats, DEVICE_NODE_FLAGS);
-    const device = runOurs(`imakeep, 1 thread, device V8 flags (${count})`, 'single', log, repeats, DEVICE_NODE_FLAGS);
-    if (JSON.stringify(workers.outcome.pcr10) !== JSON.stringify(single.outcome.pcr10)) throw new Error('worker replay differs');
-
-    const pcrFiles = BANKS_REPLAYED.map((bank) => {
-      const f = join(dir, `pcr-${bank}.txt`);
-      writePcrFile(f, bank, single.outcome.pcr10[bank] ?? '');
-      return `${bank},${f}`;
-    });
-    const evmArgs = ['ima_measurement', ...pcrFiles.flatMap((p) => ['--pcrs', p]), log];
-    const evmRuns: Measured[] = [];
-    for (let i = 0; i < repeats; i++) {
-      const m = timed('evmctl', evmArgs);
-      const out = m.stdout + m.stderr;
-      if (!out.includes('Matched per TPM bank calculated digest(s).')) throw new Error(`evmctl did not match: ${out.slice(-1000)}`);
-      evmRuns.push(m);
-    }
-    const evmctl = summarize(`evmctl ima_measurement (${count})`, count, evmRuns);
-    const runs = [single.summary, workers.summary, evmctl, singleSmall.summary, device.summary, deviceSmall.summary];
-    const faster = workers.summary.seconds < single.summary.seconds ? 'workers' : 'single';
-    const ours = faster === 'workers' ? workers.summary : single.summary;
+    const loadBefore = loadavg();
+    const atPrefix = measureLog(small, prefix, repeats, dir);
+    const atCount = measureLog(log, count, repeats, dir);
+    const loadAfter = loadavg();
+    const runs = [...atPrefix.runs, ...atCount.runs];
     const evmVersion = spawnSync('evmctl', ['--version'], { encoding: 'utf8' }).stdout.trim();
+    const ratio = (a: RunSummary, b: RunSummary): number => a.recordsPerSecond / b.recordsPerSecond;
+    /** What `imakeep replay` does by default with a file of `bytes` (replay-file.ts), and evmctl. */
+    const pick = (m: { runs: RunSummary[] }, bytes: number): { ours: RunSummary; evmctl: RunSummary } => {
+      const [one, two, evm] = m.runs;
+      if (one === undefined || two === undefined || evm === undefined) throw new Error('missing runs');
+      return { ours: bytes >= PARALLEL_MIN_BYTES && cpus().length >= 2 ? two : one, evmctl: evm };
+    };
+    const big = pick(atCount, statSync(log).size);
+    const little = pick(atPrefix, statSync(small).size);
     const results = {
       date: new Date().toISOString(),
       command: `node dist/bench/replay.js ${count} ${repeats}`,
-      machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memoryGiB: Math.round(totalmem() / 2 ** 30 * 10) / 10, node: process.version, os: `${osType()} ${release()}`, evmctl: evmVersion },
+      machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10, node: process.version, os: `${osType()} ${release()}`, evmctl: evmVersion },
       log: { records: count, bytes: statSync(log).size, template: 'ima-ng', fileHash: 'sha256', generateSeconds },
-      pcr10: single.outcome.pcr10,
+      pcr10: atCount.pcr10,
       runs,
-      fasterOfOurs: faster,
-      oursOverEvmctl: ours.recordsPerSecond / evmctl.recordsPerSecond,
-      rssGrowthKiB: single.summary.peakRssKiB - singleSmall.summary.peakRssKiB,
-      rssGrowthDeviceFlagsKiB: device.summary.peakRssKiB - deviceSmall.summary.peakRssKiB,
-      loadAverage: loadavg(),
+      /** `imakeep replay` as it runs by default, over evmctl, records/s, at the full size and at the prefix. */
+      ours: big.ours.name,
+      oursOverEvmctl: ratio(big.ours, big.evmctl),
+      oursAtPrefix: little.ours.name,
+      oursOverEvmctlAtPrefix: ratio(little.ours, little.evmctl),
+      /** Every variant over evmctl at the full size. */
+      overEvmctl: Object.fromEntries(atCount.runs.map((r) => [r.name, ratio(r, big.evmctl)])),
+      /** Peak RSS at the full size minus at the prefix, per variant. */
+      rssGrowthKiB: Object.fromEntries(atCount.runs.map((r, i) => [r.name, r.peakRssKiB - (atPrefix.runs[i]?.peakRssKiB ?? Number.NaN)])),
+      loadAverage: { before: loadBefore, after: loadAfter },
     };
     mkdirSync(join(REPO, 'bench/results'), { recursive: true });
     writeFileSync(join(REPO, 'bench/results/replay.json'), `${JSON.stringify(results, null, 2)}\n`);
     const rows = runs.map((r) => `| ${r.name} | ${r.seconds.toFixed(2)} | ${Math.round(r.recordsPerSecond).toLocaleString('en-US')} | ${(r.peakRssKiB / 1024).toFixed(1)} |`);
+    const mib = (kib: number): string => (kib / 1024).toFixed(1);
+    const load = (l: readonly number[]): string => l.map((x) => x.toFixed(2)).join(' ');
     process.stdout.write(
       [
         `machine: ${results.machine.cpu}, ${results.machine.cores} cores, node ${process.version}, ${evmVersion}`,
-        `log: ${count} ima-ng records, ${(results.log.bytes / 1e6).toFixed(1)} MB; banks sha1 + sha256 (native), SHA-1 digests verified`,
+        `log: ${count} ima-ng records, ${(results.log.bytes / 1e6).toFixed(1)} MB; banks sha1 + sha256 (native), SHA-1 digests verified; ${repeats} runs each, medians`,
         '',
-        '| run | wall seconds (median) | records/s | peak RSS MiB |',
+        '| run | wall seconds (median) | records/s | peak RSS MiB (max) |',
         '| --- | ---: | ---: | ---: |',
         ...rows,
         '',
-        `faster of ours: ${faster}; ours / evmctl = ${results.oursOverEvmctl.toFixed(2)}x records/s; peak RSS growth ${prefix} → ${count} records: ` +
-          `${(results.rssGrowthKiB / 1024).toFixed(1)} MiB (default V8 flags), ${(results.rssGrowthDeviceFlagsKiB / 1024).toFixed(1)} MiB (device flags); ` +
-          `load average ${results.loadAverage.map((l) => l.toFixed(2)).join(' ')}`,
+        `ours (default) / evmctl records/s: ${results.oursOverEvmctl.toFixed(2)}x at ${count} (${big.ours.name}), ` +
+          `${results.oursOverEvmctlAtPrefix.toFixed(2)}x at ${prefix} (${little.ours.name})`,
+        `peak RSS growth ${prefix} → ${count} records: ${Object.entries(results.rssGrowthKiB).map(([name, kib]) => `${name.replace(/ \(\d+\)$/, '')} ${mib(kib)} MiB`).join(', ')}`,
+        `load average before ${load(loadBefore)}, after ${load(loadAfter)}`,
         '',
       ].join('\n'),
     );
@@ -254,20 +242,5 @@ async function orchestrate(count: number, repeats: number): Promise<void> {
   }
 }
 
-async function main(): Promise<void> {
-  if (!isMainThread) {
-    const data = workerData as { file: string; bank: BankName };
-    parentPort?.postMessage(await replayFile(data.file, [data.bank]));
-    return;
-  }
-  const args = process.argv.slice(2);
-  if (args[0] === '--run') {
-    const file = args[2] ?? '';
-    const outcome = args[1] === 'workers' ? await replayWithWorkers(file) : await replayFile(file, BANKS_REPLAYED);
-    process.stdout.write(`${JSON.stringify(outcome)}\n`);
-    return;
-  }
-  await orchestrate(Number(args[0] ?? 1_000_000), Number(args[1] ?? 3));
-}
-
-await main();
+const args = process.argv.slice(2);
+await orchestrate(Number(args[0] ?? 1_000_000), Number(args[1] ?? 3));

@@ -2,7 +2,7 @@
  * Measurement-list input shared by the `replay` and `convert` verbs: options naming the list's
  * format, bank and byte order, and the file (or stdin) as a stream of large chunks.
  */
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import { UsageError } from '../errors.js';
 import { BANKS, type BankName, type ListStreamOptions } from '../ima/index.js';
 
@@ -35,13 +35,17 @@ export function listStreamOptions(values: { format?: string; 'in-bank'?: string;
   return { format, endian, bank: bankArg(values['in-bank'] ?? 'sha1', '--in-bank') };
 }
 
-/** The chunks of FILE, or of stdin for `-`; an unreadable file is a UsageError (exit 2). */
-export async function openListInput(file: string): Promise<AsyncIterable<Uint8Array>> {
-  if (file === '-') return process.stdin;
+/** FILE opened for reading; an unreadable file is a UsageError (exit 2). */
+export async function openListFile(file: string): Promise<FileHandle> {
   try {
-    const handle = await open(file, 'r');
-    return handle.createReadStream({ highWaterMark: CHUNK_BYTES });
+    return await open(file, 'r');
   } catch (e) {
     throw new UsageError(`cannot open ${file}: ${e instanceof Error ? e.message : String(e)}`);
   }
+}
+
+/** The chunks of FILE, or of stdin for `-`; an unreadable file is a UsageError (exit 2). */
+export async function openListInput(file: string): Promise<AsyncIterable<Uint8Array>> {
+  if (file === '-') return process.stdin;
+  return (await openListFile(file)).createReadStream({ highWaterMark: CHUNK_BYTES });
 }

@@ -1,10 +1,13 @@
 /**
  * `imakeep replay FILE [--format binary|ascii] [--in-bank B] [--endian le|be]
- *                      [--bank B ...] [--padded] [--expect PCRS ...] [--json]`
+ *                      [--bank B ...] [--padded] [--expect PCRS ...] [--threads N] [--json]`
  *
  * Streams a measurement list (FILE or `-` for stdin) through the PCR replay and prints the value
  * of every PCR the list extends, per bank. Without `--expect`: the banks named by `--bank` (default
- * all four), `native` or, with `--padded`, `padded` (kernel-ima.md §3.7).
+ * all four), `native` or, with `--padded`, `padded` (kernel-ima.md §3.7). A FILE of
+ * `PARALLEL_MIN_BYTES` (16 MiB) or more is replayed by one thread per core, a share of the banks
+ * each (`replayFile`); `--threads N` sets how many (0 or 1: this thread only); stdin is always
+ * replayed in this thread. Output and errors are the same either way.
  *
  * `--expect` takes a capture's `pcrs.json` (`banks.<bank>.<index>` = hex) or evmctl-style
  * `pcr-<bank>.txt` (`PCR-NN: hex` lines; bank from the file name, or `bank,file`). Every expected
@@ -20,12 +23,14 @@ import {
   PcrReplay,
   ReplayError,
   fromHex,
-  recordBatches,
+  replayFile,
+  replayList,
   toHex,
   type BankMode,
   type BankName,
+  type PcrReplayOptions,
 } from '../ima/index.js';
-import { LIST_INPUT_OPTIONS, bankArg, listStreamOptions, openListInput } from './_ima-input.js';
+import { LIST_INPUT_OPTIONS, bankArg, listStreamOptions, openListFile, openListInput } from './_ima-input.js';
 import { parseVerbArgs, writeStdout, type CliVerb } from './_verb.js';
 
 /** The IMA PCR every expected bank must match. */
@@ -112,11 +117,16 @@ const replay: CliVerb = async (argv) => {
     expect: { type: 'string', multiple: true },
     bank: { type: 'string', multiple: true },
     padded: { type: 'boolean' },
+    threads: { type: 'string' },
     json: { type: 'boolean' },
   });
   const file = positionals[0];
-  if (file === undefined || positionals.length > 1) throw new UsageError('usage: imakeep replay FILE [--format binary|ascii] [--expect PCRS ...] [--json]');
+  if (file === undefined || positionals.length > 1) {
+    throw new UsageError('usage: imakeep replay FILE [--format binary|ascii] [--expect PCRS ...] [--threads N] [--json]');
+  }
   const listOptions = listStreamOptions(values);
+  const threads = values.threads === undefined ? undefined : Number(values.threads);
+  if (threads !== undefined && !(Number.isSafeInteger(threads) && threads >= 0)) throw new UsageError(`--threads must be a count, not '${values.threads}'`);
   const expected: ExpectedPcrs = {};
   for (const arg of values.expect ?? []) readExpected(arg, expected);
   const expectedBanks = BANKS.filter((b) => expected[b] !== undefined);
@@ -126,21 +136,30 @@ const replay: CliVerb = async (argv) => {
 
   // With --expect, every expected bank is replayed natively (verifying the SHA-1 template digests)
   // and, except sha1, padded too: one pass over the list, the mode found by comparison.
-  const replays: PcrReplay[] = [];
+  const plan: PcrReplayOptions[] = [];
   if (values.expect !== undefined) {
-    replays.push(new PcrReplay({ banks: Object.fromEntries(expectedBanks.map((b) => [b, 'native'])), endian: listOptions.endian }));
+    plan.push({ banks: Object.fromEntries(expectedBanks.map((b) => [b, 'native'])), endian: listOptions.endian });
     const padded = expectedBanks.filter((b) => b !== 'sha1');
     if (padded.length > 0) {
-      replays.push(new PcrReplay({ banks: Object.fromEntries(padded.map((b) => [b, 'padded'])), endian: listOptions.endian, verifyDigests: false }));
+      plan.push({ banks: Object.fromEntries(padded.map((b) => [b, 'padded'])), endian: listOptions.endian, verifyDigests: false });
     }
   } else {
     const banks = values.bank === undefined ? BANKS : values.bank.map((b) => bankArg(b, '--bank'));
     const mode: BankMode = values.padded === true ? 'padded' : 'native';
-    replays.push(new PcrReplay({ banks: Object.fromEntries(banks.map((b) => [b, b === 'sha1' ? 'native' : mode])), endian: listOptions.endian }));
+    plan.push({ banks: Object.fromEntries(banks.map((b) => [b, b === 'sha1' ? 'native' : mode])), endian: listOptions.endian });
   }
 
-  for await (const batch of recordBatches(await openListInput(file), listOptions)) {
-    for (const rec of batch) for (const r of replays) r.extend(rec);
+  let replays: PcrReplay[];
+  if (file === '-') {
+    replays = plan.map((p) => new PcrReplay(p));
+    await replayList(await openListInput(file), replays, listOptions);
+  } else {
+    const handle = await openListFile(file);
+    try {
+      replays = await replayFile(handle, plan, { ...listOptions, ...(threads === undefined ? {} : { threads }) });
+    } finally {
+      await handle.close();
+    }
   }
 
   const main = replays[0];

@@ -1,6 +1,7 @@
 /**
  * `imakeep/ima`: the IMA measurement list, exactly as the kernel shows it. Records and banks, the
- * binary and ASCII codecs (streaming), template fields, per-bank digests, PCR replay of every bank,
+ * binary and ASCII codecs (streaming), template fields, per-bank digests, PCR replay of every bank
+ * (record by record, from a stream, or from a file with the banks spread over threads),
  * boot_aggregate, and a deterministic synthetic workload generator.
  */
 export * from './record.js';
@@ -16,6 +17,7 @@ export {
   type BinaryListOptions,
   type EncodeOptions,
   type ParsedRecord,
+  type RecordVisitor,
 } from './binary.js';
 export {
   AsciiListParser,
@@ -67,4 +69,5 @@ export {
   type WorkloadOptions,
   type WorkloadTemplate,
 } from './generate.js';
-export { recordBatches, type ListStreamOptions } from './stream.js';
+export { recordBatches, replayList, type ListStreamOptions } from './stream.js';
+export { PARALLEL_MIN_BYTES, planShares, readFileChunks, replayFile, type ReplayFileOptions, type ReplayShare } from './replay-file.js';

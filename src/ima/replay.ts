@@ -6,7 +6,7 @@
  */
 import { BANKS, DIGEST_SIZE, type BankMode, type BankName, type ImaRecord } from './record.js';
 import { ImaError, ReplayError } from './errors.js';
-import { bankHash, bytesEqual, fromHex, isAllZero, toHex, type Endian } from './hash.js';
+import { bankHashEquals, bankHashInto, bytesEqual, fromHex, isAllZero, toHex, type Endian } from './hash.js';
 import { extendedDigest, templateHashInput } from './digest.js';
 
 /** PCR values by index. */
@@ -47,13 +47,14 @@ interface BankReplay {
   readonly bank: BankName;
   readonly mode: BankMode;
   readonly size: number;
-  readonly values: Map<number, Uint8Array>;
+  /**
+   * Per PCR index, its value in `[0, size)` followed by room for the digest extended next: the
+   * extend hashes this one contiguous buffer and writes the result over its first half, so it
+   * allocates nothing and copies nothing but the digest (perf-baseline.md §1, hash.ts).
+   */
+  readonly registers: Map<number, Uint8Array>;
   /** What a violation extends into this bank, computed once. */
   readonly violation: Uint8Array;
-  /** Reused PCR ‖ digest buffer: one contiguous hash input per extend (perf-baseline.md §1). */
-  readonly scratch: Uint8Array;
-  /** The digest half of `scratch`. */
-  readonly tail: Uint8Array;
 }
 
 const VIOLATION_PROBE: ImaRecord = { pcr: 0, digest: new Uint8Array(DIGEST_SIZE.sha1), template: '', data: new Uint8Array(0) };
@@ -82,13 +83,14 @@ export class PcrReplay {
     this.#banks = BANKS.filter((b) => banks[b] !== undefined).map((bank) => {
       const mode = banks[bank] ?? 'native';
       const size = DIGEST_SIZE[bank];
-      const values = new Map<number, Uint8Array>();
+      const registers = new Map<number, Uint8Array>();
       for (const [pcr, value] of Object.entries(opts.start?.[bank] ?? {})) {
         if (!/^\d+$/.test(pcr) || value.length !== size) throw badState(`start value of ${bank} PCR ${pcr} is not ${size} bytes`);
-        values.set(Number(pcr), Uint8Array.from(value));
+        const register = new Uint8Array(2 * size);
+        register.set(value);
+        registers.set(Number(pcr), register);
       }
-      const scratch = new Uint8Array(2 * size);
-      return { bank, mode, size, values, violation: extendedDigest(VIOLATION_PROBE, bank, mode), scratch, tail: scratch.subarray(size) };
+      return { bank, mode, size, registers, violation: extendedDigest(VIOLATION_PROBE, bank, mode) };
     });
     if (this.#banks.length === 0) throw badState('no bank to replay');
   }
@@ -141,21 +143,23 @@ export class PcrReplay {
     let input: Uint8Array | undefined;
     if (!violation) {
       input = templateHashInput(rec.template, rec.data, this.#endian, index);
-      if (this.#verify && !bytesEqual(bankHash('sha1', input), rec.digest)) {
+      if (this.#verify && !bankHashEquals('sha1', input, rec.digest)) {
         throw new ImaError('IMA_DIGEST_MISMATCH', `SHA-1 template digest ${toHex(rec.digest)} is not SHA-1 of the template data`, {
           recordIndex: index,
         });
       }
     }
     for (const b of this.#banks) {
-      const current = b.values.get(rec.pcr);
-      if (current === undefined) b.scratch.fill(0, 0, b.size);
-      else b.scratch.set(current, 0);
-      if (input === undefined) b.tail.set(b.violation);
-      else if (b.bank === 'sha1') b.tail.set(rec.digest);
-      else if (b.mode === 'native') b.tail.set(bankHash(b.bank, input));
-      else b.tail.fill(0).set(rec.digest);
-      b.values.set(rec.pcr, bankHash(b.bank, b.scratch));
+      let register = b.registers.get(rec.pcr);
+      if (register === undefined) {
+        register = new Uint8Array(2 * b.size);
+        b.registers.set(rec.pcr, register);
+      }
+      if (input === undefined) register.set(b.violation, b.size);
+      else if (b.bank === 'sha1') register.set(rec.digest, b.size);
+      else if (b.mode === 'native') bankHashInto(b.bank, input, register, b.size);
+      else register.fill(0, b.size).set(rec.digest, b.size);
+      bankHashInto(b.bank, register, register, 0);
     }
     this.#count = index + 1;
   }
@@ -163,14 +167,14 @@ export class PcrReplay {
   /** Current value of a PCR of a replayed bank (zero if never extended and not in `start`). */
   value(bank: BankName, pcr: number): Uint8Array {
     const b = this.#bank(bank);
-    const v = b.values.get(pcr);
-    return v === undefined ? new Uint8Array(b.size) : Uint8Array.from(v);
+    const v = b.registers.get(pcr);
+    return v === undefined ? new Uint8Array(b.size) : v.slice(0, b.size);
   }
 
   /** PCR indexes extended or given a start value, ascending. */
   pcrIndexes(): number[] {
     const all = new Set<number>();
-    for (const b of this.#banks) for (const pcr of b.values.keys()) all.add(pcr);
+    for (const b of this.#banks) for (const pcr of b.registers.keys()) all.add(pcr);
     return [...all].sort((x, y) => x - y);
   }
 
@@ -181,7 +185,7 @@ export class PcrReplay {
       banks: this.#banks.map((b) => ({
         bank: b.bank,
         mode: b.mode,
-        pcrs: [...b.values.entries()].sort(([x], [y]) => x - y).map(([pcr, value]) => ({ pcr, value: Uint8Array.from(value) })),
+        pcrs: [...b.registers.entries()].sort(([x], [y]) => x - y).map(([pcr, register]) => ({ pcr, value: register.slice(0, b.size) })),
       })),
     };
   }
@@ -210,8 +214,17 @@ export class PcrReplay {
   matches(expected: Partial<Record<BankName, Uint8Array>>, pcr: number): boolean {
     for (const bank of BANKS) {
       const want = expected[bank];
-      if (want !== undefined && !bytesEqual(want, this.#bank(bank).values.get(pcr) ?? new Uint8Array(DIGEST_SIZE[bank]))) return false;
+      if (want !== undefined && !this.#holds(bank, pcr, want)) return false;
     }
+    return true;
+  }
+
+  /** True if PCR `pcr` of `bank` equals `want`, compared in place (matches() runs per record). */
+  #holds(bank: BankName, pcr: number, want: Uint8Array): boolean {
+    const b = this.#bank(bank);
+    if (want.length !== b.size) return false;
+    const register = b.registers.get(pcr);
+    for (let i = 0; i < b.size; i++) if (want[i] !== (register === undefined ? 0 : register[i])) return false;
     return true;
   }
 

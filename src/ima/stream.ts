@@ -8,6 +8,7 @@ import { BinaryListParser } from './binary.js';
 import { AsciiListParser } from './ascii.js';
 import { toSha1Record } from './digest.js';
 import type { Endian } from './hash.js';
+import type { PcrReplay } from './replay.js';
 
 /** Which list a stream holds. */
 export interface ListStreamOptions {
@@ -33,4 +34,34 @@ export async function* recordBatches(chunks: AsyncIterable<Uint8Array>, opts: Li
     if (records.length > 0) yield bank === 'sha1' ? records : records.map((r) => toSha1Record(r, endian));
   }
   parser.end();
+}
+
+/**
+ * Streams a list into `replays` (each record extends each replay, in order) and returns the
+ * number of records read. Records are not kept: a SHA-1 binary list is replayed straight from the
+ * chunks ({@link BinaryListParser.pushEach}, no copy, no per-chunk array), so memory stays one
+ * chunk plus one record and the garbage per record dies young. Other lists go through
+ * {@link recordBatches}. Errors are the parser's and the replays' (`IMA_DIGEST_MISMATCH` with the
+ * record index); the first one stops the list there.
+ */
+export async function replayList(
+  chunks: AsyncIterable<Uint8Array>,
+  replays: readonly PcrReplay[],
+  opts: ListStreamOptions = {},
+): Promise<number> {
+  const visit = (rec: ImaRecord): void => {
+    for (const replay of replays) replay.extend(rec);
+  };
+  let count = 0;
+  if ((opts.format ?? 'binary') === 'binary' && (opts.bank ?? 'sha1') === 'sha1') {
+    const parser = new BinaryListParser({ endian: opts.endian ?? 'le' });
+    for await (const chunk of chunks) count += parser.pushEach(chunk, visit);
+    parser.end();
+    return count;
+  }
+  for await (const batch of recordBatches(chunks, opts)) {
+    for (const rec of batch) visit(rec);
+    count += batch.length;
+  }
+  return count;
 }

@@ -130,3 +130,30 @@ test('replay without --expect: chosen banks, native or --padded; convert --mode 
   const sha1Line = Buffer.from(c.ascii).toString('utf8').split('\n')[0] ?? '';
   assert.equal(first.split(' ')[1], `${sha1Line.split(' ')[1]}${'0'.repeat(24)}`);
 });
+
+test('replay --threads 2 prints what one thread prints, and fails the same way on a damaged list', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'imakeep-cli-threads-'));
+  try {
+    for (const c of captures) {
+      const bin = `${c.dir}/log-a/binary_runtime_measurements`;
+      const one = run(['replay', bin, '--expect', `${c.dir}/pcrs.json`, '--threads', '0']);
+      const two = run(['replay', bin, '--expect', `${c.dir}/pcrs.json`, '--threads', '2']);
+      assert.equal(one.status, 0, one.stderr);
+      assert.deepEqual({ status: two.status, text: two.text, stderr: two.stderr }, { status: one.status, text: one.text, stderr: one.stderr }, c.name);
+    }
+    const c = captures[1];
+    assert.ok(c !== undefined);
+    const damaged = Uint8Array.from(c.binary);
+    damaged[damaged.length - 3] = (damaged[damaged.length - 3] ?? 0) ^ 0x40;
+    const file = join(dir, 'damaged');
+    writeFileSync(file, damaged);
+    const one = run(['replay', file, '--bank', 'sha1', '--bank', 'sha256', '--threads', '1']);
+    const two = run(['replay', file, '--bank', 'sha1', '--bank', 'sha256', '--threads', '2']);
+    assert.equal(one.status, 1);
+    assert.match(one.stderr, /^imakeep: IMA_DIGEST_MISMATCH: SHA-1 template digest [0-9a-f]{40} is not SHA-1 of the template data \(record \d+\)\n$/);
+    assert.deepEqual({ status: two.status, stderr: two.stderr }, { status: one.status, stderr: one.stderr });
+    assert.equal(run(['replay', file, '--threads', 'many']).status, 2);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
