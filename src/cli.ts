@@ -14,6 +14,12 @@ const VERBS: Record<string, { summary: string; load: () => Promise<{ default: Cl
   convert: { summary: 'convert a measurement list between kernel formats', load: () => import('./cli/convert.js') },
   tpm: { summary: 'TPM: pcrread, quote, verify', load: () => import('./cli/tpm.js') },
   sim: { summary: 'run the Linux 7.2 securityfs emulator (FUSE)', load: () => import('./cli/sim.js') },
+  run: { summary: 'the collector daemon: store, quote, remove, serve', load: () => import('./cli/run.js') },
+  status: { summary: 'store boots and collector status', load: () => import('./cli/status.js') },
+  log: { summary: 'the whole log (stored + kernel) in kernel formats', load: () => import('./cli/log.js') },
+  serve: { summary: 'serve the log, quotes and evidence over HTTP (unix socket)', load: () => import('./cli/serve.js') },
+  export: { summary: 'write an evidence bundle from a cursor to a file', load: () => import('./cli/export.js') },
+  verify: { summary: 'verify evidence bundles or a log offline', load: () => import('./cli/verify.js') },
 };
 
 function usage(): string {

@@ -28,10 +28,10 @@ import {
   decodeValue,
   encodeBootRecord,
   encodeValue,
+  FieldReader,
   StoreError,
   type BootInfo,
 } from '../store/index.js';
-import { FieldReader } from '../store/shape.js';
 import { ServeError } from './errors.js';
 
 /** Value of the bundle's `format` field. */

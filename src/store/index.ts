@@ -4,6 +4,7 @@
  */
 export { StoreError, type StoreErrorCode, type StoreErrorDetails } from './errors.js';
 export { encodeValue, decodeValue, MAX_VALUE_BYTES } from './cbor.js';
+export { FieldReader } from './shape.js';
 export {
   type KeyRange,
   META_KEY,

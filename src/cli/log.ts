@@ -1,0 +1,91 @@
+/**
+ * `imakeep log`: a boot's whole log (stored part + kernel part) in the kernel's formats, byte for
+ * byte what `{binary,ascii}_runtime_measurements_<bank>` would show had nothing been removed.
+ *
+ *   imakeep log --store DIR [--securityfs DIR] [--from N] [--format binary|ascii] [--bank B]
+ *               [--boot ID] [--socket PATH] [--boot-id-file PATH]
+ *
+ * While `imakeep run` holds the store, the log comes from its socket; otherwise from the store,
+ * plus the kernel's records when `--securityfs` is given and the boot asked for is the running
+ * kernel's (its boot id matches).
+ */
+import { readFileSync } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
+import { UsageError } from '../errors.js';
+import { BANKS } from '../ima/index.js';
+import { DEFAULT_BOOT_ID_PATH, daemonGet, daemonPaths, openKernelTail } from '../collector/index.js';
+import { probeSecurityfs } from '../kernel/index.js';
+import { openStore, StoreError, type ImaStore } from '../store/index.js';
+import { openLog, type KernelTail, type LogQuery } from '../serve/index.js';
+import { parseVerbArgs, writeStdout, type CliVerb } from './_verb.js';
+
+const USAGE = `usage: imakeep log --store DIR [--securityfs DIR] [--from N] [--format binary|ascii] [--bank B]
+                   [--boot ID] [--socket PATH] [--boot-id-file PATH]`;
+
+function index(name: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d{1,15}$/.test(value)) throw new UsageError(`--${name} must be a non-negative integer\n${USAGE}`);
+  return Number(value);
+}
+
+/** The kernel tail of the store's current boot, if `query` asks for it and the running kernel is that boot's. */
+async function tailFor(store: ImaStore, query: LogQuery, securityfs: string | undefined, bootIdPath: string): Promise<KernelTail | undefined> {
+  const current = store.currentBoot;
+  if (securityfs === undefined || current === undefined || (query.boot !== undefined && query.boot !== current)) return undefined;
+  const running = readFileSync(bootIdPath, 'latin1').trim();
+  if ((await store.bootRecord(current)).kernelBootId !== running) return undefined;
+  const caps = probeSecurityfs({ root: securityfs, checkWriteOpen: false });
+  return openKernelTail(store, current, caps);
+}
+
+const log: CliVerb = async (argv) => {
+  const { values } = parseVerbArgs(
+    argv,
+    {
+      store: { type: 'string' },
+      securityfs: { type: 'string' },
+      from: { type: 'string' },
+      format: { type: 'string' },
+      bank: { type: 'string' },
+      boot: { type: 'string' },
+      socket: { type: 'string' },
+      'boot-id-file': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    false,
+  );
+  if (values.help === true) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  if (values.store === undefined) throw new UsageError(`--store is required\n${USAGE}`);
+  const format = values.format ?? 'binary';
+  if (format !== 'binary' && format !== 'ascii') throw new UsageError(`--format must be binary or ascii\n${USAGE}`);
+  const bank = BANKS.find((b) => b === (values.bank ?? 'sha1'));
+  if (bank === undefined) throw new UsageError(`--bank must be one of ${BANKS.join(', ')}\n${USAGE}`);
+  const query: LogQuery = { boot: index('boot', values.boot), from: index('from', values.from), format, bank };
+
+  let store: ImaStore;
+  try {
+    store = await openStore(values.store);
+  } catch (e) {
+    if (!(e instanceof StoreError && e.code === 'STORE_LOCKED')) throw e;
+    // The daemon holds the store: ask it.
+    const params = new URLSearchParams({ format, bank });
+    if (query.boot !== undefined) params.set('boot', String(query.boot));
+    if (query.from !== undefined) params.set('from', String(query.from));
+    const res = await daemonGet(values.socket ?? daemonPaths(values.store).socket, `/v1/log?${params.toString()}`);
+    await pipeline(res, process.stdout, { end: false });
+    return 0;
+  }
+  try {
+    const tail = await tailFor(store, query, values.securityfs, values['boot-id-file'] ?? DEFAULT_BOOT_ID_PATH);
+    const opened = await openLog({ store, tail }, query);
+    for await (const bytes of opened.bytes()) await writeStdout(bytes);
+    return 0;
+  } finally {
+    await store.close();
+  }
+};
+
+export default log;

@@ -1,0 +1,184 @@
+/**
+ * `imakeep run`: the collector daemon. Runs the cycle (drain, chunk, quote, match, remove) until
+ * SIGINT/SIGTERM and serves the HTTP API on a unix socket in the store directory (LevelDB admits
+ * one process: `imakeep log` and `imakeep status` reach the store through it while it runs).
+ *
+ *   imakeep run --securityfs DIR --tpm ADDR --store DIR [--flavor auto|n|staged|none]
+ *               [--interval MS] [--socket PATH] [--banks sha1,sha256] [--cycle-at-records N]
+ *               [--chunk-bytes N] [--boot-id-file PATH] [--cmdline-file PATH] [--once]
+ *
+ * One line per cycle on stdout. Test seam: see `parseCrashAt` (IMAKEEP_TEST_CRASH_AT).
+ */
+import { rmSync } from 'node:fs';
+import { UsageError } from '../errors.js';
+import { BANKS, type BankName } from '../ima/index.js';
+import {
+  COLLECTOR_DEFAULTS,
+  COLLECTOR_STEPS,
+  Collector,
+  TpmQuoteSource,
+  daemonPaths,
+  parseCrashAt,
+  type CollectorHooks,
+  type CollectorStatus,
+  type FlavorChoice,
+} from '../collector/index.js';
+import { openStore } from '../store/index.js';
+import { Tpm } from '../tpm/index.js';
+import { startApiServer, TpmQuoteSource as ServeQuoteSource, type MetricSample } from '../serve/index.js';
+import { parseVerbArgs, type CliVerb } from './_verb.js';
+
+const USAGE = `usage: imakeep run --securityfs DIR --tpm ADDR --store DIR [--flavor auto|n|staged|none]
+                   [--interval MS] [--socket PATH] [--banks sha1,sha256] [--cycle-at-records N]
+                   [--chunk-bytes N] [--boot-id-file PATH] [--cmdline-file PATH] [--once]`;
+
+const FLAVORS: readonly FlavorChoice[] = ['auto', 'n', 'staged', 'none'];
+
+function positive(name: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n <= 0) throw new UsageError(`--${name} must be a positive integer\n${USAGE}`);
+  return n;
+}
+
+function banksOption(value: string | undefined): BankName[] | undefined {
+  if (value === undefined) return undefined;
+  return value.split(',').map((b) => {
+    const bank = BANKS.find((x) => x === b);
+    if (bank === undefined) throw new UsageError(`unknown bank '${b}' (one of ${BANKS.join(', ')})`);
+    return bank;
+  });
+}
+
+/** Prometheus samples of a collector status. */
+export function statusSamples(s: CollectorStatus): MetricSample[] {
+  const m = s.metrics;
+  const g = (name: string, help: string, value: number, labels?: Record<string, string>): MetricSample => ({ name, help, type: 'gauge', value, labels });
+  const c = (name: string, help: string, value: number, labels?: Record<string, string>): MetricSample => ({ name, help, type: 'counter', value, labels });
+  return [
+    c('imakeep_records_stored_total', 'Records committed to the store since start.', m.recordsStored),
+    c('imakeep_records_removed_total', 'Records removed from the kernel since start.', m.recordsRemoved),
+    c('imakeep_bytes_stored_total', 'Record bytes committed to the store since start.', m.bytesStored),
+    c('imakeep_cycles_total', 'Collector cycles run.', m.cycles),
+    c('imakeep_checkpoints_total', 'Checkpoints stored since start.', m.checkpoints),
+    g('imakeep_kernel_records', 'Records the kernel holds (as of the last drain).', s.kernelRecords),
+    g('imakeep_kernel_bytes_model', 'Modeled kernel memory of those records.', s.kernelBytesModel),
+    g('imakeep_removed_records', 'T: records of the current boot removed from the kernel.', s.removed),
+    g('imakeep_last_checkpoint_records', 'Records covered by the last checkpoint.', s.lastCheckpoint?.count ?? 0),
+    ...(['p50', 'p99', 'max'] as const).map((q) => g('imakeep_writer_lock_hold_ms', 'Writer-lock hold time per kernel write.', m.writerLockHoldMs[q], { quantile: q })),
+    ...(['p50', 'p99', 'max'] as const).map((q) => g('imakeep_cycle_ms', 'Cycle duration.', m.cycleMs[q], { quantile: q })),
+    ...Object.entries(m.errors).map(([code, n]) => c('imakeep_errors_total', 'Cycle failures by error code.', n, { code })),
+  ];
+}
+
+/** The hook of `IMAKEEP_TEST_CRASH_AT` (see `parseCrashAt`), or none. */
+function crashHook(): CollectorHooks | undefined {
+  const crash = parseCrashAt(process.env.IMAKEEP_TEST_CRASH_AT);
+  if (crash === undefined || !(COLLECTOR_STEPS as readonly string[]).includes(crash.step)) return undefined;
+  let seen = 0;
+  return {
+    step(step) {
+      if (step === crash.step && ++seen >= crash.nth) process.kill(process.pid, 'SIGKILL');
+    },
+  };
+}
+
+const run: CliVerb = async (argv) => {
+  const { values } = parseVerbArgs(
+    argv,
+    {
+      securityfs: { type: 'string' },
+      tpm: { type: 'string' },
+      store: { type: 'string' },
+      flavor: { type: 'string' },
+      flavour: { type: 'string' },
+      interval: { type: 'string' },
+      socket: { type: 'string' },
+      banks: { type: 'string' },
+      'cycle-at-records': { type: 'string' },
+      'chunk-bytes': { type: 'string' },
+      'boot-id-file': { type: 'string' },
+      'cmdline-file': { type: 'string' },
+      once: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    false,
+  );
+  if (values.help === true) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  if (values.tpm === undefined || values.store === undefined) throw new UsageError(`--tpm and --store are required\n${USAGE}`);
+  const flavorText = values.flavor ?? values.flavour ?? 'auto';
+  const flavor = FLAVORS.find((f) => f === flavorText);
+  if (flavor === undefined) throw new UsageError(`--flavor must be one of ${FLAVORS.join(', ')}\n${USAGE}`);
+  const chunkBytes = positive('chunk-bytes', values['chunk-bytes']);
+  const storeDir = values.store;
+  const paths = daemonPaths(storeDir);
+  const socket = values.socket ?? paths.socket;
+
+  const abort = new AbortController();
+  const stop = (): void => abort.abort();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  const store = await openStore(storeDir);
+  const tpm = Tpm.open(values.tpm);
+  try {
+    const collector = await Collector.open({
+      store,
+      quotes: new TpmQuoteSource(tpm),
+      securityfsRoot: values.securityfs,
+      cmdlinePath: values['cmdline-file'],
+      bootIdPath: values['boot-id-file'],
+      flavor,
+      banks: banksOption(values.banks),
+      intervalMs: positive('interval', values.interval),
+      cycleAtRecords: positive('cycle-at-records', values['cycle-at-records']),
+      chunkBounds: chunkBytes === undefined ? undefined : { ...COLLECTOR_DEFAULTS.chunkBounds, maxBytes: chunkBytes },
+      hooks: crashHook(),
+    });
+    // A socket left by a killed daemon (we hold the store lock, so no daemon serves it now).
+    rmSync(socket, { force: true });
+    const server = await startApiServer(
+      {
+        store,
+        tail: {
+          get boot() {
+            return collector.boot;
+          },
+          end: async () => collector.kernelEnd(),
+          records: (from) => collector.tailBatches(from),
+        },
+        status: { status: async () => collector.status(), metrics: async () => statusSamples(collector.status()) },
+        quotes: new ServeQuoteSource(tpm),
+      },
+      { socket },
+    );
+    const s0 = collector.status();
+    process.stdout.write(`imakeep run: boot ${s0.boot} (${s0.kernelBootId}), flavour ${s0.flavor} (${s0.flavorReason}), T=${s0.removed}, stored ${s0.stored}, serving ${server.address}\n`);
+    try {
+      if (values.once === true) {
+        await collector.runOnce();
+      } else {
+        await collector.run(abort.signal, (report, error) => {
+          collector.writeStatusFile(paths.statusFile);
+          const s = collector.status();
+          const what = report === undefined ? `failed: ${s.condition?.code ?? 'ERROR'}: ${s.condition?.message ?? String(error)}` : `drained ${report.drained} stored ${report.stored} checkpoint ${report.checkpoint ?? '-'} removed +${report.removed}`;
+          process.stdout.write(`cycle ${s.metrics.cycles}: boot ${s.boot} T=${s.removed} kernel ${s.kernelRecords} ${what}\n`);
+        });
+      }
+      collector.writeStatusFile(paths.statusFile);
+    } finally {
+      await server.close();
+      await collector.close();
+    }
+    return 0;
+  } finally {
+    await store.close();
+    await tpm.close();
+    process.removeListener('SIGINT', stop);
+    process.removeListener('SIGTERM', stop);
+  }
+};
+
+export default run;

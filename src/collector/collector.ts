@@ -1,0 +1,816 @@
+/**
+ * The collector: the cycle of design.md (drain, chunk, quote, match, remove), recovery at start,
+ * boot segments, scheduling and metrics.
+ *
+ * Order is what makes it safe. A record leaves the kernel only after the chunk holding it was
+ * committed with a synced write and a stored checkpoint covers it (Invariant 1; the store checks
+ * both again before it journals an intent). Every kernel write sits between a synced journal
+ * intent and a synced outcome (Invariant 3). In-memory state changes only after the write it
+ * mirrors reached disk, so a failed write (ENOSPC) leaves the collector where it was.
+ */
+import { readFileSync, writeFileSync, renameSync } from 'node:fs';
+import { setTimeout as delay } from 'node:timers/promises';
+import { BANKS, PcrReplay, bytesEqual, toHex, type BankMode, type BankName, type ImaRecord } from '../ima/index.js';
+import { encodePcrBlob, type PcrValue } from '../tpm/index.js';
+import {
+  KernelError,
+  deleteStaged,
+  probeSecurityfs,
+  readCounter,
+  recordKmem,
+  removeFirstRecords,
+  stageAll,
+  type KernelCapabilities,
+  type MeasurementListReader,
+  type RemovalResult,
+  type SecurityfsFiles,
+} from '../kernel/index.js';
+import { ChunkBuilder, type BootRecord, type Checkpoint, type ImaStore, type StoredRecord } from '../store/index.js';
+import { isImakeepError } from '../errors.js';
+import {
+  COLLECTOR_DEFAULTS,
+  chooseFlavor,
+  type CollectorOptions,
+  type CollectorStep,
+  type Flavor,
+} from './config.js';
+import { CollectorError } from './errors.js';
+import { kernelTail, listReader, type KernelLayout, type KernelReadOptions } from './kernel-log.js';
+import { CollectorMetrics, type MetricsSnapshot } from './metrics.js';
+import { chainedNonce, quoteFits, verifyEvidence, type QuoteEvidence } from './quote.js';
+import { judgeRemoval, pcrsByBank, sameRecord, tieBreakByReplay } from './recovery.js';
+import { replayAt, storedBytes, storedRange } from './stored.js';
+
+/** Default path of the kernel's boot id. */
+export const DEFAULT_BOOT_ID_PATH = '/proc/sys/kernel/random/boot_id';
+
+/** Records compared at the kernel's head when deciding a pending removal. */
+const RECOVERY_HEAD_RECORDS = 1024;
+/** Replay rounds of the recovery tie-break while records keep arriving. */
+const RECOVERY_REPLAY_ROUNDS = 5;
+
+/** A condition that stops removal until it clears (reported in status). */
+export interface CollectorCondition {
+  readonly code: string;
+  readonly message: string;
+  /** When it was last seen (ms since the epoch). */
+  readonly at: number;
+}
+
+/** What `status()` reports. */
+export type CollectorStatus = {
+  readonly boot: number;
+  readonly kernelBootId: string;
+  readonly resetCount: number | null;
+  readonly flavor: Flavor;
+  readonly flavorReason: string;
+  /** T: records removed from the kernel so far in this boot. */
+  readonly removed: number;
+  /** Records 0..stored-1 are in committed chunks. */
+  readonly stored: number;
+  /** Records read from the kernel (stored or in the open chunk). */
+  readonly drained: number;
+  /** Records in the staged list, or null. */
+  readonly staged: number | null;
+  /** Records the kernel holds as of the last drain (drained − T). */
+  readonly kernelRecords: number;
+  /** Modeled kernel memory of those records (kernel-ima.md §4.1), bytes. */
+  readonly kernelBytesModel: number;
+  readonly lastCheckpoint: { readonly count: number } | null;
+  /** Why removal is stopped for this boot (ESTALE: kexec/reboot under way), or null. */
+  readonly removalHalted: string | null;
+  /** The last failure, cleared by the next clean cycle. */
+  readonly condition: CollectorCondition | null;
+  readonly metrics: MetricsSnapshot;
+  readonly updatedAt: number;
+};
+
+/** What one cycle did. */
+export interface CycleReport {
+  readonly boot: number;
+  readonly drained: number;
+  readonly stored: number;
+  readonly checkpoint: number | null;
+  readonly removed: number;
+  readonly durationMs: number;
+}
+
+/** A FIFO mutex: the cycle and kernel-tail readers exclude each other (T must not move under a reader). */
+class Mutex {
+  #tail: Promise<void> = Promise.resolve();
+
+  async lock(): Promise<() => void> {
+    let release: () => void = () => undefined;
+    const next = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const previous = this.#tail;
+    this.#tail = previous.then(() => next);
+    await previous;
+    return release;
+  }
+}
+
+function codeOf(e: unknown): string {
+  return isImakeepError(e) ? e.code : e instanceof Error ? e.name : 'UNKNOWN';
+}
+
+function kernelCode(e: unknown): string | undefined {
+  return e instanceof KernelError ? e.code : undefined;
+}
+
+/** Boot-scoped state, rebuilt whenever a boot segment begins or recovery moved T. */
+interface BootState {
+  readonly boot: number;
+  readonly record: BootRecord;
+  readonly banks: readonly BankName[];
+  readonly modes: Readonly<Partial<Record<BankName, BankMode>>>;
+}
+
+/** The collector of one device. Open with {@link Collector.open}. */
+export class Collector {
+  readonly #o: CollectorOptions;
+  readonly #store: ImaStore;
+  readonly #caps: KernelCapabilities;
+  readonly #files: SecurityfsFiles | undefined;
+  readonly #read: KernelReadOptions;
+  readonly #flavorReason: string;
+  readonly #metrics = new CollectorMetrics();
+  readonly #mutex = new Mutex();
+  readonly #now: () => number;
+  readonly #pcr: number;
+  #flavor: Flavor;
+  #bootState: BootState | undefined;
+  /** T. */
+  #removed = 0;
+  #stagedCount: number | null = null;
+  #stored = 0;
+  #checkpoint: Checkpoint | undefined;
+  /** Replay at the last checkpoint's count, if computed. */
+  #matchReplay: PcrReplay | undefined;
+  /** Replay at the open chunk's end (every drained record). */
+  #chunkReplay: PcrReplay;
+  #builder: ChunkBuilder;
+  #current: MeasurementListReader;
+  #staged: MeasurementListReader | null = null;
+  #halted: string | null = null;
+  #condition: CollectorCondition | null = null;
+  /** A store write failed (ENOSPC...): the store must reopen before it is read again. */
+  #storeFailed = false;
+  #kmemPerRecord = 0;
+  #kmemSamples = 0;
+  #closed = false;
+
+  private constructor(o: CollectorOptions, caps: KernelCapabilities, flavor: { flavor: Flavor; reason: string }) {
+    this.#o = o;
+    this.#store = o.store;
+    this.#caps = caps;
+    this.#files = o.files;
+    this.#flavor = flavor.flavor;
+    this.#flavorReason = flavor.reason;
+    this.#now = o.now ?? Date.now;
+    this.#pcr = o.pcr ?? COLLECTOR_DEFAULTS.pcr;
+    this.#read = {
+      files: o.files,
+      readSize: o.readSize ?? COLLECTOR_DEFAULTS.readSize,
+      retry: o.busyRetry,
+      maxBatchRecords: o.readWindowRecords ?? COLLECTOR_DEFAULTS.readWindowRecords,
+    };
+    // Placeholders until #openBoot positions them at the boot's stored count.
+    this.#chunkReplay = new PcrReplay({ banks: { sha256: 'native' } });
+    this.#builder = new ChunkBuilder(0);
+    this.#current = listReader(caps.binaryListPath, { index: 0, offset: 0 }, this.#read);
+  }
+
+  /** The open boot segment (set by #openBoot before any other use). */
+  get #b(): BootState {
+    if (this.#bootState === undefined) throw new CollectorError('COLLECTOR_STOPPED', 'no boot segment is open');
+    return this.#bootState;
+  }
+
+  /**
+   * Probes the kernel, picks the flavour, finds or begins the boot segment, and recovers: a
+   * journaled removal without outcome is decided and finished, a staged list left after `A` is
+   * taken over. Throws `COLLECTOR_RECOVERY_FAILED` when a pending removal cannot be decided.
+   */
+  static async open(options: CollectorOptions): Promise<Collector> {
+    const caps = probeSecurityfs({ root: options.securityfsRoot, cmdlinePath: options.cmdlinePath, files: options.files });
+    const collector = new Collector(options, caps, chooseFlavor(options.flavor ?? 'auto', caps));
+    await collector.#openBoot(collector.#readBootId());
+    return collector;
+  }
+
+  // ---- boot segments and recovery ---------------------------------------------------------------
+
+  #readBootId(): string {
+    return readFileSync(this.#o.bootIdPath ?? DEFAULT_BOOT_ID_PATH, 'latin1').trim();
+  }
+
+  /** Continues the store's current boot if it is this kernel's, else begins a new segment. */
+  async #openBoot(kernelBootId: string): Promise<void> {
+    const store = this.#store;
+    const current = store.currentBoot;
+    let boot: number;
+    let record: BootRecord;
+    if (current !== undefined && (await store.bootRecord(current)).kernelBootId === kernelBootId) {
+      boot = current;
+      record = await store.bootRecord(current);
+    } else {
+      const banks = await this.#configuredBanks();
+      const modes: Partial<Record<BankName, BankMode>> = {};
+      for (const bank of banks) modes[bank] = this.#o.bankModes?.[bank] ?? 'native';
+      // The boot's first quote only learns resetCount (a TPM reset is a reboot); it is not stored.
+      const probe = await this.#o.quotes.quote(chainedNonce(undefined, kernelBootId), banks, this.#pcr);
+      const info = {
+        kernelBootId,
+        firstSeen: this.#now(),
+        resetCount: probe.parsed.clockInfo.resetCount,
+        bankModes: modes,
+        endianness: 'le' as const,
+        template: 'ima-ng',
+        templateHash: 'sha256',
+      };
+      boot = await store.beginBoot(info);
+      record = { ...info, exported: null };
+    }
+    const modes = record.bankModes;
+    this.#bootState = { boot, record, banks: BANKS.filter((b) => modes[b] !== undefined), modes };
+    this.#halted = null;
+    await this.#recover();
+  }
+
+  async #configuredBanks(): Promise<readonly BankName[]> {
+    const active = await this.#o.quotes.activeBanks();
+    const wanted = this.#o.banks ?? active;
+    const banks = BANKS.filter((b) => wanted.includes(b) && active.includes(b));
+    if (banks.length === 0) throw new RangeError(`none of the banks [${wanted.join(', ')}] is active in the TPM [${active.join(', ')}]`);
+    return banks;
+  }
+
+  /**
+   * Brings the in-memory state to the store's and the kernel's (design.md "Recovery"): decides a
+   * pending removal, adopts a staged list, then positions the kernel readers after the stored
+   * records. Drops the open chunk: its records are still in the kernel and are read again.
+   */
+  async #recover(): Promise<void> {
+    const { boot } = this.#b;
+    const store = this.#store;
+    let journal = await store.journal(boot);
+    const stagedOnDisk = await this.#stagedListLength();
+    const pending = journal.pending;
+    if (pending !== null && pending.flavor === 'n') {
+      const done = await this.#decideN(journal.removed, pending.n);
+      journal = await store.journalOutcome(boot, { done });
+    } else if (pending !== null && pending.flavor === 'staged') {
+      const step = journal.staged;
+      if (stagedOnDisk === 0) {
+        // No staged list: `A` never happened (no staged state yet), or `D` did (only after `stored`).
+        if (step !== null && step.step !== 'stored') {
+          throw new CollectorError('COLLECTOR_RECOVERY_FAILED', `boot ${boot}: the journal says ${step.count} records are staged, the kernel has no staged list`, { boot, index: journal.removed });
+        }
+        journal = await store.journalOutcome(boot, { done: step !== null });
+      } else if (step !== null && step.count !== stagedOnDisk) {
+        throw new CollectorError('COLLECTOR_RECOVERY_FAILED', `boot ${boot}: the journal says ${step.count} records are staged, the kernel's staged list holds ${stagedOnDisk}`, { boot, index: journal.removed });
+      } else if (step === null) {
+        journal = await store.journalStaged(boot, { step: 'staged', count: stagedOnDisk });
+      }
+    } else if (stagedOnDisk > 0) {
+      // A staged list nobody journaled (another agent's `A`): take it over like our own.
+      await store.journalIntent(boot, { flavor: 'staged', removed: journal.removed, n: 0, at: this.#now() });
+      journal = await store.journalStaged(boot, { step: 'staged', count: stagedOnDisk });
+    }
+    this.#removed = journal.removed;
+    this.#stagedCount = journal.pending?.flavor === 'staged' && journal.staged !== null ? journal.staged.count : null;
+    this.#stored = await store.storedCount(boot);
+    this.#checkpoint = await store.lastCheckpoint(boot);
+    this.#matchReplay = undefined;
+    await this.#positionReaders();
+  }
+
+  /** Records in the kernel's staged list (0 without one or without the staging interface). */
+  async #stagedListLength(): Promise<number> {
+    const path = this.#caps.stagedBinaryListPath;
+    if (path === undefined) return 0;
+    let count = 0;
+    for await (const batch of listReader(path, { index: 0, offset: 0 }, this.#read).drain({ maxBatchRecords: this.#read.maxBatchRecords })) {
+      count += batch.records.length;
+    }
+    return count;
+  }
+
+  /** Readers, open chunk and chunk replay at the stored count. */
+  async #positionReaders(): Promise<void> {
+    const { boot } = this.#b;
+    const T = this.#removed;
+    const S = this.#stagedCount;
+    const stored = this.#stored;
+    const at = async (first: number) => ({ index: stored - first, offset: await storedBytes(this.#store, boot, first, stored) });
+    const stagedPath = this.#caps.stagedBinaryListPath;
+    if (S !== null && stagedPath !== undefined) {
+      const inStaged = stored < T + S;
+      this.#staged = listReader(stagedPath, inStaged ? await at(T) : { index: S, offset: await storedBytes(this.#store, boot, T, T + S) }, this.#read);
+      this.#current = listReader(this.#caps.binaryListPath, inStaged ? { index: 0, offset: 0 } : await at(T + S), this.#read);
+    } else {
+      this.#staged = null;
+      this.#current = listReader(this.#caps.binaryListPath, await at(T), this.#read);
+    }
+    this.#builder = new ChunkBuilder(stored, this.#o.chunkBounds ?? COLLECTOR_DEFAULTS.chunkBounds);
+    const replay = await replayAt(this.#store, boot, stored, this.#b.modes);
+    this.#chunkReplay = PcrReplay.fromState(replay.toState(), { verifyDigests: false });
+  }
+
+  /** Decides a pending `n` removal of records T..T+n-1 (recovery.ts). */
+  async #decideN(T: number, n: number): Promise<boolean> {
+    const { boot } = this.#b;
+    const head = await this.#kernelHead(RECOVERY_HEAD_RECORDS);
+    const judgement = judgeRemoval({
+      n,
+      kernelHead: head.records,
+      kernelHeadComplete: head.complete,
+      storedAtT: await storedRange(this.#store, boot, T, head.records.length),
+      storedAtTn: await storedRange(this.#store, boot, T + n, head.records.length),
+    });
+    if (judgement === 'done' || judgement === 'not-done') return judgement === 'done';
+    if (judgement === 'ambiguous') {
+      const decided = await tieBreakByReplay({
+        atT: (await replayAt(this.#store, boot, T, this.#b.modes)).toState(),
+        atTn: (await replayAt(this.#store, boot, T + n, this.#b.modes)).toState(),
+        kernelList: () => this.#kernelBatches(),
+        readPcrs: async () => pcrsByBank(await this.#o.quotes.readPcrs(this.#b.banks, this.#pcr), this.#pcr),
+        pcr: this.#pcr,
+        attempts: RECOVERY_REPLAY_ROUNDS,
+      });
+      if (decided !== undefined) return decided === 'done';
+    }
+    throw new CollectorError(
+      'COLLECTOR_RECOVERY_FAILED',
+      `boot ${boot}: cannot tell whether records ${T}..${T + n - 1} were removed (${judgement === 'neither' ? "the kernel's head matches neither reading" : 'both readings fit the data and the PCRs'})`,
+      { boot, index: T },
+    );
+  }
+
+  async #kernelHead(max: number): Promise<{ records: readonly ImaRecord[]; complete: boolean }> {
+    const reader = listReader(this.#caps.binaryListPath, { index: 0, offset: 0 }, this.#read);
+    for await (const batch of reader.drain({ maxBatchRecords: max + 1 })) {
+      return { records: batch.records.slice(0, max), complete: batch.records.length <= max };
+    }
+    return { records: [], complete: true };
+  }
+
+  async *#kernelBatches(): AsyncGenerator<readonly ImaRecord[]> {
+    const reader = listReader(this.#caps.binaryListPath, { index: 0, offset: 0 }, this.#read);
+    for await (const batch of reader.drain({ maxBatchRecords: this.#read.maxBatchRecords })) yield batch.records;
+  }
+
+  // ---- the cycle --------------------------------------------------------------------------------
+
+  async #step(step: CollectorStep): Promise<void> {
+    await this.#o.hooks?.step?.(step);
+  }
+
+  /**
+   * One cycle: drain, chunk, quote, read what arrived meanwhile, match, checkpoint, remove. Throws
+   * what stopped it (the state stays consistent: the next cycle continues), e.g. `QUOTE_MISMATCH`
+   * (nothing removed), `STORE_WRITE_FAILED` (removal waits for space), `KERNEL_EBUSY`.
+   */
+  async runOnce(): Promise<CycleReport> {
+    if (this.#closed) throw new CollectorError('COLLECTOR_STOPPED', 'the collector is closed');
+    const release = await this.#mutex.lock();
+    const t0 = performance.now();
+    const removedBefore = this.#removed;
+    try {
+      // After a failed write the store reopens on its next write, and a failed reopen leaves it
+      // closed for reads too: so the first thing a cycle does then is that write, the smallest
+      // one there is (meta, unchanged). It fails again with STORE_WRITE_FAILED while the disk is full.
+      if (this.#storeFailed) {
+        await this.#store.updateMeta({});
+        this.#storeFailed = false;
+      }
+      const bootId = this.#readBootId();
+      if (bootId !== this.#b.record.kernelBootId) await this.#openBoot(bootId);
+      else if ((await this.#store.journal(this.#b.boot)).pending !== null && this.#stagedCount === null) await this.#recover();
+      await this.#drain();
+      if (!(await this.#attest())) return this.#report(t0, removedBefore);
+      await this.#remove();
+      this.#condition = null;
+      return this.#report(t0, removedBefore);
+    } catch (e) {
+      if (codeOf(e) === 'STORE_WRITE_FAILED') this.#storeFailed = true;
+      this.#metrics.error(codeOf(e));
+      this.#condition = { code: codeOf(e), message: e instanceof Error ? e.message : String(e), at: this.#now() };
+      throw e;
+    } finally {
+      this.#metrics.cycles++;
+      this.#metrics.cycle.add(performance.now() - t0);
+      release();
+    }
+  }
+
+  #report(t0: number, removedBefore: number): CycleReport {
+    return {
+      boot: this.#b.boot,
+      drained: this.#builder.nextIndex,
+      stored: this.#stored,
+      checkpoint: this.#checkpoint?.count ?? null,
+      removed: this.#removed - removedBefore,
+      durationMs: performance.now() - t0,
+    };
+  }
+
+  /** Reads the kernel from the drain position to the end: the staged list first, if any. */
+  async #drain(): Promise<void> {
+    const S = this.#stagedCount;
+    if (this.#staged !== null && S !== null && this.#builder.nextIndex < this.#removed + S) await this.#drainFrom(this.#staged);
+    await this.#drainFrom(this.#current);
+  }
+
+  async #drainFrom(reader: MeasurementListReader): Promise<void> {
+    const bounds = this.#builder;
+    // An earlier seal failed (ENOSPC): commit first, read more only then, so that the open chunk
+    // holds at most one bound plus one read window however long the store stays full (Invariant 4).
+    if (bounds.shouldSeal(this.#now())) await this.#seal();
+    for await (const batch of reader.drain({ maxBatchRecords: this.#read.maxBatchRecords })) {
+      const now = this.#now();
+      for (const rec of batch.records) {
+        this.#chunkReplay.extend(rec);
+        bounds.add(rec, now);
+        this.#sampleKmem(rec);
+      }
+      if (bounds.shouldSeal(now)) await this.#seal();
+    }
+  }
+
+  #sampleKmem(rec: ImaRecord): void {
+    // A running mean over the first records is enough for a threshold (kernel-ima.md §4.1).
+    if (this.#kmemSamples >= 4096) return;
+    const k = recordKmem(rec, Math.max(1, this.#b.banks.length));
+    this.#kmemPerRecord += (k.data + k.entry - this.#kmemPerRecord) / ++this.#kmemSamples;
+  }
+
+  /** Commits the open chunk (one synced put). */
+  async #seal(): Promise<void> {
+    const builder = this.#builder;
+    if (builder.count === 0) return;
+    const draft = builder.draft(this.#chunkReplay.toState());
+    await this.#store.appendChunk(this.#b.boot, draft);
+    builder.committed(draft);
+    this.#stored = draft.firstIndex + draft.count;
+    this.#metrics.chunksCommitted++;
+    this.#metrics.recordsStored += draft.count;
+    this.#metrics.bytesStored += draft.records.length;
+    await this.#step('chunk-committed');
+  }
+
+  /**
+   * Quote, then read what arrived meanwhile and commit it, then match and store the checkpoint.
+   * False when the TPM was reset (a new boot segment began instead).
+   */
+  async #attest(): Promise<boolean> {
+    const { banks, record } = this.#b;
+    const nonce = chainedNonce(this.#checkpoint, record.kernelBootId);
+    const quote = await this.#o.quotes.quote(nonce, banks, this.#pcr);
+    this.#metrics.quotes++;
+    const resetCount = quote.parsed.clockInfo.resetCount;
+    if (record.resetCount !== null && resetCount !== record.resetCount) {
+      // resetCount moved: the TPM was reset, so its PCRs started over; this is another boot.
+      await this.#store.beginBoot({ ...record, firstSeen: this.#now(), resetCount });
+      await this.#openBoot(record.kernelBootId);
+      return false;
+    }
+    await this.#drain();
+    await this.#seal();
+    const { count: k, replay, pcrs } = await this.#match(quote);
+    if (k > (this.#checkpoint?.count ?? 0)) {
+      verifyEvidence(quote, nonce, pcrs);
+      const checkpoint: Checkpoint = { count: k, pcrs, attest: quote.attest, signature: quote.signature, akName: quote.akName, nonce, pcrBlob: encodePcrBlob(pcrs) };
+      await this.#store.storeCheckpoint(this.#b.boot, checkpoint);
+      if (this.#store.meta.akPublic === null) await this.#store.updateMeta({ akPublic: quote.akPublic });
+      this.#checkpoint = checkpoint;
+      this.#matchReplay = replay;
+      this.#metrics.checkpoints++;
+      await this.#step('checkpoint-stored');
+    }
+    return true;
+  }
+
+  /**
+   * The smallest record count from the last checkpoint on whose replay gives the PCR values the
+   * quote attests (kernel-ima.md §3.7: replay until the quote matches; extra records are normal).
+   * Every record logged before the quote is stored by now, so no match is `QUOTE_MISMATCH`.
+   */
+  async #match(quote: QuoteEvidence): Promise<{ count: number; replay: PcrReplay; pcrs: PcrValue[] }> {
+    const { boot, modes, banks } = this.#b;
+    const pcr = this.#pcr;
+    const valuesOf = (r: PcrReplay): PcrValue[] => banks.map((bank) => ({ bank, pcr, value: r.value(bank, pcr) }));
+    const from = this.#checkpoint?.count ?? 0;
+    const base = this.#matchReplay ?? (await replayAt(this.#store, boot, from, modes));
+    this.#matchReplay = base;
+    if (quoteFits(quote, valuesOf(base))) return { count: from, replay: base, pcrs: valuesOf(base) };
+    const replay = PcrReplay.fromState(base.toState(), { verifyDigests: false });
+    for await (const { record } of this.#store.records(boot, from)) {
+      replay.extend(record);
+      if (record.pcr === pcr && quoteFits(quote, valuesOf(replay))) return { count: replay.recordCount, replay, pcrs: valuesOf(replay) };
+    }
+    // Name a bank whose TPM value differs from the replay of everything stored (informational).
+    const tpm = await this.#o.quotes.readPcrs(banks, pcr);
+    const differs = tpm.find((v) => !bytesEqual(v.value, replay.value(v.bank, pcr))) ?? tpm[0];
+    const bank = differs?.bank ?? banks[0] ?? 'sha256';
+    throw new CollectorError(
+      'QUOTE_MISMATCH',
+      `boot ${boot}: the quote of PCR ${pcr} fits no replay of records ${from}..${replay.recordCount} (${bank}: TPM ${toHex(differs?.value ?? new Uint8Array(0))}, replay ${toHex(replay.value(bank, pcr))}); nothing is removed`,
+      { boot, bank, pcr, quoted: toHex(differs?.value ?? new Uint8Array(0)), replayed: toHex(replay.value(bank, pcr)), from, to: replay.recordCount },
+    );
+  }
+
+  /** Removes what is stored and covered (Invariant 1), by the flavour in use. */
+  async #remove(): Promise<void> {
+    if (this.#flavor === 'none' || this.#halted !== null) return;
+    try {
+      if (this.#stagedCount !== null) await this.#finishStaged();
+      else if (this.#flavor === 'n') await this.#removeN();
+      else await this.#removeStaged();
+    } catch (e) {
+      const code = kernelCode(e);
+      if (code === 'KERNEL_ESTALE' || code === 'KERNEL_EACCES') {
+        // Measurement is suspended: kexec/reboot under way. The records travel to the next kernel,
+        // whose boot is a new segment: remove nothing more here (kernel-ima.md §1.8).
+        this.#halted = code;
+        return;
+      }
+      if (code === 'KERNEL_EPERM') {
+        this.#flavor = 'none';
+        this.#halted = code;
+        return;
+      }
+      throw e;
+    }
+  }
+
+  #kernelWritten(result: { readonly holdMs: number; readonly attempts: number }): void {
+    this.#metrics.writerLockHold.add(result.holdMs);
+    this.#metrics.busyRetries += result.attempts - 1;
+  }
+
+  /** Flavour `n`: one writer window that checks the head and writes "n\n" (kernel-ima.md §1.4). */
+  async #removeN(): Promise<void> {
+    const { boot } = this.#b;
+    const T = this.#removed;
+    const target = Math.min(this.#stored, this.#checkpoint?.count ?? 0);
+    const n = target - T;
+    if (n <= 0) return;
+    // Everything the lock window needs is read before it: the window is open, read one record, write.
+    const bytes = await storedBytes(this.#store, boot, T, target);
+    const [head] = await storedRange(this.#store, boot, T, 1);
+    if (head === undefined) throw new RangeError(`record ${T} is not stored`);
+    await this.#store.journalIntent(boot, { flavor: 'n', removed: T, n, at: this.#now() });
+    await this.#step('intent-journaled');
+    let result: RemovalResult;
+    try {
+      result = await removeFirstRecords({
+        path: this.#caps.binaryListPath,
+        files: this.#files,
+        retry: this.#o.busyRetry,
+        // The window reads one record: a small read keeps it short (the reader reads on for a
+        // larger record). Measured in bench/ingest (FUSE emulator, 1M records): hold p50 1.6 ms
+        // with the 256 KiB drain read size, 0.39 ms with 4 KiB.
+        readSize: 4096,
+        decide: (list) => {
+          const [first] = list.next(1);
+          if (first === undefined || !sameRecord(first, head)) {
+            throw new CollectorError('COLLECTOR_KERNEL_DIVERGED', `boot ${boot}: the kernel's first record is not stored record ${T}; nothing removed`, { boot, index: T });
+          }
+          return { n, bytes };
+        },
+      });
+    } catch (e) {
+      // Whatever failed, the write did not happen (it is the window's last call): outcome "not done".
+      await this.#store.journalOutcome(boot, { done: false });
+      // retryOnBusy wraps what `decide` threw as KERNEL_IO; the divergence is the news.
+      throw e instanceof KernelError && e.cause instanceof CollectorError ? e.cause : e;
+    }
+    this.#kernelWritten(result);
+    await this.#step('kernel-written');
+    await this.#store.journalOutcome(boot, { done: true });
+    this.#removed = T + n;
+    this.#current.rebase({ records: n, bytes });
+    this.#metrics.recordsRemoved += n;
+    this.#metrics.removals++;
+    await this.#step('outcome-journaled');
+  }
+
+  /** Flavour `staged`, first half: `A`, then read and store the staged list. */
+  async #removeStaged(): Promise<void> {
+    const stagedPath = this.#caps.stagedBinaryListPath;
+    const { boot } = this.#b;
+    if (stagedPath === undefined || this.#builder.nextIndex <= this.#removed) return; // nothing read: nothing to stage
+    const T = this.#removed;
+    await this.#store.journalIntent(boot, { flavor: 'staged', removed: T, n: 0, at: this.#now() });
+    await this.#step('intent-journaled');
+    try {
+      const result = await stageAll(stagedPath, { files: this.#files, retry: this.#o.busyRetry });
+      this.#kernelWritten(result);
+    } catch (e) {
+      await this.#store.journalOutcome(boot, { done: false });
+      if (kernelCode(e) === 'KERNEL_ENOENT') return; // the current list was empty
+      throw e;
+    }
+    await this.#step('kernel-written');
+    // The current list became the staged list: continue reading it there; the new current list is empty.
+    this.#staged = listReader(stagedPath, this.#current.position, this.#read);
+    this.#current = listReader(this.#caps.binaryListPath, { index: 0, offset: 0 }, this.#read);
+    await this.#drainFrom(this.#staged);
+    const S = this.#staged.position.index;
+    await this.#store.journalStaged(boot, { step: 'staged', count: S });
+    this.#stagedCount = S;
+    await this.#step('staged-journaled');
+    await this.#finishStaged();
+  }
+
+  /**
+   * Flavour `staged`, second half: commit the staged records, quote until a checkpoint covers
+   * them all (the kernel logs before it extends: a quote may lag the list), journal, `D`.
+   */
+  async #finishStaged(): Promise<void> {
+    const stagedPath = this.#caps.stagedBinaryListPath;
+    const S = this.#stagedCount;
+    if (stagedPath === undefined || S === null) return;
+    const { boot } = this.#b;
+    const end = this.#removed + S;
+    if (this.#builder.nextIndex < end) await this.#drain();
+    await this.#seal();
+    const attempts = this.#o.stagedQuoteAttempts ?? COLLECTOR_DEFAULTS.stagedQuoteAttempts;
+    for (let attempt = 0; (this.#checkpoint?.count ?? 0) < end && attempt < attempts; attempt++) {
+      await delay(this.#o.stagedQuoteDelayMs ?? COLLECTOR_DEFAULTS.stagedQuoteDelayMs);
+      if (!(await this.#attest())) return;
+    }
+    if ((this.#checkpoint?.count ?? 0) < end) return; // not covered yet: the next cycle continues
+    const journal = await this.#store.journal(boot);
+    if (journal.staged?.step !== 'stored') await this.#store.journalStaged(boot, { step: 'stored', count: S });
+    await this.#step('staged-covered');
+    try {
+      const result = await deleteStaged(stagedPath, { files: this.#files, retry: this.#o.busyRetry });
+      this.#kernelWritten(result);
+    } catch (e) {
+      // ENOENT: nothing staged any more (deleted by someone else): the records are gone, and stored.
+      if (kernelCode(e) !== 'KERNEL_ENOENT') {
+        if (kernelCode(e) === 'KERNEL_ESTALE') await this.#store.journalOutcome(boot, { done: false });
+        throw e;
+      }
+    }
+    await this.#step('staged-deleted');
+    await this.#store.journalOutcome(boot, { done: true });
+    this.#removed = end;
+    this.#stagedCount = null;
+    this.#staged = null;
+    this.#metrics.recordsRemoved += S;
+    this.#metrics.removals++;
+    await this.#step('outcome-journaled');
+  }
+
+  // ---- scheduling -------------------------------------------------------------------------------
+
+  /**
+   * Runs cycles until `signal` aborts: every `intervalMs`, earlier when the kernel's list passes
+   * `cycleAtRecords` records or `cycleAtKmemBytes` modeled bytes. A failed cycle is reported in
+   * `status()` and retried at the next one, except `COLLECTOR_RECOVERY_FAILED` and store
+   * corruption, which end the loop. An abort lets the current cycle finish its step.
+   */
+  async run(signal: AbortSignal, onCycle?: (report: CycleReport | undefined, error: unknown) => void): Promise<void> {
+    while (!signal.aborted && !this.#closed) {
+      try {
+        onCycle?.(await this.runOnce(), undefined);
+      } catch (e) {
+        onCycle?.(undefined, e);
+        const code = codeOf(e);
+        if (code === 'COLLECTOR_RECOVERY_FAILED' || code === 'STORE_CORRUPT' || code === 'STORE_CHAIN_BROKEN' || code === 'COLLECTOR_STOPPED') throw e;
+      }
+      await this.#waitForCycle(signal);
+    }
+  }
+
+  async #waitForCycle(signal: AbortSignal): Promise<void> {
+    const interval = this.#o.intervalMs ?? COLLECTOR_DEFAULTS.intervalMs;
+    const poll = Math.min(interval, this.#o.pollMs ?? COLLECTOR_DEFAULTS.pollMs);
+    const atRecords = this.#o.cycleAtRecords ?? COLLECTOR_DEFAULTS.cycleAtRecords;
+    const atBytes = this.#o.cycleAtKmemBytes ?? COLLECTOR_DEFAULTS.cycleAtKmemBytes;
+    const due = performance.now() + interval;
+    while (!signal.aborted && performance.now() < due) {
+      await delay(Math.min(poll, due - performance.now()), undefined, { signal }).catch(() => undefined);
+      if (signal.aborted) return;
+      let count: number;
+      try {
+        count = readCounter(this.#caps.countPath, this.#files) + (this.#stagedCount ?? 0);
+      } catch {
+        continue; // the counter is advisory; the timer still runs cycles
+      }
+      if (count >= atRecords || count * this.#kmemPerRecord >= atBytes) return;
+    }
+  }
+
+  // ---- what serve and the CLI read ---------------------------------------------------------------
+
+  /** A snapshot of the state and metrics. */
+  status(): CollectorStatus {
+    const kernelRecords = this.#builder.nextIndex - this.#removed;
+    return {
+      boot: this.#b.boot,
+      kernelBootId: this.#b.record.kernelBootId,
+      resetCount: this.#b.record.resetCount,
+      flavor: this.#flavor,
+      flavorReason: this.#flavorReason,
+      removed: this.#removed,
+      stored: this.#stored,
+      drained: this.#builder.nextIndex,
+      staged: this.#stagedCount,
+      kernelRecords,
+      kernelBytesModel: Math.round(kernelRecords * this.#kmemPerRecord),
+      lastCheckpoint: this.#checkpoint === undefined ? null : { count: this.#checkpoint.count },
+      removalHalted: this.#halted,
+      condition: this.#condition,
+      metrics: this.#metrics.snapshot(),
+      updatedAt: this.#now(),
+    };
+  }
+
+  /** The store the collector writes (the caller's). */
+  get store(): ImaStore {
+    return this.#store;
+  }
+
+  /** The current boot segment's number in the store. */
+  get boot(): number {
+    return this.#b.boot;
+  }
+
+  /** T: records of the current boot removed from the kernel so far. */
+  get removed(): number {
+    return this.#removed;
+  }
+
+  /**
+   * Global index one past the kernel's last record now: T + staged + `runtime_measurements_count`
+   * (the counter file takes no lock); the drained count if the counter cannot be read.
+   */
+  kernelEnd(): number {
+    try {
+      return this.#removed + (this.#stagedCount ?? 0) + readCounter(this.#caps.countPath, this.#files);
+    } catch {
+      return this.#builder.nextIndex;
+    }
+  }
+
+  /**
+   * Records only the kernel holds, from global index `from` on, in batches (`src/serve`'s
+   * KernelTail). Each batch is read with the cycle held off, so T cannot move under it; between
+   * batches nothing is held (a slow reader never delays a removal, Invariant 5). A batch starts
+   * past `from` when those records are in the store by then: read them there.
+   */
+  async *tailBatches(from: number): AsyncGenerator<{ readonly firstIndex: number; readonly records: readonly ImaRecord[] }> {
+    const boot = this.#b.boot;
+    let next = from;
+    for (;;) {
+      const release = await this.#mutex.lock();
+      let batch: StoredRecord[] | undefined;
+      try {
+        if (this.#b.boot !== boot) return;
+        // The drain position less the open chunk is where the first unsealed record starts.
+        const storedAt = { index: this.#current.position.index - this.#builder.count, offset: this.#current.position.offset - this.#builder.byteLength };
+        for await (const first of kernelTail(this.#store, boot, this.#layout(), this.#stored, next, this.#read, storedAt)) {
+          batch = first;
+          break;
+        }
+      } finally {
+        release();
+      }
+      const last = batch?.at(-1);
+      if (batch === undefined || last === undefined) return;
+      yield { firstIndex: last.index - batch.length + 1, records: batch.map((r) => r.record) };
+      next = last.index + 1;
+    }
+  }
+
+  #layout(): KernelLayout {
+    return { removed: this.#removed, stagedCount: this.#stagedCount, currentPath: this.#caps.binaryListPath, stagedPath: this.#caps.stagedBinaryListPath };
+  }
+
+  /**
+   * Writes `status()` as JSON to `path` (write-then-rename: readers never see half a file), for
+   * `imakeep status` while the daemon holds the store. Errors (a full disk) are ignored: status
+   * is advisory and the condition is in the status itself.
+   */
+  writeStatusFile(path: string): void {
+    try {
+      writeFileSync(`${path}.tmp`, `${JSON.stringify(this.status(), null, 2)}\n`);
+      renameSync(`${path}.tmp`, path);
+    } catch {
+      // see above
+    }
+  }
+
+  /** Stops: waits for the running cycle, then refuses new ones. Writes nothing (open-chunk records stay in the kernel). */
+  async close(): Promise<void> {
+    const release = await this.#mutex.lock();
+    this.#closed = true;
+    release();
+  }
+}

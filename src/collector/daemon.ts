@@ -1,0 +1,72 @@
+/**
+ * Where a running collector daemon can be reached, by convention inside its store directory:
+ * LevelDB admits one process, so `imakeep log` and `imakeep status` go through the daemon's socket
+ * (or read its status file) while it runs, and open the store directly otherwise.
+ */
+import { request, type IncomingMessage } from 'node:http';
+import { join } from 'node:path';
+import { ImakeepError } from '../errors.js';
+
+/** Paths of a daemon's files in store directory `storeDir`. */
+export interface DaemonPaths {
+  /** The HTTP API's unix socket. */
+  readonly socket: string;
+  /** `status()` as JSON, rewritten after every cycle. */
+  readonly statusFile: string;
+}
+
+/** The daemon files of the store in `storeDir`. */
+export function daemonPaths(storeDir: string): DaemonPaths {
+  return { socket: join(storeDir, 'imakeep.sock'), statusFile: join(storeDir, 'imakeep-status.json') };
+}
+
+/**
+ * Test seam of `imakeep run` (environment, never set in production): `IMAKEEP_TEST_CRASH_AT=STEP[:N]`
+ * makes the daemon SIGKILL itself the N-th time (default 1st) it passes collector step STEP (one of
+ * COLLECTOR_STEPS), e.g. `kernel-written` = after the kernel write, before its journal outcome.
+ * Returns the step and count, or undefined when unset or malformed.
+ */
+export function parseCrashAt(value: string | undefined): { readonly step: string; readonly nth: number } | undefined {
+  const m = value === undefined ? null : /^([a-z-]+)(?::(\d+))?$/.exec(value);
+  if (m === null || m[1] === undefined) return undefined;
+  return { step: m[1], nth: Math.max(1, Number(m[2] ?? '1')) };
+}
+
+/** An error answer of the daemon's API, restated with its code (`SERVE_RANGE`, ...). */
+export class DaemonApiError extends ImakeepError {
+  constructor(code: string, message: string, readonly status: number) {
+    super(code, message);
+  }
+}
+
+/**
+ * GET `path` from the daemon's API on unix socket `socket`; resolves with the response once its
+ * status is 200 (the body still to be read: it streams), rejects with {@link DaemonApiError} for
+ * an error answer, or with the connection's error (ENOENT, ECONNREFUSED: no daemon).
+ */
+export function daemonGet(socket: string, path: string): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath: socket, path, method: 'GET' }, (res) => {
+      if (res.statusCode === 200) return resolve(res);
+      const parts: Buffer[] = [];
+      res.on('data', (d: Buffer) => parts.push(d));
+      res.on('error', reject);
+      res.on('end', () => {
+        const text = Buffer.concat(parts).toString('utf8');
+        let code = 'DAEMON_HTTP_ERROR';
+        let message = text.slice(0, 500);
+        try {
+          const body: unknown = JSON.parse(text);
+          const error = typeof body === 'object' && body !== null && 'error' in body ? body.error : undefined;
+          if (typeof error === 'object' && error !== null && 'code' in error && typeof error.code === 'string') code = error.code;
+          if (typeof error === 'object' && error !== null && 'message' in error && typeof error.message === 'string') message = error.message;
+        } catch {
+          // not JSON: keep the text
+        }
+        reject(new DaemonApiError(code, `${path}: HTTP ${res.statusCode ?? '?'}: ${message}`, res.statusCode ?? 0));
+      });
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}

@@ -1,0 +1,163 @@
+/**
+ * The collector's test rig: a real swtpm, the FUSE securityfs emulator extending into it, a real
+ * LevelDB store in a temp dir, a boot id file and a kernel command line file. Every test builds
+ * one and stops it in `finally`/`after`, which stops every process and removes every dir.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startSecurityfsEmulator, type SecurityfsEmulator } from '../../hw/securityfs/emulator.js';
+import { startSwtpm, type SwtpmInstance } from '../../hw/swtpm.js';
+import { startTpmMultiplexer } from '../../bench/_tpm-mux.js';
+import { ImaWorkload, PcrReplay, parseBinaryList, type BankName, type ImaRecord } from '../../src/ima/index.js';
+import { openStore, type ImaStore } from '../../src/store/index.js';
+import { Tpm } from '../../src/tpm/index.js';
+import { Collector, TpmQuoteSource, type CollectorOptions, type QuoteSource } from '../../src/collector/index.js';
+import { openLog, type KernelTail, type LogQuery } from '../../src/serve/index.js';
+
+/** Banks the rig's TPM extends and the collector quotes. */
+export const RIG_BANKS: readonly BankName[] = ['sha1', 'sha256'];
+
+/** Options of {@link startRig}. */
+export interface RigOptions {
+  readonly flushHtable?: boolean;
+  readonly staging?: boolean;
+  readonly seed?: number;
+  /** Store directory (default: inside the rig's temp dir, removed by stop()). */
+  readonly storeDir?: string;
+  /** Kernel boot id the rig's boot_id file shows. */
+  readonly bootId?: string;
+  /**
+   * Put a TPM multiplexer in front of swtpm (bench/_tpm-mux.ts), so that a collector in another
+   * process can quote while the emulator extends (swtpm serves one connection at a time).
+   */
+  readonly mux?: boolean;
+}
+
+/** A running rig. */
+export interface Rig {
+  readonly emu: SecurityfsEmulator;
+  readonly swtpm: SwtpmInstance;
+  /** TPM address for another process: the multiplexer's with `mux`, else swtpm's. */
+  readonly tpmAddress: string;
+  /** The TPM connection the emulator extends through (the collector shares it). */
+  readonly tpm: Tpm;
+  readonly work: string;
+  readonly storeDir: string;
+  readonly bootIdPath: string;
+  readonly cmdlinePath: string;
+  readonly workload: ImaWorkload;
+  store: ImaStore;
+  /** Appends `n` workload records (logged, then extended one by one). */
+  append(n: number): Promise<ImaRecord[]>;
+  /** Opens a collector on the rig (store, TPM, securityfs, files) with `overrides`. */
+  collector(overrides?: Partial<CollectorOptions>, quotes?: QuoteSource): Promise<Collector>;
+  /** Closes and reopens the store (what a restarted process sees). */
+  reopenStore(): Promise<ImaStore>;
+  /** The emulator's oracle: every record ever appended, SHA-1 binary list. */
+  oracle(): Buffer;
+  oracleAscii(): Buffer;
+  stop(): Promise<void>;
+}
+
+/** Starts swtpm, the emulator (extending sha1 and sha256 into it) and a store. */
+export async function startRig(opts: RigOptions = {}): Promise<Rig> {
+  const work = mkdtempSync(join(tmpdir(), 'imakeep-collector-'));
+  const cleanups: (() => Promise<void> | void)[] = [() => rmSync(work, { recursive: true, force: true })];
+  const stop = async (): Promise<void> => {
+    for (const c of cleanups.reverse()) await c();
+  };
+  try {
+    const swtpm = await startSwtpm();
+    cleanups.push(() => swtpm.stop());
+    const mux = opts.mux === true ? await startTpmMultiplexer(swtpm.host, swtpm.port) : undefined;
+    if (mux !== undefined) cleanups.push(() => mux.close());
+    const tpmAddress = mux?.address ?? swtpm.address;
+    const tpm = Tpm.open(tpmAddress);
+    cleanups.push(() => tpm.close());
+    const emu = await startSecurityfsEmulator({
+      banks: ['sha1', 'sha256'],
+      tpm,
+      tpmBanks: RIG_BANKS,
+      flushHtable: opts.flushHtable,
+      staging: opts.staging,
+      seqBufBytes: 0,
+    });
+    cleanups.push(() => emu.stop());
+    const storeDir = opts.storeDir ?? join(work, 'store');
+    const bootIdPath = join(work, 'boot_id');
+    const cmdlinePath = join(work, 'cmdline');
+    writeFileSync(bootIdPath, `${opts.bootId ?? '6f1d9a52-0c3b-4e8e-9d7a-2b1c00000001'}\n`);
+    writeFileSync(cmdlinePath, `BOOT_IMAGE=/vmlinuz ro${opts.flushHtable === true ? ' ima_flush_htable' : ''}\n`);
+    const workload = new ImaWorkload({ seed: opts.seed ?? 7, template: 'mixed', violationRate: 0.01 });
+    const rig: Rig = {
+      emu,
+      swtpm,
+      tpmAddress,
+      tpm,
+      work,
+      storeDir,
+      bootIdPath,
+      cmdlinePath,
+      workload,
+      store: await openStore(storeDir),
+      async append(n) {
+        const records = [...workload.records(n)];
+        await emu.append(records);
+        return records;
+      },
+      collector(overrides = {}, quotes) {
+        return Collector.open({
+          store: rig.store,
+          quotes: quotes ?? new TpmQuoteSource(tpm),
+          securityfsRoot: emu.securityfsRoot,
+          cmdlinePath,
+          bootIdPath,
+          banks: RIG_BANKS,
+          busyRetry: { attempts: 3, baseDelayMs: 1 },
+          stagedQuoteDelayMs: 5,
+          ...overrides,
+        });
+      },
+      async reopenStore() {
+        await rig.store.close();
+        rig.store = await openStore(storeDir);
+        return rig.store;
+      },
+      oracle: () => readFileSync(emu.control.oracleBinary),
+      oracleAscii: () => readFileSync(emu.control.oracleAscii),
+      stop,
+    };
+    cleanups.push(() => rig.store.close());
+    return rig;
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}
+
+/** The collector as src/serve's KernelTail (what `imakeep run` hands the API server). */
+export function collectorTail(collector: Collector): KernelTail {
+  return { boot: collector.boot, end: async () => collector.kernelEnd(), records: (from) => collector.tailBatches(from) };
+}
+
+/** The whole log of the collector's current boot as src/serve streams it (store + collector tail), one buffer. */
+export async function collectLog(collector: Collector, query: LogQuery): Promise<Buffer> {
+  const log = await openLog({ store: collector.store, tail: collectorTail(collector) }, query);
+  const parts: Uint8Array[] = [];
+  for await (const part of log.bytes()) parts.push(part);
+  return Buffer.concat(parts);
+}
+
+/** PCR 10 of the rig's banks in the TPM now. */
+export async function tpmPcr10(tpm: Tpm): Promise<Record<string, string>> {
+  const values = await tpm.pcrRead(RIG_BANKS.map((bank) => ({ bank, pcr: 10 })));
+  return Object.fromEntries(values.map((v) => [v.bank, Buffer.from(v.value).toString('hex')]));
+}
+
+/** PCR 10 of the rig's banks after replaying a SHA-1 binary list. */
+export function replayPcr10(list: Uint8Array): Record<string, string> {
+  const replay = new PcrReplay({ banks: { sha1: 'native', sha256: 'native' } });
+  for (const rec of parseBinaryList(list)) replay.extend(rec);
+  return Object.fromEntries(RIG_BANKS.map((bank) => [bank, Buffer.from(replay.value(bank, 10)).toString('hex')]));
+}
