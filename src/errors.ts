@@ -16,6 +16,21 @@ export class ImakeepError extends Error {
   }
 }
 
+/**
+ * The shape most modules' one error class has: a code from the module's closed set `C` and the
+ * data to act on as `details` (every field of `D` optional: each code fills what it knows).
+ * A module's class is then `class StoreError extends DetailedError<StoreErrorCode, StoreErrorDetails> {}`.
+ */
+export class DetailedError<C extends string, D extends object> extends ImakeepError {
+  declare readonly code: C;
+  readonly details: Partial<D>;
+
+  constructor(code: C, message: string, details: Partial<D> = {}, options?: { cause?: unknown }) {
+    super(code, message, options);
+    this.details = details;
+  }
+}
+
 /** A caller's mistake in how a verb or function was called (CLI exit status 2). */
 export class UsageError extends ImakeepError {
   constructor(message: string) {

@@ -9,14 +9,12 @@
  * plus the kernel's records when `--securityfs` is given and the boot asked for is the running
  * kernel's (its boot id matches).
  */
-import { readFileSync } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import { UsageError } from '../errors.js';
 import { BANKS } from '../ima/index.js';
-import { DEFAULT_BOOT_ID_PATH, daemonGet, daemonPaths, openKernelTail } from '../collector/index.js';
-import { probeSecurityfs } from '../kernel/index.js';
+import { DEFAULT_BOOT_ID_PATH, daemonGet, daemonPaths, runningKernelTail } from '../collector/index.js';
 import { openStore, StoreError, type ImaStore } from '../store/index.js';
-import { openLog, type KernelTail, type LogQuery } from '../serve/index.js';
+import { openLog, type LogQuery } from '../serve/index.js';
 import { parseVerbArgs, writeStdout, type CliVerb } from './_verb.js';
 
 const USAGE = `usage: imakeep log --store DIR [--securityfs DIR] [--from N] [--format binary|ascii] [--bank B]
@@ -26,16 +24,6 @@ function index(name: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   if (!/^\d{1,15}$/.test(value)) throw new UsageError(`--${name} must be a non-negative integer\n${USAGE}`);
   return Number(value);
-}
-
-/** The kernel tail of the store's current boot, if `query` asks for it and the running kernel is that boot's. */
-async function tailFor(store: ImaStore, query: LogQuery, securityfs: string | undefined, bootIdPath: string): Promise<KernelTail | undefined> {
-  const current = store.currentBoot;
-  if (securityfs === undefined || current === undefined || (query.boot !== undefined && query.boot !== current)) return undefined;
-  const running = readFileSync(bootIdPath, 'latin1').trim();
-  if ((await store.bootRecord(current)).kernelBootId !== running) return undefined;
-  const caps = probeSecurityfs({ root: securityfs, checkWriteOpen: false });
-  return openKernelTail(store, current, caps);
 }
 
 const log: CliVerb = async (argv) => {
@@ -79,7 +67,11 @@ const log: CliVerb = async (argv) => {
     return 0;
   }
   try {
-    const tail = await tailFor(store, query, values.securityfs, values['boot-id-file'] ?? DEFAULT_BOOT_ID_PATH);
+    // The kernel's part, when the boot asked for is the running kernel's.
+    const tail =
+      values.securityfs === undefined || (query.boot !== undefined && query.boot !== store.currentBoot)
+        ? undefined
+        : await runningKernelTail(store, values.securityfs, values['boot-id-file'] ?? DEFAULT_BOOT_ID_PATH);
     const opened = await openLog({ store, tail }, query);
     for await (const bytes of opened.bytes()) await writeStdout(bytes);
     return 0;

@@ -24,7 +24,7 @@ import {
   type FlavorChoice,
 } from '../collector/index.js';
 import { openStore } from '../store/index.js';
-import { Tpm } from '../tpm/index.js';
+import { Tpm, TpmQuoter } from '../tpm/index.js';
 import { startApiServer, TpmQuoteSource as ServeQuoteSource, type MetricSample } from '../serve/index.js';
 import { parseVerbArgs, type CliVerb } from './_verb.js';
 
@@ -123,10 +123,13 @@ const run: CliVerb = async (argv) => {
   process.once('SIGTERM', stop);
   const store = await openStore(storeDir);
   const tpm = Tpm.open(values.tpm);
+  // The one owner of the TPM connection and AK: the cycle's checkpoints and the API's quotes go
+  // through it in turn (a connection closed by one while the other's AK is loaded would flush it).
+  const quoter = new TpmQuoter(tpm);
   try {
     const collector = await Collector.open({
       store,
-      quotes: new TpmQuoteSource(tpm),
+      quotes: new TpmQuoteSource(quoter),
       securityfsRoot: values.securityfs,
       cmdlinePath: values['cmdline-file'],
       bootIdPath: values['boot-id-file'],
@@ -150,7 +153,7 @@ const run: CliVerb = async (argv) => {
           records: (from) => collector.tailBatches(from),
         },
         status: { status: async () => collector.status(), metrics: async () => statusSamples(collector.status()) },
-        quotes: new ServeQuoteSource(tpm),
+        quotes: new ServeQuoteSource(quoter),
       },
       { socket },
     );
@@ -175,7 +178,7 @@ const run: CliVerb = async (argv) => {
     return 0;
   } finally {
     await store.close();
-    await tpm.close();
+    await quoter.close();
     process.removeListener('SIGINT', stop);
     process.removeListener('SIGTERM', stop);
   }

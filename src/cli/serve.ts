@@ -10,12 +10,10 @@
  * in the kernel are served after the stored ones (nothing removes records while the daemon is
  * down, so the kernel positions found at start stay valid).
  */
-import { readFileSync } from 'node:fs';
 import { UsageError } from '../errors.js';
-import { DEFAULT_BOOT_ID_PATH, daemonPaths, openKernelTail } from '../collector/index.js';
-import { probeSecurityfs } from '../kernel/index.js';
-import { startApiServer, TpmQuoteSource, type KernelTail, type ListenAddress } from '../serve/index.js';
-import { openStore, type ImaStore } from '../store/index.js';
+import { DEFAULT_BOOT_ID_PATH, daemonPaths, runningKernelTail } from '../collector/index.js';
+import { startApiServer, TpmQuoteSource, type ListenAddress } from '../serve/index.js';
+import { openStore } from '../store/index.js';
 import { Tpm } from '../tpm/index.js';
 import { parseVerbArgs } from './_verb.js';
 
@@ -37,14 +35,6 @@ function listenAddress(values: { socket?: string; listen?: string; 'tls-cert'?: 
   const [cert, key, ca] = tls;
   if (cert === undefined || key === undefined || ca === undefined) throw new UsageError('TLS needs all of --tls-cert, --tls-key and --tls-ca');
   return { host, port, tls: { cert, key, ca } };
-}
-
-/** The kernel's part of the store's current boot, if the running kernel is that boot. */
-async function kernelTailOf(store: ImaStore, securityfs: string | undefined, bootIdPath: string): Promise<KernelTail | undefined> {
-  const current = store.currentBoot;
-  if (securityfs === undefined || current === undefined) return undefined;
-  if ((await store.bootRecord(current)).kernelBootId !== readFileSync(bootIdPath, 'latin1').trim()) return undefined;
-  return openKernelTail(store, current, probeSecurityfs({ root: securityfs, checkWriteOpen: false }));
 }
 
 /** The `serve` verb: runs until SIGINT or SIGTERM. */
@@ -74,7 +64,7 @@ export default async function serve(argv: string[]): Promise<number> {
   const store = await openStore(values.store);
   const tpm = values.tpm === undefined ? undefined : Tpm.open(values.tpm);
   try {
-    const tail = await kernelTailOf(store, values.securityfs, values['boot-id-file'] ?? DEFAULT_BOOT_ID_PATH);
+    const tail = values.securityfs === undefined ? undefined : await runningKernelTail(store, values.securityfs, values['boot-id-file'] ?? DEFAULT_BOOT_ID_PATH);
     const server = await startApiServer({ store, tail, quotes: tpm === undefined ? undefined : new TpmQuoteSource(tpm) }, address);
     process.stdout.write(`imakeep serve: ${server.address}\n`);
     await new Promise<void>((resolve) => {

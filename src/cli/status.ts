@@ -11,6 +11,7 @@
 import { readFileSync } from 'node:fs';
 import { UsageError } from '../errors.js';
 import { daemonGet, daemonPaths } from '../collector/index.js';
+import { bootSummaries } from '../serve/index.js';
 import { openStore, StoreError } from '../store/index.js';
 import { parseVerbArgs, writeStdout, type CliVerb } from './_verb.js';
 
@@ -34,19 +35,7 @@ async function readBody(res: AsyncIterable<Buffer>): Promise<string> {
 async function storeStatus(storeDir: string, statusFile: string): Promise<Record<string, unknown>> {
   const store = await openStore(storeDir);
   try {
-    const boots: Record<string, unknown>[] = [];
-    for await (const { boot, record } of store.boots()) {
-      boots.push({
-        boot,
-        kernelBootId: record.kernelBootId,
-        firstSeen: record.firstSeen,
-        stored: await store.storedCount(boot),
-        checkpointed: (await store.lastCheckpoint(boot))?.count ?? 0,
-        removed: (await store.journal(boot)).removed,
-        pendingRemoval: (await store.journal(boot)).pending,
-        exported: record.exported?.cursor ?? 0,
-      });
-    }
+    const boots = await bootSummaries(store);
     return { source: 'store', currentBoot: store.currentBoot ?? null, boots, collector: readJsonFile(statusFile) };
   } finally {
     await store.close();

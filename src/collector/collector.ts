@@ -11,7 +11,7 @@
 import { readFileSync, writeFileSync, renameSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
 import { BANKS, PcrReplay, bytesEqual, toHex, type BankMode, type BankName, type ImaRecord } from '../ima/index.js';
-import { encodePcrBlob, type PcrValue } from '../tpm/index.js';
+import { encodePcrBlob, replayToQuote, type PcrValue } from '../tpm/index.js';
 import {
   KernelError,
   deleteStaged,
@@ -25,7 +25,7 @@ import {
   type RemovalResult,
   type SecurityfsFiles,
 } from '../kernel/index.js';
-import { ChunkBuilder, type BootRecord, type Checkpoint, type ImaStore, type StoredRecord } from '../store/index.js';
+import { ChunkBuilder, chainedNonce, replayAt, type BootRecord, type Checkpoint, type ImaStore, type StoredRecord } from '../store/index.js';
 import { isImakeepError } from '../errors.js';
 import {
   COLLECTOR_DEFAULTS,
@@ -37,9 +37,9 @@ import {
 import { CollectorError } from './errors.js';
 import { kernelTail, listReader, type KernelLayout, type KernelReadOptions } from './kernel-log.js';
 import { CollectorMetrics, type MetricsSnapshot } from './metrics.js';
-import { chainedNonce, quoteFits, verifyEvidence, type QuoteEvidence } from './quote.js';
+import { verifyEvidence, type QuoteEvidence } from './quote.js';
 import { judgeRemoval, pcrsByBank, sameRecord, tieBreakByReplay } from './recovery.js';
-import { replayAt, storedBytes, storedRange } from './stored.js';
+import { storedBytes, storedRange } from './stored.js';
 
 /** Default path of the kernel's boot id. */
 export const DEFAULT_BOOT_ID_PATH = '/proc/sys/kernel/random/boot_id';
@@ -155,8 +155,6 @@ export class Collector {
   #staged: MeasurementListReader | null = null;
   #halted: string | null = null;
   #condition: CollectorCondition | null = null;
-  /** A store write failed (ENOSPC...): the store must reopen before it is read again. */
-  #storeFailed = false;
   #kmemPerRecord = 0;
   #kmemSamples = 0;
   #closed = false;
@@ -379,13 +377,6 @@ export class Collector {
     const t0 = performance.now();
     const removedBefore = this.#removed;
     try {
-      // After a failed write the store reopens on its next write, and a failed reopen leaves it
-      // closed for reads too: so the first thing a cycle does then is that write, the smallest
-      // one there is (meta, unchanged). It fails again with STORE_WRITE_FAILED while the disk is full.
-      if (this.#storeFailed) {
-        await this.#store.updateMeta({});
-        this.#storeFailed = false;
-      }
       const bootId = this.#readBootId();
       if (bootId !== this.#b.record.kernelBootId) await this.#openBoot(bootId);
       else if ((await this.#store.journal(this.#b.boot)).pending !== null && this.#stagedCount === null) await this.#recover();
@@ -395,7 +386,6 @@ export class Collector {
       this.#condition = null;
       return this.#report(t0, removedBefore);
     } catch (e) {
-      if (codeOf(e) === 'STORE_WRITE_FAILED') this.#storeFailed = true;
       this.#metrics.error(codeOf(e));
       this.#condition = { code: codeOf(e), message: e instanceof Error ? e.message : String(e), at: this.#now() };
       throw e;
@@ -501,16 +491,15 @@ export class Collector {
   async #match(quote: QuoteEvidence): Promise<{ count: number; replay: PcrReplay; pcrs: PcrValue[] }> {
     const { boot, modes, banks } = this.#b;
     const pcr = this.#pcr;
-    const valuesOf = (r: PcrReplay): PcrValue[] => banks.map((bank) => ({ bank, pcr, value: r.value(bank, pcr) }));
     const from = this.#checkpoint?.count ?? 0;
     const base = this.#matchReplay ?? (await replayAt(this.#store, boot, from, modes));
     this.#matchReplay = base;
-    if (quoteFits(quote, valuesOf(base))) return { count: from, replay: base, pcrs: valuesOf(base) };
     const replay = PcrReplay.fromState(base.toState(), { verifyDigests: false });
-    for await (const { record } of this.#store.records(boot, from)) {
-      replay.extend(record);
-      if (record.pcr === pcr && quoteFits(quote, valuesOf(replay))) return { count: replay.recordCount, replay, pcrs: valuesOf(replay) };
-    }
+    const records = async function* (store: ImaStore): AsyncGenerator<ImaRecord> {
+      for await (const { record } of store.records(boot, from)) yield record;
+    };
+    const pcrs = await replayToQuote(quote, replay, records(this.#store));
+    if (pcrs !== undefined) return { count: replay.recordCount, replay, pcrs };
     // Name a bank whose TPM value differs from the replay of everything stored (informational).
     const tpm = await this.#o.quotes.readPcrs(banks, pcr);
     const differs = tpm.find((v) => !bytesEqual(v.value, replay.value(v.bank, pcr))) ?? tpm[0];
@@ -763,7 +752,8 @@ export class Collector {
    * Records only the kernel holds, from global index `from` on, in batches (`src/serve`'s
    * KernelTail). Each batch is read with the cycle held off, so T cannot move under it; between
    * batches nothing is held (a slow reader never delays a removal, Invariant 5). A batch starts
-   * past `from` when those records are in the store by then: read them there.
+   * past `from` when those records are in the store by then: read them there. When the kernel no
+   * longer holds anything from `from` on (T grew past it), an empty batch at T ends the iteration.
    */
   async *tailBatches(from: number): AsyncGenerator<{ readonly firstIndex: number; readonly records: readonly ImaRecord[] }> {
     const boot = this.#b.boot;
@@ -771,8 +761,10 @@ export class Collector {
     for (;;) {
       const release = await this.#mutex.lock();
       let batch: StoredRecord[] | undefined;
+      let removed: number;
       try {
         if (this.#b.boot !== boot) return;
+        removed = this.#removed;
         // The drain position less the open chunk is where the first unsealed record starts.
         const storedAt = { index: this.#current.position.index - this.#builder.count, offset: this.#current.position.offset - this.#builder.byteLength };
         for await (const first of kernelTail(this.#store, boot, this.#layout(), this.#stored, next, this.#read, storedAt)) {
@@ -783,7 +775,12 @@ export class Collector {
         release();
       }
       const last = batch?.at(-1);
-      if (batch === undefined || last === undefined) return;
+      if (batch === undefined || last === undefined) {
+        // Everything from `next` was removed meanwhile: say where the kernel's part begins now
+        // (KernelTail's contract), so the log stream takes the removed records from the store.
+        if (next < removed) yield { firstIndex: removed, records: [] };
+        return;
+      }
       yield { firstIndex: last.index - batch.length + 1, records: batch.map((r) => r.record) };
       next = last.index + 1;
     }

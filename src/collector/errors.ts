@@ -2,7 +2,7 @@
  * Errors of the collector (design.md "The cycle", "Recovery"). Every code is stable (README
  * "Errors"); the data needed to act ride on `details`.
  */
-import { ImakeepError } from '../errors.js';
+import { DetailedError } from '../errors.js';
 import type { BankName } from '../ima/index.js';
 
 /** Stable codes of {@link CollectorError}. */
@@ -44,12 +44,4 @@ export interface CollectorErrorDetails {
 }
 
 /** The one error class of `src/collector`; switch on `code`. */
-export class CollectorError extends ImakeepError {
-  declare readonly code: CollectorErrorCode;
-  readonly details: CollectorErrorDetails;
-
-  constructor(code: CollectorErrorCode, message: string, details: CollectorErrorDetails = {}, options?: { cause?: unknown }) {
-    super(code, message, options);
-    this.details = details;
-  }
-}
+export class CollectorError extends DetailedError<CollectorErrorCode, CollectorErrorDetails> {}

@@ -3,8 +3,9 @@
  * current list (kernel-ima.md §1.10 item 1), addressed by global index (Invariant 6: kernel
  * position = global index − T).
  */
+import { readFileSync } from 'node:fs';
 import type { ImaRecord } from '../ima/index.js';
-import { MeasurementListReader, readCounter, type BusyRetryPolicy, type ListPosition, type SecurityfsFiles } from '../kernel/index.js';
+import { MeasurementListReader, probeSecurityfs, readCounter, type BusyRetryPolicy, type ListPosition, type SecurityfsFiles } from '../kernel/index.js';
 import type { ImaStore, StoredRecord } from '../store/index.js';
 import { storedBytes } from './stored.js';
 
@@ -133,4 +134,16 @@ export async function openKernelTail(store: ImaStore, boot: number, files: Kerne
       }
     },
   };
+}
+
+/**
+ * The kernel tail of the store's current boot for `imakeep log` and `imakeep serve` without a
+ * running collector, if the running kernel is that boot's (the boot id read from `bootIdPath`
+ * matches the boot's); undefined when the store has no boot or the kernel is another boot's.
+ */
+export async function runningKernelTail(store: ImaStore, securityfsRoot: string, bootIdPath: string): Promise<StandaloneKernelTail | undefined> {
+  const current = store.currentBoot;
+  if (current === undefined) return undefined;
+  if ((await store.bootRecord(current)).kernelBootId !== readFileSync(bootIdPath, 'latin1').trim()) return undefined;
+  return openKernelTail(store, current, probeSecurityfs({ root: securityfsRoot, checkWriteOpen: false }));
 }

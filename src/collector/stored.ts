@@ -1,15 +1,11 @@
 /**
  * Reads of a boot's stored records that the collector needs besides plain streaming: byte lengths
- * of record ranges (kernel list offsets), the replay state at an exact index, short record ranges.
+ * of record ranges (kernel list offsets), short record ranges (the replay state at an exact index
+ * is the store's `replayAt`, which serve needs too).
  * Each streams chunk by chunk (Invariant 4): memory is one chunk whatever the range.
  */
-import { PcrReplay, type BankMode, type BankName, type ImaRecord } from '../ima/index.js';
-import type { ImaStore, StoredChunk } from '../store/index.js';
-
-async function firstOf<T>(items: AsyncIterable<T>): Promise<T | undefined> {
-  for await (const item of items) return item;
-  return undefined;
-}
+import type { ImaRecord } from '../ima/index.js';
+import type { ImaStore } from '../store/index.js';
 
 /**
  * Bytes that stored records from..to-1 take in the kernel's SHA-1 binary list: the byte offset of
@@ -54,37 +50,6 @@ function* recordLengths(body: Uint8Array): Generator<number> {
     yield length;
     at += length;
   }
-}
-
-/**
- * The replay of records 0..index-1 of a boot: from the stored state of the chunk boundary at or
- * before `index` (a chunk stores the state at its end), replaying at most one chunk's records.
- * `banks` are used only when that boundary is the boot's start.
- */
-export async function replayAt(
-  store: ImaStore,
-  boot: number,
-  index: number,
-  banks: Readonly<Partial<Record<BankName, BankMode>>>,
-): Promise<PcrReplay> {
-  let base: StoredChunk | undefined;
-  if (index > 0) {
-    const holding = await firstOf(store.chunks(boot, index - 1));
-    if (holding !== undefined) {
-      const { firstIndex, count } = holding.chunk;
-      if (firstIndex + count === index) return PcrReplay.fromState(holding.chunk.replay);
-      if (firstIndex > 0) base = await firstOf(store.chunks(boot, firstIndex - 1));
-    }
-  }
-  const replay = base === undefined ? new PcrReplay({ banks }) : PcrReplay.fromState(base.chunk.replay);
-  if (replay.recordCount < index) {
-    for await (const { record } of store.records(boot, replay.recordCount)) {
-      replay.extend(record);
-      if (replay.recordCount === index) break;
-    }
-  }
-  if (replay.recordCount !== index) throw new RangeError(`record ${index} of boot ${boot} is past the stored records`);
-  return replay;
 }
 
 /** Up to `max` stored records from global index `from` on. */

@@ -22,13 +22,15 @@
  * and the boot's `firstSeen`, `template` and `templateHash` are informational: nothing attests
  * them (the verifier reports them as stated).
  */
-import { BANKS, type PcrReplayState } from '../ima/index.js';
+import type { PcrReplayState } from '../ima/index.js';
 import {
   decodeBootRecord,
+  decodeReplayState,
   decodeValue,
   encodeBootRecord,
   encodeValue,
   FieldReader,
+  replayStateValue,
   StoreError,
   type BootInfo,
 } from '../store/index.js';
@@ -86,30 +88,6 @@ export function parseCursor(text: string): EvidenceCursor {
     throw new ServeError('SERVE_BAD_CURSOR', `cursor '${text.slice(0, 64)}' is not <boot>.<index>.<checkpoint>`, { parameter: 'since' });
   }
   return { boot, index, checkpoint };
-}
-
-function replayStateValue(s: PcrReplayState): unknown {
-  return {
-    recordCount: s.recordCount,
-    banks: s.banks.map((b) => ({ bank: b.bank, mode: b.mode, pcrs: b.pcrs.map((p) => ({ pcr: p.pcr, value: p.value })) })),
-  };
-}
-
-function readReplayState(r: FieldReader): PcrReplayState {
-  return {
-    recordCount: r.count('recordCount'),
-    banks: r.array('banks', (value, where) => {
-      const b = new FieldReader(value, where);
-      return {
-        bank: b.oneOf('bank', BANKS),
-        mode: b.oneOf('mode', ['native', 'padded'] as const),
-        pcrs: b.array('pcrs', (pcr, at) => {
-          const p = new FieldReader(pcr, at);
-          return { pcr: p.count('pcr'), value: p.bytes('value') };
-        }),
-      };
-    }),
-  };
 }
 
 /** Encodes a bundle (deterministic: equal bundles give equal bytes). */
@@ -172,7 +150,7 @@ export function decodeBundle(bytes: Uint8Array): EvidenceBundle {
       return {
         boot,
         info: decodeBootRecord(s.bytes('info'), `${at} .info`),
-        start: s.isNull('start') ? null : readReplayState(s.object('start')),
+        start: s.isNull('start') ? null : decodeReplayState(s.object('start')),
         chunks: s.array('chunks', BYTES),
         checkpoints: s.array('checkpoints', BYTES),
       };

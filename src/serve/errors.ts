@@ -2,7 +2,7 @@
  * Typed failures of the log server. Each code maps to one HTTP status (`httpStatus`), so the
  * request handler never guesses; the CLI prints the same code.
  */
-import { ImakeepError } from '../errors.js';
+import { DetailedError } from '../errors.js';
 
 /** Stable codes of {@link ServeError}, with the HTTP status each answers with. */
 export const SERVE_ERROR_STATUS = {
@@ -58,15 +58,7 @@ export interface ServeErrorDetails {
 }
 
 /** The one error class of `src/serve`; switch on `code`. */
-export class ServeError extends ImakeepError {
-  declare readonly code: ServeErrorCode;
-  readonly details: ServeErrorDetails;
-
-  constructor(code: ServeErrorCode, message: string, details: ServeErrorDetails = {}, options?: { cause?: unknown }) {
-    super(code, message, options);
-    this.details = details;
-  }
-
+export class ServeError extends DetailedError<ServeErrorCode, ServeErrorDetails> {
   /** The HTTP status this error answers with. */
   get httpStatus(): number {
     return SERVE_ERROR_STATUS[this.code];

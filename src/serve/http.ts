@@ -21,8 +21,10 @@ import { isImakeepError } from '../errors.js';
 import { MAX_BOOT, StoreError } from '../store/index.js';
 import { formatCursor, parseCursor } from './bundle.js';
 import { ServeError } from './errors.js';
+import { bootSummaries } from './boot-summary.js';
 import { buildBundle, DEFAULT_BUNDLE_LIMITS, type BundleLimits } from './evidence.js';
-import { keylimeQuoteBody, keylimeQuoteFields, parseKeylimeMask, parseKeylimeNonce, pcrRefs } from './keylime.js';
+import { keylimeQuoteBody, keylimeQuoteFields, parseKeylimeMask, parseKeylimeNonce } from './keylime.js';
+import { keylimeQuote } from './keylime-quote.js';
 import { bootBanks, logCount, openLog, type LogFormat, type LogSource } from './log-stream.js';
 import { formatPrometheus, PROMETHEUS_CONTENT_TYPE } from './metrics.js';
 import type { MetricSample, QuoteSource, StatusSource } from './sources.js';
@@ -242,7 +244,7 @@ export class ApiHandler {
     const bank: BankName = requestedBank ?? (bootBanks(bootRecord).sha256 !== undefined ? 'sha256' : 'sha1');
     // Quote first, then read the log: the log then holds at least every record the quote covers;
     // the verifier replays until the quote matches (kernel-ima.md §3.7, peers.md §1.3).
-    const quote = await quotes.quote({ nonce, pcrs: pcrRefs(bank, pcrs) });
+    const quote = await keylimeQuote(this.#options, quotes, { nonce, bank, pcrs, boot });
     // Keylime agent semantics: an entry past the end returns the whole list from 0 (peers.md §1.1).
     const entry = requestedEntry > (await logCount(this.#options, boot)) ? 0 : requestedEntry;
     const log = await openLog(this.#options, { boot, from: entry, format: 'ascii', bank: 'sha1' });
@@ -273,18 +275,7 @@ export class ApiHandler {
 
   async #status(): Promise<Record<string, unknown>> {
     const { store } = this.#options;
-    const boots: Record<string, unknown>[] = [];
-    for await (const { boot, record } of store.boots()) {
-      boots.push({
-        boot,
-        kernelBootId: record.kernelBootId,
-        firstSeen: record.firstSeen,
-        stored: await store.storedCount(boot),
-        checkpointed: (await store.lastCheckpoint(boot))?.count ?? 0,
-        removed: (await store.journal(boot)).removed,
-        exported: record.exported?.cursor ?? 0,
-      });
-    }
+    const boots = await bootSummaries(store);
     const current = store.currentBoot;
     return {
       currentBoot: current ?? null,

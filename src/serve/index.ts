@@ -35,9 +35,9 @@ export {
   keylimeQuoteString,
   parseKeylimeMask,
   parseKeylimeNonce,
-  pcrRefs,
 } from './keylime.js';
 export { formatPrometheus, PROMETHEUS_CONTENT_TYPE } from './metrics.js';
 export { ApiHandler, type ApiOptions } from './http.js';
 export { DEFAULT_SERVER_LIMITS, isLoopback, startApiServer, type ApiServer, type ListenAddress, type ServerLimits, type TlsFiles } from './server.js';
 export { TpmQuoteSource, type TpmQuoteSourceOptions } from './tpm-quotes.js';
+export { bootSummaries, type BootSummary } from './boot-summary.js';

@@ -6,7 +6,7 @@
  * are the lines an untrimmed list would have given, whatever was removed from the kernel.
  */
 import type { BankName } from '../ima/index.js';
-import { encodePcrBlob, parseSignature, parseTpm2bPublic, publicKeyFromTpm2b, type PcrRef } from '../tpm/index.js';
+import { encodePcrBlob, parseSignature, parseTpm2bPublic, publicKeyFromTpm2b } from '../tpm/index.js';
 import { ServeError } from './errors.js';
 import type { FreshQuote } from './sources.js';
 
@@ -31,11 +31,6 @@ export function parseKeylimeMask(text: string | null): number[] {
   const bits = m?.[1] === undefined ? 0 : parseInt(m[1], 16);
   if (bits === 0) throw new ServeError('SERVE_BAD_PARAMETER', `mask '${text.slice(0, 16)}' is not a non-zero hex bitmap of PCRs 0-23`, { parameter: 'mask' });
   return Array.from({ length: 24 }, (_, pcr) => pcr).filter((pcr) => (bits >> pcr) & 1);
-}
-
-/** The PCRs of `pcrs` in `bank`, as a quote selection. */
-export function pcrRefs(bank: BankName, pcrs: readonly number[]): PcrRef[] {
-  return pcrs.map((pcr) => ({ bank, pcr }));
 }
 
 /** `r<b64 TPMS_ATTEST>:<b64 TPMT_SIGNATURE>:<b64 PCR blob>` (rust-keylime `encode_quote_string`). */

@@ -4,7 +4,7 @@
  * them over its kernel reader and TPM and passes them in; tests pass in-memory implementations.
  */
 import type { ImaRecord } from '../ima/index.js';
-import type { PcrRef, PcrValue } from '../tpm/index.js';
+import type { PcrRef, PcrValue, SignedQuote } from '../tpm/index.js';
 
 /** Records read from the kernel in one go, with the global index of the first one. */
 export interface TailBatch {
@@ -67,8 +67,10 @@ export interface FreshQuote {
   readonly akPublic: Uint8Array;
 }
 
-/** Takes quotes with a verifier's nonce (the collector owns the TPM and the AK). */
+/** Takes quotes with a verifier's nonce (in the daemon: the one `TpmQuoter` the collector quotes with too). */
 export interface QuoteSource {
-  /** Quotes `pcrs` with `nonce` as qualifying data; the values are read after the quote and match it. */
-  quote(request: { readonly nonce: Uint8Array; readonly pcrs: readonly PcrRef[] }): Promise<FreshQuote>;
+  /** TPM2_Quote of `pcrs` with `nonce` as qualifying data; no PCR is read (the server replays the log). */
+  quote(request: { readonly nonce: Uint8Array; readonly pcrs: readonly PcrRef[] }): Promise<SignedQuote>;
+  /** Quote, then PCR_Read until the values match it (PCRs no log replays). */
+  quoteAndRead(request: { readonly nonce: Uint8Array; readonly pcrs: readonly PcrRef[] }): Promise<FreshQuote>;
 }

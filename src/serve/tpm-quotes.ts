@@ -1,41 +1,29 @@
 /**
- * A {@link QuoteSource} over a `Tpm`, for `imakeep serve --tpm` and tests; the collector brings its
- * own (it already holds the TPM). The AK is the deterministic primary (tpm-node.md §4): created
- * per quote and flushed after, so no slot stays taken and it is the same key the collector's
- * checkpoints are signed with (same template, same hierarchy).
+ * A {@link QuoteSource} over a `TpmQuoter`, for `imakeep serve --tpm`, the daemon's HTTP API and
+ * tests. The AK is the deterministic primary (tpm-node.md §4), created per quote and flushed after,
+ * so no slot stays taken and it is the same key the collector's checkpoints are signed with (same
+ * template, same hierarchy). Given a `Tpm`, it quotes through a quoter over it, whose queue every
+ * quoter of that `Tpm` shares: the collector's quotes and these never interleave.
  */
-import type { AkHierarchy, PcrRef, Tpm } from '../tpm/index.js';
-import type { AkAlgorithm } from '../tpm/index.js';
+import { TpmQuoter, type PcrRef, type SignedQuote, type Tpm, type TpmQuoterOptions } from '../tpm/index.js';
 import type { FreshQuote, QuoteSource } from './sources.js';
 
-/** Options of {@link TpmQuoteSource}. */
-export interface TpmQuoteSourceOptions {
-  /** Default `ecc`. */
-  readonly alg?: AkAlgorithm;
-  /** Default `endorsement` (real reset and restart counts in the quotes). */
-  readonly hierarchy?: AkHierarchy;
-}
+/** Options of {@link TpmQuoteSource} (used when it is given a `Tpm` rather than a quoter). */
+export type TpmQuoteSourceOptions = TpmQuoterOptions;
 
-/** Quotes with a primary AK, one quote at a time (a TPM without a resource manager has 3 object slots). */
+/** Quotes through one `TpmQuoter`, one operation at a time. */
 export class TpmQuoteSource implements QuoteSource {
-  readonly #tpm: Tpm;
-  readonly #options: Required<TpmQuoteSourceOptions>;
-  #queue: Promise<unknown> = Promise.resolve();
+  readonly #quoter: TpmQuoter;
 
-  constructor(tpm: Tpm, options: TpmQuoteSourceOptions = {}) {
-    this.#tpm = tpm;
-    this.#options = { alg: options.alg ?? 'ecc', hierarchy: options.hierarchy ?? 'endorsement' };
+  constructor(tpm: Tpm | TpmQuoter, options: TpmQuoteSourceOptions = {}) {
+    this.#quoter = TpmQuoter.of(tpm, options);
   }
 
-  /** Quotes `pcrs` with `nonce`, waiting for quotes asked before it. */
-  quote(request: { readonly nonce: Uint8Array; readonly pcrs: readonly PcrRef[] }): Promise<FreshQuote> {
-    const run = (): Promise<FreshQuote> =>
-      this.#tpm.withAk(this.#options, async (ak) => {
-        const q = await this.#tpm.quote({ nonce: request.nonce, pcrs: request.pcrs, ak });
-        return { attest: q.attest, signature: q.signature, pcrs: q.pcrs, akPublic: ak.public };
-      });
-    const result = this.#queue.then(run, run);
-    this.#queue = result.catch(() => undefined);
-    return result;
+  quote(request: { readonly nonce: Uint8Array; readonly pcrs: readonly PcrRef[] }): Promise<SignedQuote> {
+    return this.#quoter.quote(request.nonce, request.pcrs);
+  }
+
+  quoteAndRead(request: { readonly nonce: Uint8Array; readonly pcrs: readonly PcrRef[] }): Promise<FreshQuote> {
+    return this.#quoter.quoteAndRead(request.nonce, request.pcrs);
   }
 }

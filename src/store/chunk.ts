@@ -40,18 +40,23 @@ export function encodeChunk(chunk: Chunk): Uint8Array {
     count: chunk.count,
     prevHash: chunk.prevHash,
     records: chunk.records,
-    replay: {
-      recordCount: chunk.replay.recordCount,
-      banks: chunk.replay.banks.map((b) => ({
-        bank: b.bank,
-        mode: b.mode,
-        pcrs: b.pcrs.map((p) => ({ pcr: p.pcr, value: p.value })),
-      })),
-    },
+    replay: replayStateValue(chunk.replay),
   });
 }
 
-function decodeReplayState(r: FieldReader): PcrReplayState {
+/**
+ * A replay state as the store encodes it (field order fixed: part of the chunk golden vector),
+ * also inside evidence bundles.
+ */
+export function replayStateValue(state: PcrReplayState): unknown {
+  return {
+    recordCount: state.recordCount,
+    banks: state.banks.map((b) => ({ bank: b.bank, mode: b.mode, pcrs: b.pcrs.map((p) => ({ pcr: p.pcr, value: p.value })) })),
+  };
+}
+
+/** Reads a replay state encoded by {@link replayStateValue}. */
+export function decodeReplayState(r: FieldReader): PcrReplayState {
   return {
     recordCount: r.count('recordCount'),
     banks: r.array('banks', (value, where) => {

@@ -2,7 +2,7 @@
  * Typed store failures. Every code is stable (README "Errors"); the data a caller needs to act
  * rides on the error (boot, key, indexes, versions), the LevelDB error stays in `cause`.
  */
-import { ImakeepError } from '../errors.js';
+import { DetailedError } from '../errors.js';
 
 /** Stable codes of {@link StoreError}. */
 export type StoreErrorCode =
@@ -12,7 +12,10 @@ export type StoreErrorCode =
   | 'STORE_VERSION'
   /** A stored value does not decode or does not have the shape of its key's type. */
   | 'STORE_CORRUPT'
-  /** A write (or the reopen after a failed one) did not reach disk: ENOSPC, EIO... Nothing changed. */
+  /**
+   * A write (or the reopen after a failed one) did not reach disk: ENOSPC, EIO... Nothing changed.
+   * While the reopen fails, reads throw it too (each retries the reopen).
+   */
   | 'STORE_WRITE_FAILED'
   /** The boot segment asked for does not exist. */
   | 'STORE_NOT_FOUND'
@@ -42,12 +45,4 @@ export interface StoreErrorDetails {
 }
 
 /** The one error class of `src/store`; switch on `code`. */
-export class StoreError extends ImakeepError {
-  declare readonly code: StoreErrorCode;
-  readonly details: StoreErrorDetails;
-
-  constructor(code: StoreErrorCode, message: string, details: StoreErrorDetails = {}, options?: { cause?: unknown }) {
-    super(code, message, options);
-    this.details = details;
-  }
-}
+export class StoreError extends DetailedError<StoreErrorCode, StoreErrorDetails> {}

@@ -31,6 +31,8 @@ export {
   decodeChunk,
   chunkHash,
   chunkRecords,
+  replayStateValue,
+  decodeReplayState,
 } from './chunk.js';
 export {
   STORE_SCHEMA_VERSION,
@@ -58,3 +60,5 @@ export {
 export type { BatchOperation, IterateOptions, DatabaseIterator, StoreDatabase } from './database.js';
 export { ImaStore, type ImaStoreOptions, type StoredRecord, type StoredChunk, type DropBootOptions } from './store.js';
 export { openStore, type OpenStoreOptions, type LevelTuning, DEVICE_LEVEL_OPTIONS } from './level.js';
+export { replayAt } from './replay-at.js';
+export { chainedNonce, type QuoteLink } from './nonce.js';

@@ -123,6 +123,8 @@ export class ImaStore {
    * reopens, which starts a fresh log and clears the error.
    */
   #mustReopen = false;
+  /** The reopen after a failed write failed too: the database is closed until a reopen works. */
+  #closed = false;
 
   private constructor(db: StoreDatabase, meta: StoreMeta, current: CurrentBoot | undefined, now: () => number) {
     this.#db = db;
@@ -201,9 +203,11 @@ export class ImaStore {
         try {
           await this.#db.open();
         } catch (e) {
+          this.#closed = true;
           throw new StoreError('STORE_WRITE_FAILED', `cannot reopen the store after a failed write: ${describe(e)}`, {}, { cause: e });
         }
         this.#mustReopen = false;
+        this.#closed = false;
       }
       return task();
     };
@@ -445,10 +449,20 @@ export class ImaStore {
   async #tail(boot: number): Promise<ChainTail> {
     if (this.#current?.boot === boot) return this.#current.tail;
     await this.bootRecord(boot);
-    return tailOf(await lastChunkOf(this.#db, boot));
+    return tailOf(await lastChunkOf(await this.#readable(), boot));
   }
 
   // ---- reads ----------------------------------------------------------------------------------
+
+  /**
+   * The database, open: after a failed write whose reopen failed too (a full disk), a read first
+   * retries that reopen (in the write queue), and throws `STORE_WRITE_FAILED` while it fails,
+   * rather than LevelDB's untyped "Database is not open".
+   */
+  async #readable(): Promise<StoreDatabase> {
+    if (this.#closed) await this.#serialise(async () => undefined);
+    return this.#db;
+  }
 
   /** The current (latest) boot's number, or undefined before `beginBoot`. */
   get currentBoot(): number | undefined {
@@ -459,14 +473,14 @@ export class ImaStore {
   async bootRecord(boot: number): Promise<BootRecord> {
     if (this.#current?.boot === boot) return this.#current.record;
     const key = bootKey(boot);
-    const bytes = await this.#db.get(key);
+    const bytes = await (await this.#readable()).get(key);
     if (bytes === undefined) throw new StoreError('STORE_NOT_FOUND', `no boot ${boot} in the store`, { boot, key: formatKey(key) });
     return decodeBootRecord(bytes, formatKey(key));
   }
 
   /** Every boot segment, oldest first. */
   async *boots(): AsyncGenerator<{ readonly boot: number; readonly record: BootRecord }> {
-    for await (const [key, value] of entries(this.#db, bootRange())) {
+    for await (const [key, value] of entries(await this.#readable(), bootRange())) {
       yield { boot: bootOfKey(key), record: decodeBootRecord(value, formatKey(key)) };
     }
   }
@@ -479,7 +493,7 @@ export class ImaStore {
   /** The boot's removal journal. */
   async journal(boot: number): Promise<Journal> {
     const key = journalKey(boot);
-    const bytes = await this.#db.get(key);
+    const bytes = await (await this.#readable()).get(key);
     if (bytes === undefined) throw new StoreError('STORE_NOT_FOUND', `no journal for boot ${boot}`, { boot, key: formatKey(key) });
     return decodeJournal(bytes, formatKey(key));
   }
@@ -487,7 +501,7 @@ export class ImaStore {
   /** The checkpoint covering the most records, or undefined. */
   async lastCheckpoint(boot: number): Promise<Checkpoint | undefined> {
     await this.bootRecord(boot);
-    const last = await first(this.#db, { ...checkpointRange(boot), reverse: true, limit: 1 });
+    const last = await first(await this.#readable(), { ...checkpointRange(boot), reverse: true, limit: 1 });
     return last === undefined ? undefined : decodeCheckpoint(last[1], formatKey(last[0]));
   }
 
@@ -495,7 +509,7 @@ export class ImaStore {
   async *checkpoints(boot: number, fromCount = 0): AsyncGenerator<Checkpoint> {
     await this.bootRecord(boot);
     const range = checkpointRange(boot);
-    for await (const [key, value] of entries(this.#db, { gte: checkpointKey(boot, fromCount), lt: range.lt })) {
+    for await (const [key, value] of entries(await this.#readable(), { gte: checkpointKey(boot, fromCount), lt: range.lt })) {
       yield decodeCheckpoint(value, formatKey(key));
     }
   }
@@ -503,7 +517,7 @@ export class ImaStore {
   /** The last committed chunk of the boot, or undefined. */
   async lastChunk(boot: number): Promise<StoredChunk | undefined> {
     await this.bootRecord(boot);
-    return lastChunkOf(this.#db, boot);
+    return lastChunkOf(await this.#readable(), boot);
   }
 
   /**
@@ -515,9 +529,9 @@ export class ImaStore {
     await this.bootRecord(boot);
     const range = chunkRange(boot);
     // The chunk holding fromIndex is the last one starting at or before it.
-    const floor = await first(this.#db, { gte: range.gte, lte: chunkKey(boot, fromIndex), reverse: true, limit: 1 });
+    const floor = await first(await this.#readable(), { gte: range.gte, lte: chunkKey(boot, fromIndex), reverse: true, limit: 1 });
     let previous: StoredChunk | undefined;
-    for await (const [key, value] of entries(this.#db, { gte: floor?.[0] ?? range.gte, lt: range.lt })) {
+    for await (const [key, value] of entries(await this.#readable(), { gte: floor?.[0] ?? range.gte, lt: range.lt })) {
       const stored = readChunk(key, value);
       if (previous !== undefined) checkLink(boot, previous, stored);
       yield stored;

@@ -15,3 +15,5 @@ export * from './transport.js';
 export * from './tpm.js';
 export * from './verify.js';
 export * from './pcr-blob.js';
+export * from './quoter.js';
+export * from './quote-replay.js';

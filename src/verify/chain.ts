@@ -1,7 +1,7 @@
 /**
  * The rules that order checkpoints in time without a verifier online (peers.md §5.6):
  *
- * - Nonce chaining, per boot (the collector's rule, `src/collector/quote.ts`): a boot's first
+ * - Nonce chaining, per boot (the store's rule, `src/store/nonce.ts`): a boot's first
  *   checkpoint is quoted with qualifying data SHA-256(label ‖ kernel boot id), each later one with
  *   SHA-256(label ‖ attest_{i-1} ‖ signature_{i-1}), the previous checkpoint's exact TPMS_ATTEST
  *   and TPMT_SIGNATURE bytes; label = `imakeep/checkpoint-nonce/v1` NUL. A checkpoint cannot be
@@ -11,26 +11,9 @@
  *   with the same resetCount, restartCount never decreases; the clock strictly increases; and
  *   `safe` is set (the clock was not rolled back by an unorderly shutdown, Part 1 §36.6).
  */
-import { sha256 } from '@noble/hashes/sha2.js';
-import { concatBytes } from '../ima/index.js';
 import type { ClockInfo } from '../tpm/index.js';
 
-/** A checkpoint's quote, as the nonce chain needs it. */
-export interface QuoteLink {
-  readonly attest: Uint8Array;
-  readonly signature: Uint8Array;
-}
-
-const NONCE_LABEL = new TextEncoder().encode('imakeep/checkpoint-nonce/v1\0');
-
-/**
- * The nonce a checkpoint must be quoted with: chained from `previous` (the boot's checkpoint
- * before it), or from the kernel boot id for the boot's first checkpoint.
- */
-export function chainedNonce(previous: QuoteLink | undefined, kernelBootId: string): Uint8Array {
-  const tail = previous === undefined ? [new TextEncoder().encode(kernelBootId)] : [previous.attest, previous.signature];
-  return sha256(concatBytes([NONCE_LABEL, ...tail]));
-}
+export { chainedNonce, type QuoteLink } from '../store/index.js';
 
 /** Why `next` cannot follow `previous` in time, or null if it can. */
 export function clockOrderViolation(previous: ClockInfo, next: ClockInfo): string | null {

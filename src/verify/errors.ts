@@ -2,7 +2,7 @@
  * The first failure an offline verification finds, named precisely: which check, which boot,
  * which record or checkpoint, what was expected and what was found.
  */
-import { ImakeepError } from '../errors.js';
+import { DetailedError } from '../errors.js';
 
 /** Stable codes of {@link VerifyError}. */
 export type VerifyErrorCode =
@@ -42,12 +42,4 @@ export interface VerifyErrorDetails {
 }
 
 /** The one error class of `src/verify`. */
-export class VerifyError extends ImakeepError {
-  declare readonly code: VerifyErrorCode;
-  readonly details: VerifyErrorDetails;
-
-  constructor(code: VerifyErrorCode, message: string, details: VerifyErrorDetails, options?: { cause?: unknown }) {
-    super(code, message, options);
-    this.details = details;
-  }
-}
+export class VerifyError extends DetailedError<VerifyErrorCode, VerifyErrorDetails> {}

@@ -8,8 +8,8 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { encodeBinaryList, parseBinaryList } from '../../src/ima/index.js';
 import { readCounter } from '../../src/kernel/index.js';
-import { chainedNonce, type Collector, type FlavorChoice } from '../../src/collector/index.js';
-import type { Checkpoint } from '../../src/store/index.js';
+import type { Collector, FlavorChoice } from '../../src/collector/index.js';
+import { chainedNonce, type Checkpoint } from '../../src/store/index.js';
 import { decodePcrBlob, publicKeyFromTpm2b, verifyQuote } from '../../src/tpm/index.js';
 import { collectLog, replayPcr10, startRig, tpmPcr10, type Rig } from './_rig.js';
 

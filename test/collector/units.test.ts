@@ -8,11 +8,10 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { sha256 } from '@noble/hashes/sha2.js';
-import { ImaWorkload, PcrReplay, concatBytes, encodeBinaryList, type ImaRecord } from '../../src/ima/index.js';
+import { ImaWorkload, PcrReplay, encodeBinaryList, type ImaRecord } from '../../src/ima/index.js';
 import type { KernelCapabilities } from '../../src/kernel/index.js';
 import { ChunkBuilder, openStore } from '../../src/store/index.js';
-import { SAMPLE_WINDOW, Timing, chainedNonce, chooseFlavor, judgeRemoval, parseCrashAt, storedBytes } from '../../src/collector/index.js';
+import { SAMPLE_WINDOW, Timing, chooseFlavor, judgeRemoval, parseCrashAt, storedBytes } from '../../src/collector/index.js';
 
 function records(n: number, seed = 1): ImaRecord[] {
   return [...new ImaWorkload({ seed, template: 'mixed', violationRate: 0.05 }).records(n)];
@@ -72,18 +71,6 @@ describe('chooseFlavor', () => {
     assert.equal(c.flavor, 'none');
     assert.match(c.reason, /n asked.*ima_flush_htable: true/);
     assert.deepEqual(chooseFlavor('none', caps(['n'], false)), { flavor: 'none', reason: 'configured' });
-  });
-});
-
-describe('chainedNonce', () => {
-  it('is SHA-256(label ‖ boot id) first, then SHA-256(label ‖ attest ‖ signature)', () => {
-    const label = new TextEncoder().encode('imakeep/checkpoint-nonce/v1\0');
-    const first = chainedNonce(undefined, 'b00t');
-    assert.deepEqual(first, sha256(concatBytes([label, new TextEncoder().encode('b00t')])));
-    const attest = Uint8Array.of(1, 2, 3);
-    const signature = Uint8Array.of(4, 5);
-    assert.deepEqual(chainedNonce({ attest, signature }, 'b00t'), sha256(concatBytes([label, attest, signature])));
-    assert.equal(first.length, 32);
   });
 });
 

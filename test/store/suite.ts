@@ -294,6 +294,51 @@ export function storeSuite(backend: Backend): void {
       }
     });
 
+    it('a failed write whose reopen fails too: reads throw STORE_WRITE_FAILED, then reopen by themselves', async () => {
+      const { db, cleanup } = await backend.create();
+      let diskFull = false;
+      const enospc = (): Error => Object.assign(new Error('IO error: 000003.log: No space left on device'), { code: 'LEVEL_IO_ERROR' });
+      const faulty: StoreDatabase = {
+        open: async () => {
+          if (diskFull) throw Object.assign(new Error('Database failed to open'), { code: 'LEVEL_DATABASE_NOT_OPEN', cause: enospc() });
+          return db.open();
+        },
+        close: () => db.close(),
+        get: (k) => db.get(k),
+        iterator: (o) => db.iterator(o),
+        clear: (o) => db.clear(o),
+        batch: async (ops, o) => {
+          if (diskFull) throw enospc();
+          return db.batch(ops, o);
+        },
+      };
+      const store = await ImaStore.open(faulty);
+      try {
+        const boot = await store.beginBoot(bootInfo(0));
+        await fill(store, boot, 0, 20, 10);
+        diskFull = true;
+        await rejectsCode(store.journalIntent(boot, { flavor: 'staged', removed: 0, n: 0, at: 1 }), 'STORE_WRITE_FAILED');
+        // The next write reopens first, and the reopen fails: the database is closed now.
+        await rejectsCode(store.journalIntent(boot, { flavor: 'staged', removed: 0, n: 0, at: 1 }), 'STORE_WRITE_FAILED');
+        const e = await rejectsCode(store.journal(boot), 'STORE_WRITE_FAILED');
+        assert.match(String(e.message), /cannot reopen the store after a failed write/);
+        await rejectsCode(store.lastCheckpoint(boot), 'STORE_WRITE_FAILED');
+        await rejectsCode((async () => {
+          for await (const r of store.records(boot, 0)) return r;
+          return undefined;
+        })(), 'STORE_WRITE_FAILED');
+        // Space is back: a read (no write needed) reopens and sees what was stored.
+        diskFull = false;
+        assert.deepEqual(await store.journal(boot), EMPTY_JOURNAL);
+        const got: number[] = [];
+        for await (const r of store.records(boot, 18)) got.push(r.index);
+        assert.deepEqual(got, [18, 19]);
+      } finally {
+        await store.close();
+        await cleanup();
+      }
+    });
+
     it('leaves state unchanged when a write fails, and resumes on retry', async () => {
       const { db, cleanup } = await backend.create();
       let failures = 0;

@@ -1,0 +1,141 @@
+/**
+ * The one owner of a process's TPM connection and attestation key. The daemon's users of the TPM
+ * (the collector's checkpoints, the HTTP API's verifier quotes) all go through one `TpmQuoter`, so
+ * their commands never interleave: on `/dev/tpmrm0` closing the connection flushes the client's
+ * transient objects (the kernel resource manager flushes on fd close), and a close by one user
+ * between another's CreatePrimary and Quote made that user's AK vanish.
+ */
+import type { BankName } from '../ima/record.js';
+import { Quote } from './commands.js';
+import { TpmError } from './errors.js';
+import { parseQuoteAttest, selectionOf, type AkAlgorithm, type PcrRef, type PcrValue, type QuoteAttest } from './structures.js';
+import type { AkHierarchy, AttestationKey, Tpm } from './tpm.js';
+import { parseSignature } from './verify.js';
+
+/** Options of {@link TpmQuoter}. */
+export interface TpmQuoterOptions {
+  /** AK algorithm; default `ecc` (a deterministic primary: no blob to keep, tpm-node.md §4). */
+  readonly alg?: AkAlgorithm;
+  /** AK hierarchy; default `endorsement` (quotes carry the real reset and restart counts). */
+  readonly hierarchy?: AkHierarchy;
+  /**
+   * Close the TPM connection after each operation (default true). swtpm serves one connection at a
+   * time (tpm-node.md §2) and other agents share a device's TPM; the AK is recreated per quote anyway.
+   */
+  readonly releaseAfterUse?: boolean;
+}
+
+/** A quote as signed, its signature not yet checked; no PCR values (see `replayToQuote`). */
+export interface SignedQuote {
+  /** TPMS_ATTEST exactly as signed. */
+  readonly attest: Uint8Array;
+  /** TPMT_SIGNATURE. */
+  readonly signature: Uint8Array;
+  /** `attest`, parsed: selection, pcrDigest, clockInfo (resetCount changes on every TPM reset). */
+  readonly parsed: QuoteAttest;
+  /** Hash algorithm of the signature scheme: the pcrDigest's (TPM 2.0 Part 3 §18.4.1). */
+  readonly digestAlg: number;
+  /** The AK's TPM Name and public area (TPM2B_PUBLIC contents as the TPM returned them). */
+  readonly akName: Uint8Array;
+  readonly akPublic: Uint8Array;
+}
+
+/** A quote with the PCR values read after it that hash to its pcrDigest. */
+export interface ReadQuote extends SignedQuote {
+  /** The quoted PCRs in quote order. */
+  readonly pcrs: readonly PcrValue[];
+}
+
+/** The operations queued on each `Tpm`, shared by every quoter over it. */
+const queues = new WeakMap<Tpm, { tail: Promise<unknown> }>();
+
+/**
+ * Serialises every use of a `Tpm`: one operation (AK created, used, flushed, connection released)
+ * at a time, across all quoters over the same `Tpm` (the queue belongs to the `Tpm`, so two
+ * quoters built on one connection still cannot interleave: safe by construction).
+ */
+export class TpmQuoter {
+  readonly #tpm: Tpm;
+  readonly #ak: { readonly alg: AkAlgorithm; readonly hierarchy: AkHierarchy };
+  readonly #release: boolean;
+  readonly #queue: { tail: Promise<unknown> };
+
+  constructor(tpm: Tpm, options: TpmQuoterOptions = {}) {
+    this.#tpm = tpm;
+    this.#ak = { alg: options.alg ?? 'ecc', hierarchy: options.hierarchy ?? 'endorsement' };
+    this.#release = options.releaseAfterUse ?? true;
+    const queue = queues.get(tpm) ?? { tail: Promise.resolve() };
+    queues.set(tpm, queue);
+    this.#queue = queue;
+  }
+
+  /** A quoter over `tpm`, or `tpm` itself if it is one. */
+  static of(tpm: Tpm | TpmQuoter, options?: TpmQuoterOptions): TpmQuoter {
+    return tpm instanceof TpmQuoter ? tpm : new TpmQuoter(tpm, options);
+  }
+
+  /** Banks the TPM has PCRs allocated in. */
+  activeBanks(): Promise<BankName[]> {
+    return this.#exclusive(() => this.#tpm.getActiveBanks());
+  }
+
+  /** Reads `pcrs` (TPM2_PCR_Read). */
+  readPcrs(pcrs: readonly PcrRef[]): Promise<PcrValue[]> {
+    return this.#exclusive(() => this.#tpm.pcrRead(pcrs));
+  }
+
+  /** TPM2_Quote of `pcrs` with `nonce` as qualifying data; no PCR is read. */
+  quote(nonce: Uint8Array, pcrs: readonly PcrRef[]): Promise<SignedQuote> {
+    return this.#withAk(async (ak) => {
+      const { attest, signature } = await this.#tpm.execute(Quote, { signHandle: ak.handle, qualifyingData: nonce, selections: selectionOf(pcrs) });
+      return { attest, signature, parsed: parseQuoteAttest(attest), digestAlg: parseSignature(signature).hashAlg, akName: ak.name, akPublic: ak.public };
+    });
+  }
+
+  /**
+   * Quote, then PCR_Read, until they agree (`Tpm.quote`): for PCRs no log replays. Throws
+   * `TPM_PCRS_UNSTABLE` when a PCR keeps moving.
+   */
+  quoteAndRead(nonce: Uint8Array, pcrs: readonly PcrRef[]): Promise<ReadQuote> {
+    return this.#withAk(async (ak) => {
+      const q = await this.#tpm.quote({ nonce, pcrs, ak });
+      return { attest: q.attest, signature: q.signature, parsed: q.parsed, digestAlg: parseSignature(q.signature).hashAlg, akName: ak.name, akPublic: ak.public, pcrs: q.pcrs };
+    });
+  }
+
+  /** Closes the connection after the operations queued so far. */
+  async close(): Promise<void> {
+    await this.#queue.tail;
+    await this.#tpm.close();
+  }
+
+  #withAk<T>(use: (ak: AttestationKey) => Promise<T>): Promise<T> {
+    return this.#exclusive(async () => {
+      try {
+        return await this.#tpm.withAk(this.#ak, use);
+      } catch (e) {
+        // A process killed between CreatePrimary and FlushContext leaves its AK loaded; on a TPM
+        // without a resource manager (swtpm, /dev/tpm0: 3 transient slots) three such crashes
+        // make every CreatePrimary fail with TPM_RC_OBJECT_MEMORY (measured in the SIGKILL loop,
+        // test/slow/collector-crash). Flush the leftovers once and try again.
+        if (!(e instanceof TpmError && e.code === 'TPM_RC_OBJECT_MEMORY')) throw e;
+        await this.#tpm.flushAllTransients();
+        return this.#tpm.withAk(this.#ak, use);
+      }
+    });
+  }
+
+  /** Runs `task` after every operation queued before it, then releases the connection if configured. */
+  #exclusive<T>(task: () => Promise<T>): Promise<T> {
+    const run = async (): Promise<T> => {
+      try {
+        return await task();
+      } finally {
+        if (this.#release) await this.#tpm.close();
+      }
+    };
+    const result = this.#queue.tail.then(run, run);
+    this.#queue.tail = result.catch(() => undefined);
+    return result;
+  }
+}
