@@ -1,0 +1,195 @@
+/**
+ * The collector daemon (`imakeep run`) as a child process, for the demo and the memory-pressure
+ * bench: started against the emulator's securityfs and a TPM, watched from outside (/proc, and
+ * strace for sync calls), stopped with SIGTERM like a service manager would.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, readlinkSync, realpathSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { FLUSH_HTABLE_OPTION } from '../src/kernel/index.js';
+import { parseStraceSummary, straceSyncArgs, SYNC_SYSCALLS } from './_strace.js';
+
+/** Repository root, from this module's place in `dist/bench/`. */
+export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+/** The built CLI. */
+export const CLI = join(REPO_ROOT, 'dist', 'src', 'cli.js');
+
+/** V8 flags of the daemon on a small device (perf-baseline.md §3b: the semi-space bounds RSS). */
+export const DEVICE_NODE_FLAGS = ['--max-semi-space-size=1', '--max-old-space-size=32'] as const;
+
+/** Whether a verb of the CLI is built; the reason when not (the demo and bench print it). */
+export function verbAvailability(verb: string): { readonly available: true } | { readonly available: false; readonly reason: string } {
+  const file = join(REPO_ROOT, 'dist', 'src', 'cli', `${verb}.js`);
+  if (!existsSync(file)) return { available: false, reason: `\`imakeep ${verb}\` is not built (${file} missing)` };
+  // The verb table in src/cli.ts loads each verb by this specifier.
+  if (!readFileSync(CLI, 'utf8').includes(`'./cli/${verb}.js'`)) return { available: false, reason: `\`imakeep ${verb}\` is built but not in the verb table of src/cli.ts` };
+  return { available: true };
+}
+
+/**
+ * Writes the kernel command line the emulated kernel was "booted" with into `dir` and returns its
+ * path, for `--cmdline-file`: the emulator's `--flush-htable` is the boot option `ima_flush_htable`.
+ */
+export function emulatedCmdline(dir: string, flushHtable: boolean): string {
+  const file = join(dir, 'cmdline');
+  const options = ['console=ttyS0', 'ima_policy=tcb', 'ima_template=ima-ng', 'ima_hash=sha256', ...(flushHtable ? [FLUSH_HTABLE_OPTION] : [])];
+  writeFileSync(file, `${options.join(' ')}\n`);
+  return file;
+}
+
+/** What the collector is started with. */
+export interface CollectorOptions {
+  /** securityfs root of the emulator (holds `ima -> integrity/ima`). */
+  readonly securityfsRoot: string;
+  /** TPM address, `swtpm:HOST:PORT`. */
+  readonly tpm: string;
+  readonly storeDir: string;
+  readonly flavour: 'auto' | 'n' | 'staged';
+  /** Unix socket of its API (default: `imakeep.sock` in the store directory). */
+  readonly socket?: string;
+  /** Cycle period, ms (the daemon's default is 60 s; it also cycles early on 4,096 records or 2 MiB modeled). */
+  readonly intervalMs?: number;
+  /** A kernel command line file for its probe, e.g. one holding `ima_flush_htable` (default /proc/cmdline). */
+  readonly cmdlineFile?: string;
+  /** Extra arguments of `imakeep run`. */
+  readonly extraArgs?: readonly string[];
+  /** Count sync calls with strace (adds strace as the parent process). */
+  readonly countSyncs?: string;
+}
+
+/** How a collector ended. */
+export interface CollectorExit {
+  readonly code: number | null;
+  readonly signal: string | null;
+  /** It stopped by itself after SIGTERM (not killed by the grace timer), with status 0 or by the SIGTERM. */
+  readonly clean: boolean;
+  /** Sync calls by name, when counted. */
+  readonly syncCalls?: ReadonlyMap<string, number>;
+  /** The last 4 KiB of its stderr, for error reports. */
+  readonly stderrTail: string;
+}
+
+/** A running collector. */
+export interface CollectorProcess {
+  /** The node process itself (under strace: strace's child). */
+  readonly pid: number;
+  /** Lines it printed so far (stdout), for progress. */
+  readonly output: () => string;
+  readonly exited: Promise<CollectorExit>;
+  /** SIGTERM, then SIGKILL after `graceMs`; resolves with its exit. Safe to call twice. */
+  stop(graceMs?: number): Promise<CollectorExit>;
+}
+
+/** The arguments of `imakeep run` for these options. */
+export function collectorArgs(opts: CollectorOptions): string[] {
+  return [
+    'run',
+    '--securityfs',
+    opts.securityfsRoot,
+    '--tpm',
+    opts.tpm,
+    '--store',
+    opts.storeDir,
+    '--flavour',
+    opts.flavour,
+    ...(opts.socket === undefined ? [] : ['--socket', opts.socket]),
+    ...(opts.intervalMs === undefined ? [] : ['--interval', String(opts.intervalMs)]),
+    ...(opts.cmdlineFile === undefined ? [] : ['--cmdline-file', opts.cmdlineFile]),
+    ...(opts.extraArgs ?? []),
+  ];
+}
+
+/**
+ * The pid of strace's traced `exe`, once it runs `exe`. Before that the child is still strace's own
+ * fork (measured: a 1 MiB process for the first few ms), and sampling it would measure strace.
+ */
+async function tracedPid(stracePid: number, exe: string, timeoutMs = 5000): Promise<number> {
+  const until = Date.now() + timeoutMs;
+  const target = realpathSync(exe);
+  while (Date.now() < until) {
+    try {
+      for (const task of readdirSync(`/proc/${stracePid}/task`)) {
+        for (const child of readFileSync(`/proc/${stracePid}/task/${task}/children`, 'utf8').trim().split(' ')) {
+          if (child !== '' && readlinkSync(`/proc/${child}/exe`) === target) return Number(child);
+        }
+      }
+    } catch {
+      // strace not started yet, or its child between fork and exec
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`strace (pid ${stracePid}) did not start ${exe} within ${timeoutMs} ms`);
+}
+
+/** Sends a signal by pid; a process already gone is not an error. */
+function signalPid(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // exited meanwhile
+  }
+}
+
+/** Starts `imakeep run` with the device's V8 flags. */
+export async function startCollector(opts: CollectorOptions): Promise<CollectorProcess> {
+  const command = [process.execPath, ...DEVICE_NODE_FLAGS, CLI, ...collectorArgs(opts)];
+  const child: ChildProcess =
+    opts.countSyncs === undefined
+      ? spawn(command[0] ?? process.execPath, command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] })
+      : spawn('strace', straceSyncArgs(opts.countSyncs, command), { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  let killedByTimer = false;
+  child.stdout?.on('data', (d: Buffer) => {
+    stdout += d.toString('utf8');
+  });
+  child.stderr?.on('data', (d: Buffer) => {
+    stderr = (stderr + d.toString('utf8')).slice(-4096);
+  });
+  const exited = new Promise<CollectorExit>((resolve) => {
+    child.once('exit', (code, signal) => {
+      let syncCalls: Map<string, number> | undefined;
+      if (opts.countSyncs !== undefined) {
+        try {
+          const all = parseStraceSummary(readFileSync(opts.countSyncs, 'utf8'));
+          syncCalls = new Map(SYNC_SYSCALLS.map((s) => [s, all.get(s) ?? 0]));
+        } catch {
+          syncCalls = undefined;
+        }
+      }
+      resolve({ code, signal, clean: (code === 0 || signal === 'SIGTERM') && !killedByTimer, syncCalls, stderrTail: stderr });
+    });
+  });
+  const spawnedPid = child.pid ?? -1;
+  const pid = opts.countSyncs === undefined ? spawnedPid : await tracedPid(spawnedPid, process.execPath);
+  // Should this process end without stop() (a crash, process.exit), the daemon must not outlive it.
+  const killOnExit = () => {
+    signalPid(pid, 'SIGKILL');
+    if (child.exitCode === null) child.kill('SIGKILL');
+  };
+  process.on('exit', killOnExit);
+  void exited.then(() => process.off('exit', killOnExit));
+  let stopping: Promise<CollectorExit> | undefined;
+  return {
+    pid,
+    output: () => stdout,
+    exited,
+    stop(graceMs = 10_000) {
+      stopping ??= (async () => {
+        if (child.exitCode !== null || child.signalCode !== null) return exited;
+        // The daemon itself gets SIGTERM: under strace, strace then exits with it and writes its summary.
+        signalPid(pid, 'SIGTERM');
+        const timer = setTimeout(() => {
+          killedByTimer = true;
+          signalPid(pid, 'SIGKILL');
+          child.kill('SIGKILL');
+        }, graceMs);
+        const exit = await exited;
+        clearTimeout(timer);
+        return exit;
+      })();
+      return stopping;
+    },
+  };
+}

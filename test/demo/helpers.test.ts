@@ -1,0 +1,196 @@
+/**
+ * Pure helpers of the demo and the benches: workload schedules and record supplies, /proc and
+ * strace parsers, TPM frame splitting, the memory-pressure tables.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { computeTemplateDigest, splitTemplateData, toHex } from '../../src/ima/index.js';
+import { benchWorkloads, demoWorkload, dueRecords, lastSecond, recordSupply, RUNAWAY_PATH, totalRecords } from '../../bench/_workload.js';
+import { parseProcStatTicks, parseProcStatus, quantile, sampleProcess } from '../../bench/_proc.js';
+import { parseStraceSummary } from '../../bench/_strace.js';
+import { takeTpmFrame } from '../../bench/_tpm-mux.js';
+import { pressureTables, type PressureRun } from '../../bench/memory-pressure.js';
+import { BENCH_MODULES, headlineOf, plotsOf, summaryTable } from '../../bench/_summary.js';
+
+describe('workload schedules', () => {
+  it('dueRecords: bursts arrive whole at their second, rates accrue whole records', () => {
+    const phases = [
+      { kind: 'burst', at: 0, records: 5000 },
+      { kind: 'rate', from: 0, to: 10, perSecond: 20 },
+      { kind: 'burst', at: 5, records: 2000 },
+    ] as const;
+    assert.equal(dueRecords(phases, 0), 5000);
+    assert.equal(dueRecords(phases, 0.49), 5009);
+    assert.equal(dueRecords(phases, 4.99), 5099);
+    assert.equal(dueRecords(phases, 5), 7100);
+    assert.equal(dueRecords(phases, 10), 7200);
+    assert.equal(dueRecords(phases, 60), 7200, 'nothing after the last phase');
+    assert.equal(lastSecond(phases), 10);
+    assert.equal(totalRecords(phases), 7200);
+  });
+
+  it('the bench workloads: 5,000 at boot; 20/s; 1,000/s', () => {
+    const [boot, steady, runaway] = benchWorkloads(30);
+    assert.deepEqual([boot?.name, steady?.name, runaway?.name], ['boot', 'steady', 'runaway']);
+    assert.equal(totalRecords(boot?.phases ?? []), 5000);
+    assert.equal(totalRecords(steady?.phases ?? []), 600);
+    assert.equal(totalRecords(runaway?.phases ?? []), 30_000);
+    assert.equal(runaway?.records, 'runaway-log');
+    assert.equal(totalRecords(demoWorkload(40).phases), 5000 + 800 + 2000);
+  });
+});
+
+describe('record supplies', () => {
+  const aggregate = new Uint8Array(32).fill(0xab);
+
+  it('runaway-log: boot_aggregate first, then one path with a new digest every time', () => {
+    const recs = recordSupply('runaway-log', aggregate).take(1001);
+    const names = recs.map((r) => new TextDecoder().decode(splitTemplateData(r.template, r.data, 'le')?.[1] ?? new Uint8Array()));
+    assert.equal(names[0], 'boot_aggregate\0');
+    assert.deepEqual(new Set(names.slice(1)), new Set([`${RUNAWAY_PATH}\0`]));
+    assert.equal(new Set(recs.map((r) => toHex(r.digest))).size, 1001, 'every template digest distinct: the kernel drops none as a duplicate');
+    for (const r of recs.slice(0, 5)) assert.equal(toHex(r.digest), toHex(computeTemplateDigest(r, 'sha1', 'le')));
+  });
+
+  it('files: deterministic per seed, boot_aggregate carries the TPM value', () => {
+    const a = recordSupply('files', aggregate, 3).take(50);
+    const b = recordSupply('files', aggregate, 3).take(50);
+    assert.deepEqual(a.map((r) => toHex(r.digest)), b.map((r) => toHex(r.digest)));
+    const first = splitTemplateData(a[0]?.template ?? '', a[0]?.data ?? new Uint8Array(), 'le');
+    assert.equal(toHex(first?.[0]?.subarray(-32) ?? new Uint8Array()), 'ab'.repeat(32));
+  });
+});
+
+describe('/proc parsers', () => {
+  it('status and io: key → number', () => {
+    const status = parseProcStatus('Name:\tnode\nVmHWM:\t   81234 kB\nVmRSS:\t   70000 kB\nRssAnon:\t   30000 kB\nThreads:\t7\n');
+    assert.equal(status.get('VmHWM'), 81234);
+    assert.equal(status.get('VmRSS'), 70000);
+    assert.equal(status.get('Threads'), 7);
+    assert.equal(status.has('Name'), false);
+    assert.equal(parseProcStatus('rchar: 10\nwrite_bytes: 4096\n').get('write_bytes'), 4096);
+  });
+
+  it('stat: utime + stime after a command name holding spaces and parentheses', () => {
+    const fields = ['S', '1', '2', '3', '4', '5', '6', '7', '8', '9', '10', '250', '50', '0', '0'];
+    assert.equal(parseProcStatTicks(`1234 (we (ird) name) ${fields.join(' ')}`), 300);
+  });
+
+  it('sampleProcess reads this process, and nothing for a pid that does not exist', () => {
+    const me = sampleProcess(process.pid);
+    assert.ok(me !== undefined && me.rssKiB > 10_000 && me.peakRssKiB >= me.rssKiB && me.cpuSeconds > 0);
+    assert.equal(sampleProcess(2 ** 22 + 1), undefined);
+  });
+
+  it('quantile: nearest rank', () => {
+    const v = Array.from({ length: 100 }, (_, i) => 100 - i);
+    assert.deepEqual([quantile(v, 0.5), quantile(v, 0.99), quantile(v, 1), quantile(v, 0)], [50, 99, 100, 1]);
+    assert.ok(Number.isNaN(quantile([], 0.5)));
+  });
+});
+
+describe('strace -c summary', () => {
+  it('calls per syscall; blank errors column; total row skipped', () => {
+    const text = [
+      '% time     seconds  usecs/call     calls    errors syscall',
+      '------ ----------- ----------- --------- --------- ----------------',
+      ' 90.00    0.009000          45       200           fdatasync',
+      ' 10.00    0.001000          50        20         1 fsync',
+      '------ ----------- ----------- --------- --------- ----------------',
+      '100.00    0.010000          45       220         1 total',
+    ].join('\n');
+    assert.deepEqual([...parseStraceSummary(text)], [['fdatasync', 200], ['fsync', 20]]);
+  });
+});
+
+describe('TPM frames', () => {
+  const frame = (size: number, fill: number) => {
+    const b = new Uint8Array(size).fill(fill);
+    new DataView(b.buffer).setUint32(2, size, false);
+    return b;
+  };
+
+  it('splits on the header size; waits for the rest; rejects sizes below the header', () => {
+    const two = new Uint8Array([...frame(12, 1), ...frame(10, 2)]);
+    const first = takeTpmFrame(two);
+    assert.equal(first?.frame.length, 12);
+    assert.equal(first?.rest.length, 10);
+    assert.equal(takeTpmFrame(first?.rest ?? new Uint8Array())?.frame[9], 2);
+    assert.equal(takeTpmFrame(two.subarray(0, 11)), undefined);
+    assert.equal(takeTpmFrame(two.subarray(0, 5)), undefined);
+    assert.throws(() => takeTpmFrame(frame(10, 0).fill(0)), RangeError);
+  });
+});
+
+describe('memory-pressure tables', () => {
+  it('one row per run; not-yet runs say why; figures formatted', () => {
+    const runs: PressureRun[] = [
+      {
+        workload: 'boot',
+        mode: 'none',
+        label: 'no collector',
+        status: 'ok',
+        samples: [],
+        summary: { appendedRecords: 5000, appendedPerSecond: 5000, kernelRecordsPeak: 5000, kernelRecordsEnd: 5000, kmemPeakBytes: 2_125_824, kmemEndBytes: 2_125_824, rawRecordBytes: 118.2 },
+      },
+      { workload: 'boot', mode: 'n', label: 'imakeep, flavour n', status: 'not yet', reason: '`imakeep run` is not built', samples: [] },
+    ];
+    const table = pressureTables(runs, benchWorkloads(20));
+    const lines = table.split('\n');
+    assert.equal(lines[0], '**boot burst: 5,000 records at once, then nothing**');
+    assert.equal(lines[4], '| no collector | 5,000 | 5,000 | 2,076 / 2,076 | — | — | — | — | — | — |');
+    assert.equal(lines[5], '| imakeep, flavour n | not yet: `imakeep run` is not built | | | | | | | | |');
+    assert.equal(table.includes('steady'), false, 'no table for a workload without runs');
+  });
+});
+
+describe('bench summary', () => {
+  it('headline figures from each module JSON shape; unknown shapes give nothing', () => {
+    assert.deepEqual(headlineOf('replay', { oursOverEvmctl: 1.8421 }), { 'ours ÷ evmctl (records/s)': '1.84' });
+    assert.deepEqual(headlineOf('tpm', { speedupMedian: { pcrRead: 228.46, quoteEcc: 70.8 } }), {
+      'pcrRead speedup vs tpm2-tools': '228.5',
+      'quote speedup vs tpm2-tools': '70.8',
+    });
+    assert.deepEqual(
+      headlineOf('memory-pressure', {
+        runs: [
+          { workload: 'boot', mode: 'staged', status: 'ok', summary: { kmemEndBytes: 8192 } },
+          { workload: 'boot', mode: 'n', status: 'not yet' },
+        ],
+      }),
+      { 'boot/staged kernel KiB at end': '8', 'boot/n kernel KiB at end': 'not yet' },
+    );
+    assert.deepEqual(headlineOf('ingest', { runs: [{ flavor: 'n', recordsPerSecond: 47172.4, writeAmplification: 2.987 }] }), {
+      'flavour n records/s': '47,172',
+      'flavour n write amplification': '2.99',
+    });
+    assert.deepEqual(
+      headlineOf('serve', {
+        cases: [
+          { server: 'imakeep', format: 'binary', from: 0, mbPerS: 105.44 },
+          { server: 'imakeep', format: 'binary', from: 100, mbPerS: 1 },
+        ],
+        keylimeOverImakeepPeakMemoryFromZero: 20.9,
+      }),
+      { 'imakeep binary MB/s': '105.4', 'Keylime-style ÷ imakeep peak memory': '20.9' },
+    );
+    assert.deepEqual(headlineOf('replay', 'not json'), {});
+    assert.deepEqual(headlineOf('store', { x: 1 }), {});
+  });
+
+  it('plots listed by a JSON; the summary table has one row per module, errors inline', () => {
+    assert.deepEqual(plotsOf({ plots: ['a.svg', 3, 'b.svg'] }), ['a.svg', 'b.svg']);
+    assert.deepEqual(plotsOf(null), []);
+    const table = summaryTable([
+      { name: 'tpm', what: '', status: 'ok', exitCode: 0, seconds: 2.6, command: '', headline: { 'quote speedup': '70.8' }, plots: [], stdout: '' },
+      { name: 'ingest', what: '', status: 'missing', exitCode: null, seconds: 0, command: '', error: 'not yet: a | b', headline: {}, plots: [], stdout: '' },
+    ]);
+    assert.deepEqual(table.split('\n'), [
+      '| bench | status | seconds | figures / error |',
+      '|---|---|---:|---|',
+      '| tpm | ok | 3 | quote speedup: 70.8 |',
+      '| ingest | missing | 0 | not yet: a / b |',
+    ]);
+    assert.deepEqual(BENCH_MODULES.map((m) => m.name), ['memory-pressure', 'ingest', 'serve', 'replay', 'tpm', 'store']);
+  });
+});
