@@ -3,8 +3,10 @@
  * LevelDB store on disk, quoting, matching and removing, for 1,000,000 records.
  *
  * Measured: records/s through the collector (time inside `runOnce` only; the emulator's appends
- * are the "kernel" and not counted), RSS and V8 heap after 10k and after 1M records (after a full
- * GC: what is retained, not garbage waiting), bytes this process wrote to the block layer
+ * are the "kernel" and not counted), RSS and V8 heap at 10k, 100k, 500k and 1M records (after a
+ * full GC: what is retained, not garbage waiting), RSS split into RssAnon / RssFile / RssShmem
+ * (/proc/self/status) and by mapping (/proc/self/smaps: LevelDB's mmapped `*.ldb` tables, malloc's
+ * brk heap, other anonymous maps, other files), bytes this process wrote to the block layer
  * (/proc/self/io write_bytes: LevelDB log, tables, compactions) per record against the record's
  * raw size in the SHA-1 binary list, and the writer-lock hold time of the removals (p50/p99/max).
  *
@@ -14,6 +16,7 @@
  * logs without extending; the software PCRs are extended after each batch is logged.
  *
  *   node dist/bench/ingest.js [--records N] [--batch N] [--flavor n|staged] [--quick]
+ *                             [--sample-at N,N...] [--glibc-malloc]
  *
  * Writes bench/results/ingest.json.
  */
@@ -30,6 +33,7 @@ import { openStore } from '../src/store/index.js';
 import { Collector, type TimingSummary } from '../src/collector/index.js';
 import { SoftQuoteSource } from '../test/collector/_soft-tpm.js';
 import { DEVICE_NODE_FLAGS, REPO_ROOT } from './_collector.js';
+import { parseProcStatus } from './_proc.js';
 import { describeMachine, type MachineDescription } from './_machine.js';
 
 /** Options of {@link runIngest}. */
@@ -42,8 +46,28 @@ export interface IngestOptions {
   readonly sampleAt: readonly number[];
 }
 
+/**
+ * Resident memory of this process by where it lives, KiB: /proc/self/status (RssAnon, RssFile,
+ * RssShmem) and /proc/self/smaps summed per kind of mapping (proc(5)).
+ */
+export interface ResidentSplit {
+  readonly rssAnonKiB: number;
+  readonly rssFileKiB: number;
+  readonly rssShmemKiB: number;
+  /** Rss of LevelDB table files (`*.ldb`), mmapped read-only by LevelDB 1.20 (`env_posix.cc`). */
+  readonly ldbKiB: number;
+  /** Rss of the brk heap (`[heap]`): glibc malloc's main arena. */
+  readonly brkHeapKiB: number;
+  /** Rss of other anonymous mappings: V8 spaces, malloc's thread arenas, thread stacks. */
+  readonly anonMappingsKiB: number;
+  /** Rss of other file mappings: node, shared libraries, native addons. */
+  readonly otherFileKiB: number;
+  /** Number of `*.ldb` files mapped. */
+  readonly ldbMappings: number;
+}
+
 /** Memory after a full GC. */
-export interface MemorySample {
+export interface MemorySample extends ResidentSplit {
   readonly records: number;
   readonly rssMiB: number;
   readonly heapUsedMiB: number;
@@ -86,11 +110,51 @@ function fullGc(): void {
 
 const MiB = 1024 * 1024;
 
+/**
+ * Sums the `Rss:` of /proc/PID/smaps per kind of mapping, from the pathname of each mapping's
+ * header line (`start-end perms offset dev inode [pathname]`).
+ */
+export function splitSmaps(smaps: string): Pick<ResidentSplit, 'ldbKiB' | 'brkHeapKiB' | 'anonMappingsKiB' | 'otherFileKiB' | 'ldbMappings'> {
+  let ldbKiB = 0;
+  let brkHeapKiB = 0;
+  let anonMappingsKiB = 0;
+  let otherFileKiB = 0;
+  let ldbMappings = 0;
+  let path = '';
+  for (const line of smaps.split('\n')) {
+    const header = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \d+\s*(.*)$/.exec(line);
+    if (header !== null) {
+      path = header[1] ?? '';
+      if (path.endsWith('.ldb')) ldbMappings++;
+      continue;
+    }
+    const rss = /^Rss:\s+(\d+) kB$/.exec(line);
+    if (rss === null) continue;
+    const kib = Number(rss[1]);
+    if (path.endsWith('.ldb')) ldbKiB += kib;
+    else if (path === '[heap]') brkHeapKiB += kib;
+    else if (path === '' || path.startsWith('[')) anonMappingsKiB += kib;
+    else otherFileKiB += kib;
+  }
+  return { ldbKiB, brkHeapKiB, anonMappingsKiB, otherFileKiB, ldbMappings };
+}
+
+/** {@link ResidentSplit} of process `pid` (this one by default) now. */
+export function residentSplit(pid: number | 'self' = 'self'): ResidentSplit {
+  const status = parseProcStatus(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return {
+    rssAnonKiB: status.get('RssAnon') ?? Number.NaN,
+    rssFileKiB: status.get('RssFile') ?? Number.NaN,
+    rssShmemKiB: status.get('RssShmem') ?? Number.NaN,
+    ...splitSmaps(readFileSync(`/proc/${pid}/smaps`, 'utf8')),
+  };
+}
+
 function memorySample(records: number): MemorySample {
   fullGc();
   const m = process.memoryUsage();
   const r = (n: number): number => Math.round((n / MiB) * 10) / 10;
-  return { records, rssMiB: r(m.rss), heapUsedMiB: r(m.heapUsed), heapTotalMiB: r(m.heapTotal), externalMiB: r(m.external), arrayBuffersMiB: r(m.arrayBuffers) };
+  return { records, rssMiB: r(m.rss), heapUsedMiB: r(m.heapUsed), heapTotalMiB: r(m.heapTotal), externalMiB: r(m.external), arrayBuffersMiB: r(m.arrayBuffers), ...residentSplit() };
 }
 
 /** write_bytes of /proc/self/io. */
@@ -182,29 +246,76 @@ export async function runIngest(opts: IngestOptions): Promise<IngestResult> {
 }
 
 /**
- * One flavour in a child process under the daemon's small-device V8 flags (as `imakeep run` runs
- * on a device; with default flags V8 keeps 16 MiB semi-spaces and lets garbage pile up, which says
- * little about what the collector retains), each flavour in a fresh process so that one run's RSS
- * does not carry into the next. The child prints its result as one JSON line.
+ * The daemon's malloc settings (glibc reads them once, at process start; mallopt(3)), measured
+ * with 1M records, flavour n, under {@link DEVICE_NODE_FLAGS}, RssAnon at 10k / 1M records:
+ * - glibc's defaults: 53.1 / 85.0 MiB. Each thread that allocates gets its own arena, up to 8 per
+ *   core (libuv's pool threads run LevelDB's writes, LevelDB compacts on its own thread, V8 has
+ *   workers), and the thread arenas grew 35.7 → 52.6 MiB;
+ * - `MALLOC_ARENA_MAX=2`: 53.0 / 61.6 MiB; thread arenas flat (23.8 / 23.6 MiB), but the brk
+ *   heap wanders 29–37 MiB: freeing a large mmapped block raises glibc's mmap threshold to its
+ *   size, so later ~1 MiB chunk values and read buffers come from the heap and fragment it;
+ * - and `MALLOC_MMAP_THRESHOLD_=131072` (glibc's initial value, which fixing also stops the
+ *   dynamic raise): 37.6 / 41.3 MiB (staged: 44.7 / 44.7), and within 40.7–45.4 MiB at every
+ *   sample from 10k to 3M records of a longer run: no longer a function of the log's length.
  */
-function runChild(flavor: 'n' | 'staged', records: number, batch: number): IngestResult {
-  const args = [...DEVICE_NODE_FLAGS, fileURLToPath(import.meta.url), '--child', '--flavor', flavor, '--records', String(records), '--batch', String(batch)];
-  const child = spawnSync(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', maxBuffer: 16 * 1024 * 1024 });
-  if (child.status !== 0) throw new Error(`ingest child (${flavor}) exited with ${child.status ?? child.signal}`);
+export const DAEMON_MALLOC_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '131072' };
+
+/** Options of {@link runIngestInChild}. */
+export interface ChildIngestOptions extends IngestOptions {
+  /** Run with glibc's malloc defaults instead of {@link DAEMON_MALLOC_ENV} (for comparison). */
+  readonly glibcMalloc?: boolean;
+}
+
+/**
+ * {@link runIngest} in a child process under the daemon's small-device V8 flags and malloc
+ * settings (as `imakeep run` runs on a device; with default flags V8 keeps 16 MiB semi-spaces
+ * and lets garbage pile up, which says little about what the collector retains), each run in a
+ * fresh process so that one run's RSS does not carry into the next. The child prints its result as one
+ * JSON line; its stderr is passed through.
+ */
+export function runIngestInChild(opts: ChildIngestOptions): IngestResult {
+  const args = [
+    ...DEVICE_NODE_FLAGS,
+    fileURLToPath(import.meta.url),
+    '--child',
+    ...['--flavor', opts.flavor, '--records', String(opts.records), '--batch', String(opts.batch), '--sample-at', opts.sampleAt.join(',')],
+  ];
+  const env = { ...process.env };
+  if (opts.glibcMalloc === true) for (const name of Object.keys(DAEMON_MALLOC_ENV)) delete env[name];
+  else Object.assign(env, DAEMON_MALLOC_ENV);
+  const child = spawnSync(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', env, maxBuffer: 16 * 1024 * 1024 });
+  if (child.status !== 0) throw new Error(`ingest child (${opts.flavor}) exited with ${child.status ?? child.signal}`);
   const result: IngestResult = JSON.parse(child.stdout.trim().split('\n').at(-1) ?? '');
   return result;
 }
 
+const KiB_PER_MiB = 1024;
+
+/** `a / b` of two samples' field, in MiB. */
+function fromTo(a: MemorySample | undefined, b: MemorySample | undefined, kib: (m: MemorySample) => number): string {
+  const f = (m: MemorySample | undefined): string => (m === undefined ? '-' : (kib(m) / KiB_PER_MiB).toFixed(1));
+  return `${f(a)} / ${f(b)}`;
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { records: { type: 'string' }, batch: { type: 'string' }, flavor: { type: 'string' }, quick: { type: 'boolean' }, child: { type: 'boolean' } },
+    options: {
+      records: { type: 'string' },
+      batch: { type: 'string' },
+      flavor: { type: 'string' },
+      quick: { type: 'boolean' },
+      child: { type: 'boolean' },
+      'sample-at': { type: 'string' },
+      'glibc-malloc': { type: 'boolean' },
+    },
   });
   const records = Number(values.records ?? (values.quick === true ? 100_000 : 1_000_000));
   const batch = Number(values.batch ?? 5000);
+  const sampleAt = values['sample-at']?.split(',').map(Number) ?? [10_000, records / 10, records / 2, records];
   const flavors: ('n' | 'staged')[] = values.flavor === 'n' || values.flavor === 'staged' ? [values.flavor] : ['n', 'staged'];
   if (values.child === true) {
     const flavor = flavors[0] ?? 'n';
-    const result = await runIngest({ records, batch, flavor, sampleAt: [10_000, records / 4, records / 2, records] });
+    const result = await runIngest({ records, batch, flavor, sampleAt });
     process.stdout.write(`${JSON.stringify(result)}\n`);
     return;
   }
@@ -212,21 +323,26 @@ async function main(): Promise<void> {
   const runs: IngestResult[] = [];
   for (const flavor of flavors) {
     process.stderr.write(`ingest: ${records} records, flavour ${flavor}...\n`);
-    runs.push(runChild(flavor, records, batch));
+    runs.push(runIngestInChild({ records, batch, flavor, sampleAt, glibcMalloc: values['glibc-malloc'] }));
   }
   for (const r of runs) process.stderr.write(`memory (${r.flavor}): ${JSON.stringify(r.memory)}\n`);
   const command = `node dist/bench/ingest.js ${process.argv.slice(2).join(' ')}`.trim();
-  const out = { bench: 'ingest', date: new Date().toISOString(), machine, command, nodeFlags: DEVICE_NODE_FLAGS, tpm: 'software (test/collector/_soft-tpm.ts)', runs };
+  const env = values['glibc-malloc'] === true ? {} : DAEMON_MALLOC_ENV;
+  const out = { bench: 'ingest', date: new Date().toISOString(), machine, command, nodeFlags: DEVICE_NODE_FLAGS, env, tpm: 'software (test/collector/_soft-tpm.ts)', runs };
   mkdirSync(join(REPO_ROOT, 'bench', 'results'), { recursive: true });
   writeFileSync(join(REPO_ROOT, 'bench', 'results', 'ingest.json'), `${JSON.stringify(out, null, 2)}\n`);
   const lines = [
-    '| flavour | records | records/s (collector) | RSS MiB @10k / end | heap MiB @10k / end | flash B/record (raw) | write amp. | lock hold ms p50/p99/max | kernel list at end |',
-    '|---|---|---|---|---|---|---|---|---|',
+    '| flavour | records | records/s (collector) | RSS MiB @10k / end | RssAnon MiB @10k / end | RssFile MiB @10k / end | of which LevelDB tables | heap MiB @10k / end | flash B/record (raw) | write amp. | lock hold ms p50/p99/max | kernel list at end |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|',
     ...runs.map((r) => {
       const at10k = r.memory.find((m) => m.records >= 10_000);
       const end = r.memory.at(-1);
       const h = r.writerLockHoldMs;
-      return `| ${r.flavor} | ${r.records} | ${r.recordsPerSecond} | ${at10k?.rssMiB ?? '-'} / ${end?.rssMiB ?? '-'} | ${at10k?.heapUsedMiB ?? '-'} / ${end?.heapUsedMiB ?? '-'} | ${r.flashBytesPerRecord} (${r.rawRecordBytes}) | ${r.writeAmplification} | ${h.p50}/${h.p99}/${h.max} | ${r.kernelRecordsAtEnd} |`;
+      const rss = fromTo(at10k, end, (m) => m.rssAnonKiB + m.rssFileKiB + m.rssShmemKiB);
+      const anon = fromTo(at10k, end, (m) => m.rssAnonKiB);
+      const file = fromTo(at10k, end, (m) => m.rssFileKiB);
+      const ldb = fromTo(at10k, end, (m) => m.ldbKiB);
+      return `| ${r.flavor} | ${r.records} | ${r.recordsPerSecond} | ${rss} | ${anon} | ${file} | ${ldb} | ${at10k?.heapUsedMiB ?? '-'} / ${end?.heapUsedMiB ?? '-'} | ${r.flashBytesPerRecord} (${r.rawRecordBytes}) | ${r.writeAmplification} | ${h.p50}/${h.p99}/${h.max} | ${r.kernelRecordsAtEnd} |`;
     }),
   ];
   process.stdout.write(`${lines.join('\n')}\n`);

@@ -45,9 +45,12 @@ export interface LevelTuning {
  * (the synthetic data do not compress). Larger blocks bring nothing for 64 KiB values. (LevelDB
  * ran the rows with 16 open files as 74, see {@link LevelTuning.maxOpenFiles}.)
  *
- * The mapped tables bound the store's file-backed RSS at 64 × (maxFileSize + one chunk). With 2 MiB
- * tables the table pages in RSS grew to 22.0 MiB at 1M records of `node dist/bench/ingest.js`
- * (flavour n; 50 tables mapped, bound ~190 MiB); 512 KiB tables: 10.9 MiB (48 mapped, bound ~96 MiB).
+ * The mapped tables bound the store's file-backed RSS at 64 × (maxFileSize + one chunk), the
+ * largest table file: 2.9 MB with LevelDB's 2 MiB (bound ~185 MB), 1.8 MB with 512 KiB (~115 MB;
+ * chunks reach ~1.3 MB, one read window). `node dist/bench/ingest.js`, 1M records, table pages in
+ * RSS at the end: 22.1 / 18.6 MiB (flavour n / staged) with 2 MiB tables, 12.0 / 9.2 MiB with
+ * 512 KiB (48 tables mapped) for 2.83x block-layer writes instead of 2.95-2.97x; 3M records,
+ * flavour n: 14.3 MiB, 50 of ~450 tables mapped.
  */
 export const DEVICE_LEVEL_OPTIONS: LevelTuning = {
   cacheSize: 256 * 1024,
