@@ -425,8 +425,11 @@ export class Collector {
         this.#chunkReplay.extend(rec);
         bounds.add(rec, now);
         this.#sampleKmem(rec);
+        // Seal at the record that reaches the bound, not at the end of the read batch: a batch of
+        // 4096 records is ~1 MB, and chunks that large made LevelDB's mmapped tables (RssFile)
+        // grow past the configured bound (bench/ingest.ts, 1M records: 1-1.3 MB chunks).
+        if (bounds.shouldSeal(now)) await this.#seal();
       }
-      if (bounds.shouldSeal(now)) await this.#seal();
     }
   }
 

@@ -102,6 +102,32 @@ describe('collector removal on the emulator', () => {
     });
   }
 
+  it('chunks are sealed at the configured size bound, within one record', async () => {
+    const rig = await startRig();
+    try {
+      const maxBytes = 8192;
+      const collector = await rig.collector({ flavor: 'none', chunkBounds: { maxBytes, maxAgeMs: 60_000 } });
+      await rig.append(1500);
+      await collector.runOnce();
+      let chunks = 0;
+      let records = 0;
+      for await (const { chunk } of rig.store.chunks(collector.boot)) {
+        const last = parseBinaryList(chunk.records).at(-1);
+        assert.ok(last !== undefined);
+        const lastBytes = encodeBinaryList([last]).length;
+        // The bound is reached by the chunk's last record and by no record before it.
+        assert.ok(chunk.records.length - lastBytes < maxBytes, `chunk at ${chunk.firstIndex}: ${chunk.records.length} B`);
+        chunks++;
+        records += chunk.count;
+      }
+      assert.equal(records, 1500);
+      assert.ok(chunks >= Math.floor(rig.oracle().length / maxBytes), `${chunks} chunks for ${rig.oracle().length} B`);
+      await collector.close();
+    } finally {
+      await rig.stop();
+    }
+  });
+
   it('flavor none archives and serves, removes nothing', async () => {
     const rig = await startRig();
     try {
