@@ -18,14 +18,14 @@
  * Writes bench/results/memory-pressure.json (every sample and summary, the machine) and
  * bench/results/memory-pressure-<workload>-{kmem,records,rss}.svg; prints tables.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { startSecurityfsEmulator, type SecurityfsEmulator } from '../hw/securityfs/emulator.js';
+import { startSecurityfsEmulator } from '../hw/securityfs/emulator.js';
 import { tpmBootAggregate } from '../hw/securityfs/sources.js';
-import { startSwtpm, type SwtpmInstance } from '../hw/swtpm.js';
+import { startSwtpm } from '../hw/swtpm.js';
 import type { CollectorStatus, MetricsSnapshot } from '../src/collector/index.js';
 import { Tpm } from '../src/tpm/index.js';
 import { REPO_ROOT, emulatedCmdline, startCollector, verbAvailability, type CollectorExit, type CollectorProcess } from './_collector.js';
@@ -33,7 +33,8 @@ import { describeMachine, machineLine, type MachineDescription } from './_machin
 import { lineChartSvg, type ChartSeries } from './_plot.js';
 import { sampleProcess, type ProcessSample } from './_proc.js';
 import { straceUsable } from './_strace.js';
-import { startTpmMultiplexer, type TpmMultiplexer } from './_tpm-mux.js';
+import { startTpmMultiplexer } from './_tpm-mux.js';
+import { stopDeviceParts, type DeviceParts } from './_device-parts.js';
 import { getJson } from './_unix-http.js';
 import { benchWorkloads, driveWorkload, lastSecond, recordSupply, type Workload } from './_workload.js';
 
@@ -123,26 +124,6 @@ export interface PressureSettings {
   readonly countSyncs: boolean;
 }
 
-/** Everything started for a run, stopped in reverse order whatever happens. */
-interface RunParts {
-  swtpm?: SwtpmInstance;
-  mux?: TpmMultiplexer;
-  tpm?: Tpm;
-  emulator?: SecurityfsEmulator;
-  collector?: CollectorProcess;
-  workDir?: string;
-}
-
-async function stopParts(p: RunParts): Promise<CollectorExit | undefined> {
-  const exit = await p.collector?.stop();
-  await p.emulator?.stop();
-  await p.tpm?.close();
-  await p.mux?.close();
-  await p.swtpm?.stop();
-  if (p.workDir !== undefined) rmSync(p.workDir, { recursive: true, force: true });
-  return exit;
-}
-
 /** Runs one workload in one mode; never throws (a failure is a run with status `failed`). */
 async function runOne(workload: Workload, mode: PressureMode, settings: PressureSettings, signal: AbortSignal, log: (line: string) => void): Promise<PressureRun> {
   const base = { workload: workload.name, mode, label: MODE_LABEL[mode] };
@@ -150,7 +131,7 @@ async function runOne(workload: Workload, mode: PressureMode, settings: Pressure
     const run = verbAvailability('run');
     if (!run.available) return { ...base, status: 'not yet', reason: run.reason, samples: [] };
   }
-  const parts: RunParts = {};
+  const parts: DeviceParts = {};
   const samples: PressureSample[] = [];
   let exit: CollectorExit | undefined;
   try {
@@ -227,7 +208,7 @@ async function runOne(workload: Workload, mode: PressureMode, settings: Pressure
     const stderr = exit?.stderrTail ?? '';
     return { ...base, status: 'failed', reason: `${err instanceof Error ? err.message : String(err)} ${stderr}`.trim(), samples };
   } finally {
-    await stopParts(parts);
+    await stopDeviceParts(parts, (part, err) => log(`stopping ${part} failed: ${String(err)}`));
   }
 }
 

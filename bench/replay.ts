@@ -38,10 +38,11 @@
  */
 import { spawnSync } from 'node:child_process';
 import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
-import { cpus, loadavg, release, tmpdir, totalmem, type as osType } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ImaWorkload, PARALLEL_MIN_BYTES, bootAggregate, encodeBinaryRecord, type BankName } from '../src/ima/index.js';
+import { describeMachine, machineLine } from './_machine.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = join(REPO, 'dist/src/cli.js');
@@ -188,7 +189,6 @@ async function orchestrate(count: number, repeats: number): Promise<void> {
     const atCount = measureLog(log, count, repeats, dir);
     const loadAfter = loadavg();
     const runs = [...atPrefix.runs, ...atCount.runs];
-    const evmVersion = spawnSync('evmctl', ['--version'], { encoding: 'utf8' }).stdout.trim();
     const ratio = (a: RunSummary, b: RunSummary): number => a.recordsPerSecond / b.recordsPerSecond;
     /** What `imakeep replay` does by default with a file of `bytes` (replay-file.ts), and evmctl. */
     const pick = (m: { runs: RunSummary[] }, bytes: number): { ours: RunSummary; evmctl: RunSummary } => {
@@ -201,7 +201,7 @@ async function orchestrate(count: number, repeats: number): Promise<void> {
     const results = {
       date: new Date().toISOString(),
       command: `node dist/bench/replay.js ${count} ${repeats}`,
-      machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10, node: process.version, os: `${osType()} ${release()}`, evmctl: evmVersion },
+      machine: describeMachine(['evmctl']),
       log: { records: count, bytes: statSync(log).size, template: 'ima-ng', fileHash: 'sha256', generateSeconds },
       pcr10: atCount.pcr10,
       runs,
@@ -223,7 +223,7 @@ async function orchestrate(count: number, repeats: number): Promise<void> {
     const load = (l: readonly number[]): string => l.map((x) => x.toFixed(2)).join(' ');
     process.stdout.write(
       [
-        `machine: ${results.machine.cpu}, ${results.machine.cores} cores, node ${process.version}, ${evmVersion}`,
+        `machine: ${machineLine(results.machine)}, ${results.machine.tools.evmctl ?? 'evmctl not asked'}`,
         `log: ${count} ima-ng records, ${(results.log.bytes / 1e6).toFixed(1)} MB; banks sha1 + sha256 (native), SHA-1 digests verified; ${repeats} runs each, medians`,
         '',
         '| run | wall seconds (median) | records/s | peak RSS MiB (max) |',

@@ -7,12 +7,13 @@
  * Writes bench/results/tpm.json (medians, p90, ratios, the machine). swtpm serves one data
  * connection at a time, so our connection is closed before each tpm2-tools phase.
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, hostname, tmpdir, totalmem } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startSwtpm } from '../hw/swtpm.js';
+import { describeMachine } from './_machine.js';
 import { Quote, Tpm, encodePcrBlob, publicKeyFromTpm2b, selectionOf, verifyQuote } from '../src/tpm/index.js';
 
 const run = promisify(execFile);
@@ -41,14 +42,6 @@ async function time(n: number, warmup: number, fn: () => Promise<unknown>): Prom
   }
   return stats(samples);
 }
-
-const version = (cmd: string, args: string[]): string => {
-  try {
-    return execFileSync(cmd, args, { encoding: 'utf8' }).split('\n')[0]?.trim() ?? '';
-  } catch {
-    return 'unknown';
-  }
-};
 
 const swtpm = await startSwtpm();
 const work = mkdtempSync(join(tmpdir(), 'imakeep-bench-tpm-'));
@@ -100,15 +93,7 @@ try {
   const result = {
     date: new Date().toISOString(),
     command: `node dist/bench/tpm.js${quick ? ' --quick' : ''}`,
-    machine: {
-      hostname: hostname(),
-      cpu: cpus()[0]?.model ?? 'unknown',
-      cores: cpus().length,
-      memoryGiB: Number((totalmem() / 2 ** 30).toFixed(1)),
-      node: process.version,
-      swtpm: version('swtpm', ['--version']),
-      tpm2Tools: version('tpm2_pcrread', ['--version']),
-    },
+    machine: describeMachine(['swtpm', 'tpm2-tools']),
     ours,
     tpm2Tools: theirs,
     speedupMedian: {

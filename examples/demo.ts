@@ -16,19 +16,20 @@
  * Exit status 0 only when every verification passed.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startSecurityfsEmulator, type SecurityfsEmulator } from '../hw/securityfs/emulator.js';
+import { startSecurityfsEmulator } from '../hw/securityfs/emulator.js';
 import { tpmBootAggregate } from '../hw/securityfs/sources.js';
-import { startSwtpm, type SwtpmInstance } from '../hw/swtpm.js';
+import { startSwtpm } from '../hw/swtpm.js';
 import type { CollectorStatus } from '../src/collector/index.js';
 import { toHex, type BankName, type ImaRecord } from '../src/ima/index.js';
 import { X86_64_KMEM, recordKmem } from '../src/kernel/index.js';
 import { Tpm } from '../src/tpm/index.js';
-import { CLI, DEVICE_NODE_FLAGS, REPO_ROOT, emulatedCmdline, startCollector, verbAvailability, type CollectorProcess } from '../bench/_collector.js';
+import { CLI, DEVICE_NODE_FLAGS, REPO_ROOT, emulatedCmdline, startCollector, verbAvailability } from '../bench/_collector.js';
+import { stopDeviceParts, type DeviceParts } from '../bench/_device-parts.js';
 import { sampleProcess } from '../bench/_proc.js';
-import { startTpmMultiplexer, type TpmMultiplexer } from '../bench/_tpm-mux.js';
+import { startTpmMultiplexer } from '../bench/_tpm-mux.js';
 import { getJson, getToFile } from '../bench/_unix-http.js';
 import { demoWorkload, driveWorkload, recordSupply } from '../bench/_workload.js';
 
@@ -54,34 +55,6 @@ interface Check {
   readonly detail: string;
 }
 
-/** Everything the demo started, stopped in reverse order by {@link stopAll}. */
-interface Started {
-  swtpm?: SwtpmInstance;
-  mux?: TpmMultiplexer;
-  tpm?: Tpm;
-  emulator?: SecurityfsEmulator;
-  collector?: CollectorProcess;
-  workDir?: string;
-}
-
-async function stopAll(s: Started): Promise<void> {
-  const steps: [string, (() => Promise<unknown>) | undefined][] = [
-    ['collector', s.collector && (() => s.collector?.stop() ?? Promise.resolve())],
-    ['securityfs emulator (unmount)', s.emulator && (() => s.emulator?.stop() ?? Promise.resolve())],
-    ['TPM client', s.tpm && (() => s.tpm?.close() ?? Promise.resolve())],
-    ['TPM multiplexer', s.mux && (() => s.mux?.close() ?? Promise.resolve())],
-    ['swtpm', s.swtpm && (() => s.swtpm?.stop() ?? Promise.resolve())],
-  ];
-  for (const [name, stop] of steps) {
-    if (stop === undefined) continue;
-    try {
-      await stop();
-    } catch (err) {
-      process.stderr.write(`demo: stopping ${name} failed: ${String(err)}\n`);
-    }
-  }
-  if (s.workDir !== undefined) rmSync(s.workDir, { recursive: true, force: true });
-}
 
 /** Preconditions a fresh machine may lack after `scripts/ensure.mjs demo`: root and /dev/fuse. */
 function preflight(): string | undefined {
@@ -146,7 +119,7 @@ async function main(): Promise<number> {
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
-  const started: Started = {};
+  const started: DeviceParts = {};
   const checks: Check[] = [];
   try {
     say(`imakeep demo: emulated Linux 7.2 kernel + swtpm, ${SECONDS} s workload (IMAKEEP_DEMO_SECONDS)`);
@@ -289,7 +262,7 @@ async function main(): Promise<number> {
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-    await stopAll(started);
+    await stopDeviceParts(started, (part, err) => process.stderr.write(`demo: stopping ${part} failed: ${String(err)}\n`));
     say('stopped everything it started (collector, emulator mount, swtpm); temp dir removed');
   }
 }

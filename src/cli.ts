@@ -4,12 +4,20 @@
  * and is loaded only when called, so `imakeep replay` never loads the TPM or LevelDB code.
  *
  * Every error, in every verb: exit status 1 (2 for usage), one line on stderr
- * `imakeep: CODE: message`, no stack trace unless `--debug`.
+ * `imakeep: CODE: message`, no stack trace unless `--debug`; a usage error names where the usage
+ * is: `imakeep: USAGE: message (imakeep VERB --help)`. `--help` or `-h` anywhere after the verb
+ * prints the verb module's `usage` and exits 0, without running the verb.
  */
 import { ImakeepError, UsageError } from './errors.js';
 import type { CliVerb } from './cli/_verb.js';
 
-const VERBS: Record<string, { summary: string; load: () => Promise<{ default: CliVerb }> }> = {
+/** What a verb module exports: the verb and its usage text (`usage: imakeep VERB ...`). */
+interface VerbModule {
+  readonly default: CliVerb;
+  readonly usage: string;
+}
+
+const VERBS: Record<string, { summary: string; load: () => Promise<VerbModule> }> = {
   replay: { summary: 'replay a measurement list to PCR values', load: () => import('./cli/replay.js') },
   convert: { summary: 'convert a measurement list between kernel formats', load: () => import('./cli/convert.js') },
   tpm: { summary: 'TPM: pcrread, quote, verify', load: () => import('./cli/tpm.js') },
@@ -27,23 +35,31 @@ function usage(): string {
   return ['usage: imakeep <verb> [options]   (--debug for stack traces)', '', ...lines, ''].join('\n');
 }
 
+/** Runs the command line `argv` (without `node` and the script) and returns the exit status. */
 export async function main(argv: string[]): Promise<number> {
   const debug = argv.includes('--debug');
   const args = argv.filter((a) => a !== '--debug');
+  const verbName = args[0];
   try {
-    const verbName = args[0];
     if (verbName === undefined || verbName === '--help' || verbName === '-h') {
       process.stdout.write(usage());
       return verbName === undefined ? 2 : 0;
     }
-    const verb = VERBS[verbName];
-    if (verb === undefined) throw new UsageError(`unknown verb '${verbName}'\n${usage()}`);
+    const verb = Object.hasOwn(VERBS, verbName) ? VERBS[verbName] : undefined;
+    if (verb === undefined) throw new UsageError(`unknown verb '${verbName}' (imakeep --help)`);
     const mod = await verb.load();
-    return await mod.default(args.slice(1));
+    const rest = args.slice(1);
+    if (rest.includes('--help') || rest.includes('-h')) {
+      process.stdout.write(`${mod.usage}\n`);
+      return 0;
+    }
+    return await mod.default(rest);
   } catch (e) {
     if (debug) process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
     if (e instanceof ImakeepError) {
-      process.stderr.write(`imakeep: ${e.code}: ${e.message}\n`);
+      // One line, always: point at the verb's usage rather than print it.
+      const help = e instanceof UsageError && verbName !== undefined && Object.hasOwn(VERBS, verbName) ? ` (imakeep ${verbName} --help)` : '';
+      process.stderr.write(`imakeep: ${e.code}: ${e.message.replace(/\n/g, ' ')}${help}\n`);
       return e instanceof UsageError ? 2 : 1;
     }
     const msg = e instanceof Error ? e.message : String(e);

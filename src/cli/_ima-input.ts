@@ -4,7 +4,8 @@
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import { UsageError } from '../errors.js';
-import { BANKS, type BankName, type ListStreamOptions } from '../ima/index.js';
+import type { ListStreamOptions } from '../ima/index.js';
+import { bankArg, choiceOption } from './_verb.js';
 
 /** parseArgs options describing an input list. */
 export const LIST_INPUT_OPTIONS = {
@@ -19,19 +20,10 @@ export const LIST_INPUT_OPTIONS = {
  */
 const CHUNK_BYTES = 256 * 1024;
 
-/** A bank name given on the command line, or a UsageError. */
-export function bankArg(name: string, what: string): BankName {
-  const bank = BANKS.find((b) => b === name);
-  if (bank === undefined) throw new UsageError(`${what}: unknown bank '${name}' (${BANKS.join(', ')})`);
-  return bank;
-}
-
 /** The ListStreamOptions of `--format`, `--in-bank`, `--endian`. */
 export function listStreamOptions(values: { format?: string; 'in-bank'?: string; endian?: string }): ListStreamOptions {
-  const format = values.format ?? 'binary';
-  if (format !== 'binary' && format !== 'ascii') throw new UsageError(`--format must be binary or ascii, not '${format}'`);
-  const endian = values.endian ?? 'le';
-  if (endian !== 'le' && endian !== 'be') throw new UsageError(`--endian must be le or be, not '${endian}'`);
+  const format = choiceOption('format', values.format ?? 'binary', ['binary', 'ascii'] as const);
+  const endian = choiceOption('endian', values.endian ?? 'le', ['le', 'be'] as const);
   return { format, endian, bank: bankArg(values['in-bank'] ?? 'sha1', '--in-bank') };
 }
 

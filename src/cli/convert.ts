@@ -11,9 +11,14 @@
  * computed over it.
  */
 import { UsageError } from '../errors.js';
-import { concatBytes, encodeBinaryRecord, formatAsciiLineBytes, recordBatches, type BankMode } from '../ima/index.js';
-import { LIST_INPUT_OPTIONS, bankArg, listStreamOptions, openListInput } from './_ima-input.js';
-import { parseVerbArgs, writeStdout, type CliVerb } from './_verb.js';
+import { concatBytes, encodeBinaryRecord, formatAsciiLineBytes, recordBatches } from '../ima/index.js';
+import { LIST_INPUT_OPTIONS, listStreamOptions, openListInput } from './_ima-input.js';
+import { bankArg, choiceOption, parseVerbArgs, requireOptions, writeStdout, type CliVerb } from './_verb.js';
+
+/** Usage of `imakeep convert`. */
+export const usage = `usage: imakeep convert FILE --to ascii|binary [--bank sha1|sha256|sha384|sha512] [--mode native|padded]
+                       [--format binary|ascii] [--in-bank B] [--endian le|be]
+FILE may be - (stdin). The output keeps the input's byte order.`;
 
 const convert: CliVerb = async (argv) => {
   const { values, positionals } = parseVerbArgs(argv, {
@@ -23,15 +28,12 @@ const convert: CliVerb = async (argv) => {
     mode: { type: 'string' },
   });
   const file = positionals[0];
-  if (file === undefined || positionals.length > 1 || (values.to !== 'ascii' && values.to !== 'binary')) {
-    throw new UsageError('usage: imakeep convert FILE --to ascii|binary [--bank sha1|sha256|sha384|sha512] [--mode native|padded]');
-  }
-  const modeArg = values.mode ?? 'native';
-  if (modeArg !== 'native' && modeArg !== 'padded') throw new UsageError(`--mode must be native or padded, not '${modeArg}'`);
-  const mode: BankMode = modeArg;
+  if (file === undefined || positionals.length > 1) throw new UsageError('give exactly one FILE (- for stdin)');
+  const to = choiceOption('to', requireOptions(values, ['to']).to, ['ascii', 'binary'] as const);
+  const mode = choiceOption('mode', values.mode ?? 'native', ['native', 'padded'] as const);
   const listOptions = listStreamOptions(values);
   const out = { bank: bankArg(values.bank ?? 'sha1', '--bank'), mode, endian: listOptions.endian };
-  const toAscii = values.to === 'ascii';
+  const toAscii = to === 'ascii';
   let index = 0;
   for await (const batch of recordBatches(await openListInput(file), listOptions)) {
     const encoded = batch.map((rec) => (toAscii ? formatAsciiLineBytes(rec, out, index++) : encodeBinaryRecord(rec, out)));

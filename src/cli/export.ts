@@ -7,13 +7,13 @@
  *   imakeep export --store DIR [--since CURSOR] --out FILE [--max-bytes N] [--socket PATH]
  */
 import { open, rename, rm } from 'node:fs/promises';
-import { UsageError } from '../errors.js';
 import { daemonGet, daemonPaths } from '../collector/index.js';
 import { buildBundle, DEFAULT_BUNDLE_LIMITS, formatCursor, parseCursor } from '../serve/index.js';
 import { openStore, StoreError } from '../store/index.js';
-import { parseVerbArgs, writeStdout } from './_verb.js';
+import { integerOption, parseVerbArgs, requireOptions, writeStdout } from './_verb.js';
 
-const USAGE = `usage: imakeep export --store DIR [--since CURSOR] --out FILE [--max-bytes N] [--socket PATH]
+/** Usage of `imakeep export`. */
+export const usage = `usage: imakeep export --store DIR [--since CURSOR] --out FILE [--max-bytes N] [--socket PATH]
 Prints: <next cursor> <full|caught-up>. CURSOR is <boot>.<index>.<checkpoint>; default: the oldest boot's start.`;
 
 /** A bundle and its next cursor, built from the store, or fetched from the running daemon. */
@@ -57,20 +57,14 @@ async function writeWhole(path: string, bytes: Uint8Array): Promise<void> {
 export default async function exportVerb(argv: string[]): Promise<number> {
   const { values } = parseVerbArgs(
     argv,
-    { store: { type: 'string' }, since: { type: 'string' }, out: { type: 'string' }, 'max-bytes': { type: 'string' }, socket: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    { store: { type: 'string' }, since: { type: 'string' }, out: { type: 'string' }, 'max-bytes': { type: 'string' }, socket: { type: 'string' } },
     false,
   );
-  if (values.help === true) {
-    process.stdout.write(`${USAGE}\n`);
-    return 0;
-  }
-  if (values.store === undefined || values.out === undefined) throw new UsageError(`--store and --out are required\n${USAGE}`);
-  const maxText = values['max-bytes'];
-  const maxBytes = maxText === undefined ? DEFAULT_BUNDLE_LIMITS.maxBytes : Number(maxText);
-  if (!Number.isSafeInteger(maxBytes) || maxBytes <= 0) throw new UsageError(`--max-bytes must be a positive integer`);
-  if (values.since !== undefined) parseCursor(values.since);
-  const bundle = await bundleFrom(values.store, values.since, maxBytes, values.socket);
-  await writeWhole(values.out, bundle.bytes);
+  const { store, out, since, socket } = requireOptions(values, ['store', 'out']);
+  const maxBytes = integerOption('max-bytes', values['max-bytes'], 1) ?? DEFAULT_BUNDLE_LIMITS.maxBytes;
+  if (since !== undefined) parseCursor(since);
+  const bundle = await bundleFrom(store, since, maxBytes, socket);
+  await writeWhole(out, bundle.bytes);
   await writeStdout(`${bundle.next} ${bundle.full ? 'full' : 'caught-up'}\n`);
   return 0;
 }

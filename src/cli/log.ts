@@ -10,21 +10,14 @@
  * kernel's (its boot id matches).
  */
 import { pipeline } from 'node:stream/promises';
-import { UsageError } from '../errors.js';
-import { BANKS } from '../ima/index.js';
 import { DEFAULT_BOOT_ID_PATH, daemonGet, daemonPaths, runningKernelTail } from '../collector/index.js';
 import { openStore, StoreError, type ImaStore } from '../store/index.js';
 import { openLog, type LogQuery } from '../serve/index.js';
-import { parseVerbArgs, writeStdout, type CliVerb } from './_verb.js';
+import { bankArg, choiceOption, integerOption, parseVerbArgs, requireOptions, writeStdout, type CliVerb } from './_verb.js';
 
-const USAGE = `usage: imakeep log --store DIR [--securityfs DIR] [--from N] [--format binary|ascii] [--bank B]
+/** Usage of `imakeep log`. */
+export const usage = `usage: imakeep log --store DIR [--securityfs DIR] [--from N] [--format binary|ascii] [--bank B]
                    [--boot ID] [--socket PATH] [--boot-id-file PATH]`;
-
-function index(name: string, value: string | undefined): number | undefined {
-  if (value === undefined) return undefined;
-  if (!/^\d{1,15}$/.test(value)) throw new UsageError(`--${name} must be a non-negative integer\n${USAGE}`);
-  return Number(value);
-}
 
 const log: CliVerb = async (argv) => {
   const { values } = parseVerbArgs(
@@ -38,31 +31,24 @@ const log: CliVerb = async (argv) => {
       boot: { type: 'string' },
       socket: { type: 'string' },
       'boot-id-file': { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
     },
     false,
   );
-  if (values.help === true) {
-    process.stdout.write(`${USAGE}\n`);
-    return 0;
-  }
-  if (values.store === undefined) throw new UsageError(`--store is required\n${USAGE}`);
-  const format = values.format ?? 'binary';
-  if (format !== 'binary' && format !== 'ascii') throw new UsageError(`--format must be binary or ascii\n${USAGE}`);
-  const bank = BANKS.find((b) => b === (values.bank ?? 'sha1'));
-  if (bank === undefined) throw new UsageError(`--bank must be one of ${BANKS.join(', ')}\n${USAGE}`);
-  const query: LogQuery = { boot: index('boot', values.boot), from: index('from', values.from), format, bank };
+  const { store: storeDir } = requireOptions(values, ['store']);
+  const format = choiceOption('format', values.format ?? 'binary', ['binary', 'ascii'] as const);
+  const bank = bankArg(values.bank ?? 'sha1', '--bank');
+  const query: LogQuery = { boot: integerOption('boot', values.boot, 0), from: integerOption('from', values.from, 0), format, bank };
 
   let store: ImaStore;
   try {
-    store = await openStore(values.store);
+    store = await openStore(storeDir);
   } catch (e) {
     if (!(e instanceof StoreError && e.code === 'STORE_LOCKED')) throw e;
     // The daemon holds the store: ask it.
     const params = new URLSearchParams({ format, bank });
     if (query.boot !== undefined) params.set('boot', String(query.boot));
     if (query.from !== undefined) params.set('from', String(query.from));
-    const res = await daemonGet(values.socket ?? daemonPaths(values.store).socket, `/v1/log?${params.toString()}`);
+    const res = await daemonGet(values.socket ?? daemonPaths(storeDir).socket, `/v1/log?${params.toString()}`);
     await pipeline(res, process.stdout, { end: false });
     return 0;
   }

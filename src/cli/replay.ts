@@ -30,8 +30,14 @@ import {
   type BankName,
   type PcrReplayOptions,
 } from '../ima/index.js';
-import { LIST_INPUT_OPTIONS, bankArg, listStreamOptions, openListFile, openListInput } from './_ima-input.js';
-import { parseVerbArgs, writeStdout, type CliVerb } from './_verb.js';
+import { LIST_INPUT_OPTIONS, listStreamOptions, openListFile, openListInput } from './_ima-input.js';
+import { bankArg, integerOption, parseVerbArgs, writeStdout, type CliVerb } from './_verb.js';
+
+/** Usage of `imakeep replay`. */
+export const usage = `usage: imakeep replay FILE [--format binary|ascii] [--in-bank B] [--endian le|be]
+                      [--bank B ...] [--padded] [--expect [BANK,]PCRS ...] [--threads N] [--json]
+FILE may be - (stdin). PCRS: a pcrs.json (banks.<bank>.<index> = hex) or a pcr-<bank>.txt (PCR-NN: hex).
+Exit 0 only if every --expect bank matches; IMA_REPLAY_MISMATCH (exit 1) otherwise.`;
 
 /** The IMA PCR every expected bank must match. */
 const IMA_PCR = 10;
@@ -121,12 +127,9 @@ const replay: CliVerb = async (argv) => {
     json: { type: 'boolean' },
   });
   const file = positionals[0];
-  if (file === undefined || positionals.length > 1) {
-    throw new UsageError('usage: imakeep replay FILE [--format binary|ascii] [--expect PCRS ...] [--threads N] [--json]');
-  }
+  if (file === undefined || positionals.length > 1) throw new UsageError('give exactly one FILE (- for stdin)');
   const listOptions = listStreamOptions(values);
-  const threads = values.threads === undefined ? undefined : Number(values.threads);
-  if (threads !== undefined && !(Number.isSafeInteger(threads) && threads >= 0)) throw new UsageError(`--threads must be a count, not '${values.threads}'`);
+  const threads = integerOption('threads', values.threads, 0);
   const expected: ExpectedPcrs = {};
   for (const arg of values.expect ?? []) readExpected(arg, expected);
   const expectedBanks = BANKS.filter((b) => expected[b] !== undefined);

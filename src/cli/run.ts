@@ -10,8 +10,6 @@
  * One line per cycle on stdout. Test seam: see `parseCrashAt` (IMAKEEP_TEST_CRASH_AT).
  */
 import { rmSync } from 'node:fs';
-import { UsageError } from '../errors.js';
-import { BANKS, type BankName } from '../ima/index.js';
 import {
   COLLECTOR_DEFAULTS,
   COLLECTOR_STEPS,
@@ -26,29 +24,14 @@ import {
 import { openStore } from '../store/index.js';
 import { Tpm, TpmQuoter } from '../tpm/index.js';
 import { startApiServer, TpmQuoteSource as ServeQuoteSource, type MetricSample } from '../serve/index.js';
-import { parseVerbArgs, type CliVerb } from './_verb.js';
+import { banksOption, choiceOption, integerOption, interruptSignal, parseVerbArgs, requireOptions, type CliVerb } from './_verb.js';
 
-const USAGE = `usage: imakeep run --securityfs DIR --tpm ADDR --store DIR [--flavor auto|n|staged|none]
+/** Usage of `imakeep run`. */
+export const usage = `usage: imakeep run --securityfs DIR --tpm ADDR --store DIR [--flavor auto|n|staged|none]
                    [--interval MS] [--socket PATH] [--banks sha1,sha256] [--cycle-at-records N]
                    [--chunk-bytes N] [--boot-id-file PATH] [--cmdline-file PATH] [--once]`;
 
 const FLAVORS: readonly FlavorChoice[] = ['auto', 'n', 'staged', 'none'];
-
-function positive(name: string, value: string | undefined): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (!Number.isSafeInteger(n) || n <= 0) throw new UsageError(`--${name} must be a positive integer\n${USAGE}`);
-  return n;
-}
-
-function banksOption(value: string | undefined): BankName[] | undefined {
-  if (value === undefined) return undefined;
-  return value.split(',').map((b) => {
-    const bank = BANKS.find((x) => x === b);
-    if (bank === undefined) throw new UsageError(`unknown bank '${b}' (one of ${BANKS.join(', ')})`);
-    return bank;
-  });
-}
 
 /** Prometheus samples of a collector status. */
 export function statusSamples(s: CollectorStatus): MetricSample[] {
@@ -100,29 +83,18 @@ const run: CliVerb = async (argv) => {
       'boot-id-file': { type: 'string' },
       'cmdline-file': { type: 'string' },
       once: { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' },
     },
     false,
   );
-  if (values.help === true) {
-    process.stdout.write(`${USAGE}\n`);
-    return 0;
-  }
-  if (values.tpm === undefined || values.store === undefined) throw new UsageError(`--tpm and --store are required\n${USAGE}`);
-  const flavorText = values.flavor ?? values.flavour ?? 'auto';
-  const flavor = FLAVORS.find((f) => f === flavorText);
-  if (flavor === undefined) throw new UsageError(`--flavor must be one of ${FLAVORS.join(', ')}\n${USAGE}`);
-  const chunkBytes = positive('chunk-bytes', values['chunk-bytes']);
-  const storeDir = values.store;
+  const { tpm: tpmAddress, store: storeDir } = requireOptions(values, ['tpm', 'store']);
+  const flavor = choiceOption('flavor', values.flavor ?? values.flavour ?? 'auto', FLAVORS);
+  const chunkBytes = integerOption('chunk-bytes', values['chunk-bytes'], 1);
   const paths = daemonPaths(storeDir);
   const socket = values.socket ?? paths.socket;
 
-  const abort = new AbortController();
-  const stop = (): void => abort.abort();
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  const stop = interruptSignal();
   const store = await openStore(storeDir);
-  const tpm = Tpm.open(values.tpm);
+  const tpm = Tpm.open(tpmAddress);
   // The one owner of the TPM connection and AK: the cycle's checkpoints and the API's quotes go
   // through it in turn (a connection closed by one while the other's AK is loaded would flush it).
   const quoter = new TpmQuoter(tpm);
@@ -134,9 +106,9 @@ const run: CliVerb = async (argv) => {
       cmdlinePath: values['cmdline-file'],
       bootIdPath: values['boot-id-file'],
       flavor,
-      banks: banksOption(values.banks),
-      intervalMs: positive('interval', values.interval),
-      cycleAtRecords: positive('cycle-at-records', values['cycle-at-records']),
+      banks: banksOption('banks', values.banks),
+      intervalMs: integerOption('interval', values.interval, 1),
+      cycleAtRecords: integerOption('cycle-at-records', values['cycle-at-records'], 1),
       chunkBounds: chunkBytes === undefined ? undefined : { ...COLLECTOR_DEFAULTS.chunkBounds, maxBytes: chunkBytes },
       hooks: crashHook(),
     });
@@ -163,7 +135,7 @@ const run: CliVerb = async (argv) => {
       if (values.once === true) {
         await collector.runOnce();
       } else {
-        await collector.run(abort.signal, (report, error) => {
+        await collector.run(stop.signal, (report, error) => {
           collector.writeStatusFile(paths.statusFile);
           const s = collector.status();
           const what = report === undefined ? `failed: ${s.condition?.code ?? 'ERROR'}: ${s.condition?.message ?? String(error)}` : `drained ${report.drained} stored ${report.stored} checkpoint ${report.checkpoint ?? '-'} removed +${report.removed}`;
@@ -179,8 +151,7 @@ const run: CliVerb = async (argv) => {
   } finally {
     await store.close();
     await quoter.close();
-    process.removeListener('SIGINT', stop);
-    process.removeListener('SIGTERM', stop);
+    stop.dispose();
   }
 };
 

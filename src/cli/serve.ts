@@ -15,9 +15,10 @@ import { DEFAULT_BOOT_ID_PATH, daemonPaths, runningKernelTail } from '../collect
 import { startApiServer, TpmQuoteSource, type ListenAddress } from '../serve/index.js';
 import { openStore } from '../store/index.js';
 import { Tpm } from '../tpm/index.js';
-import { parseVerbArgs } from './_verb.js';
+import { interruptSignal, parseVerbArgs, requireOptions } from './_verb.js';
 
-const USAGE = `usage: imakeep serve --store DIR [--socket PATH | --listen HOST:PORT] [--tpm ADDR]
+/** Usage of `imakeep serve`. */
+export const usage = `usage: imakeep serve --store DIR [--socket PATH | --listen HOST:PORT] [--tpm ADDR]
                      [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--securityfs DIR [--boot-id-file PATH]]
 Default: unix socket DIR/imakeep.sock (mode 0660). TCP binds loopback only, unless TLS with client
 certificates (--tls-*: server certificate and key, CA of the client certificates) is given.
@@ -51,28 +52,22 @@ export default async function serve(argv: string[]): Promise<number> {
       'tls-ca': { type: 'string' },
       securityfs: { type: 'string' },
       'boot-id-file': { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
     },
     false,
   );
-  if (values.help === true) {
-    process.stdout.write(`${USAGE}\n`);
-    return 0;
-  }
-  if (values.store === undefined) throw new UsageError(`--store is required\n${USAGE}`);
-  const address = listenAddress(values, values.store);
-  const store = await openStore(values.store);
+  const { store: storeDir } = requireOptions(values, ['store']);
+  const address = listenAddress(values, storeDir);
+  const store = await openStore(storeDir);
   const tpm = values.tpm === undefined ? undefined : Tpm.open(values.tpm);
+  const stop = interruptSignal();
   try {
     const tail = values.securityfs === undefined ? undefined : await runningKernelTail(store, values.securityfs, values['boot-id-file'] ?? DEFAULT_BOOT_ID_PATH);
     const server = await startApiServer({ store, tail, quotes: tpm === undefined ? undefined : new TpmQuoteSource(tpm) }, address);
     process.stdout.write(`imakeep serve: ${server.address}\n`);
-    await new Promise<void>((resolve) => {
-      process.once('SIGINT', resolve);
-      process.once('SIGTERM', resolve);
-    });
+    await stop.interrupted;
     await server.close();
   } finally {
+    stop.dispose();
     await tpm?.close();
     await store.close();
   }

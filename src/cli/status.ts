@@ -9,13 +9,13 @@
  * last status file the daemon left as `collector`.
  */
 import { readFileSync } from 'node:fs';
-import { UsageError } from '../errors.js';
 import { daemonGet, daemonPaths } from '../collector/index.js';
 import { bootSummaries } from '../serve/index.js';
 import { openStore, StoreError } from '../store/index.js';
-import { parseVerbArgs, writeStdout, type CliVerb } from './_verb.js';
+import { parseVerbArgs, requireOptions, writeStdout, type CliVerb } from './_verb.js';
 
-const USAGE = 'usage: imakeep status --store DIR [--json] [--socket PATH]';
+/** Usage of `imakeep status`. */
+export const usage = 'usage: imakeep status --store DIR [--json] [--socket PATH]';
 
 function readJsonFile(path: string): unknown {
   try {
@@ -66,16 +66,12 @@ function summary(status: Record<string, unknown>): string {
 }
 
 const status: CliVerb = async (argv) => {
-  const { values } = parseVerbArgs(argv, { store: { type: 'string' }, json: { type: 'boolean' }, socket: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, false);
-  if (values.help === true) {
-    process.stdout.write(`${USAGE}\n`);
-    return 0;
-  }
-  if (values.store === undefined) throw new UsageError(`--store is required\n${USAGE}`);
-  const paths = daemonPaths(values.store);
+  const { values } = parseVerbArgs(argv, { store: { type: 'string' }, json: { type: 'boolean' }, socket: { type: 'string' } }, false);
+  const { store: storeDir } = requireOptions(values, ['store']);
+  const paths = daemonPaths(storeDir);
   let result: Record<string, unknown>;
   try {
-    result = await storeStatus(values.store, paths.statusFile);
+    result = await storeStatus(storeDir, paths.statusFile);
   } catch (e) {
     if (!(e instanceof StoreError && e.code === 'STORE_LOCKED')) throw e;
     result = await daemonStatus(values.socket ?? paths.socket, paths.statusFile);

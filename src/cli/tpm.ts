@@ -16,7 +16,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createPublicKey } from 'node:crypto';
 import { join } from 'node:path';
 import { UsageError } from '../errors.js';
-import { BANKS, type BankName } from '../ima/record.js';
+import type { BankName } from '../ima/record.js';
 import {
   DEFAULT_TPM_DEVICE,
   type PcrRef,
@@ -26,19 +26,16 @@ import {
   publicKeyFromTpm2b,
   verifyQuote,
 } from '../tpm/index.js';
-import { parseVerbArgs, writeStdout } from './_verb.js';
+import { bankArg, choiceOption, parseVerbArgs, requireOptions, writeStdout } from './_verb.js';
 
-const USAGE = `usage:
-  imakeep tpm pcrread [--tpm ADDR] [--pcrs sha1:10,sha256:10] [--json]
-  imakeep tpm quote   [--tpm ADDR] --nonce HEX [--pcrs sha256:10] --out DIR [--ak ecc|rsa]
-  imakeep tpm verify  DIR --nonce HEX [--ak ak.pem] [--json]
+/** Usage of `imakeep tpm` and its subcommands. */
+export const usage = `usage: imakeep tpm pcrread [--tpm ADDR] [--pcrs sha1:10,sha256:10] [--json]
+       imakeep tpm quote   [--tpm ADDR] --nonce HEX [--pcrs sha256:10] --out DIR [--ak ecc|rsa]
+       imakeep tpm verify  DIR --nonce HEX [--ak ak.pem] [--json]
 ADDR: swtpm:HOST:PORT | device:/dev/tpmrm0 (default when present)
 pcrread without --pcrs reads PCR 10 of every active bank.
 A quote directory holds attest.bin, sig.bin, pcrs.bin (tpm2-tools PCR file) and ak.pem;
-verify also accepts tpm2-tools' quote.msg, quote.sig, quote.pcrs.
-`;
-
-const isBank = (s: string): s is BankName => (BANKS as readonly string[]).includes(s);
+verify also accepts tpm2-tools' quote.msg, quote.sig, quote.pcrs.`;
 
 /**
  * Parses a PCR list: `sha1:10,sha256:10` or tpm2-tools' `sha256:10,11+sha1:10` (a bare number
@@ -49,10 +46,7 @@ export function parsePcrSpec(spec: string): PcrRef[] {
   let bank: BankName | undefined;
   for (const token of spec.split(/[+,]/)) {
     const [name, index] = token.includes(':') ? token.split(':', 2) : [undefined, token];
-    if (name !== undefined) {
-      if (!isBank(name)) throw new UsageError(`unknown PCR bank '${name}' in '${spec}'`);
-      bank = name;
-    }
+    if (name !== undefined) bank = bankArg(name, `PCR list '${spec}'`);
     const pcr = Number(index);
     if (bank === undefined || index === undefined || !/^\d+$/.test(index) || pcr > 23) {
       throw new UsageError(`bad PCR list '${spec}': expected e.g. sha1:10,sha256:10`);
@@ -62,8 +56,8 @@ export function parsePcrSpec(spec: string): PcrRef[] {
   return refs;
 }
 
-function parseHex(name: string, hex: string | undefined): Uint8Array {
-  if (hex === undefined || !/^([0-9a-fA-F]{2})+$/.test(hex)) throw new UsageError(`--${name} must be an even number of hex digits`);
+function parseHex(name: string, hex: string): Uint8Array {
+  if (!/^([0-9a-fA-F]{2})+$/.test(hex)) throw new UsageError(`--${name} must be an even number of hex digits`);
   return new Uint8Array(Buffer.from(hex, 'hex'));
 }
 
@@ -100,21 +94,20 @@ async function quote(argv: string[]): Promise<number> {
     { tpm: { type: 'string' }, nonce: { type: 'string' }, pcrs: { type: 'string' }, out: { type: 'string' }, ak: { type: 'string' } },
     false,
   );
-  const nonce = parseHex('nonce', values.nonce);
-  if (values.out === undefined) throw new UsageError('--out DIR is required');
-  const alg = values.ak ?? 'ecc';
-  if (alg !== 'ecc' && alg !== 'rsa') throw new UsageError('--ak must be ecc or rsa');
+  const { out, nonce: nonceHex } = requireOptions(values, ['nonce', 'out']);
+  const nonce = parseHex('nonce', nonceHex);
+  const alg = choiceOption('ak', values.ak ?? 'ecc', ['ecc', 'rsa'] as const);
   const pcrs = parsePcrSpec(values.pcrs ?? 'sha256:10');
   const tpm = Tpm.open(tpmAddress(values.tpm));
   try {
     const q = await tpm.withAk({ alg }, async (ak) => ({ ...(await tpm.quote({ nonce, pcrs, ak })), akPublic: ak.public }));
     const pem = publicKeyFromTpm2b(q.akPublic).export({ type: 'spki', format: 'pem' });
-    await mkdir(values.out, { recursive: true });
+    await mkdir(out, { recursive: true });
     await Promise.all([
-      writeFile(join(values.out, 'attest.bin'), q.attest),
-      writeFile(join(values.out, 'sig.bin'), q.signature),
-      writeFile(join(values.out, 'pcrs.bin'), encodePcrBlob(q.pcrs)),
-      writeFile(join(values.out, 'ak.pem'), pem),
+      writeFile(join(out, 'attest.bin'), q.attest),
+      writeFile(join(out, 'sig.bin'), q.signature),
+      writeFile(join(out, 'pcrs.bin'), encodePcrBlob(q.pcrs)),
+      writeFile(join(out, 'ak.pem'), pem),
     ]);
     await writeStdout(q.pcrs.map((v) => `${v.bank}:${v.pcr} ${hex(v.value)}\n`).join(''));
     return 0;
@@ -134,7 +127,7 @@ async function verify(argv: string[]): Promise<number> {
   const { values, positionals } = parseVerbArgs(argv, { nonce: { type: 'string' }, ak: { type: 'string' }, json: { type: 'boolean' } });
   const [dir] = positionals;
   if (dir === undefined || positionals.length > 1) throw new UsageError('expected one quote directory');
-  const nonce = parseHex('nonce', values.nonce);
+  const nonce = parseHex('nonce', requireOptions(values, ['nonce']).nonce);
   const [attest, signature, pcrBlob, akPem] = await Promise.all([
     readOneOf(dir, ['attest.bin', 'quote.msg']),
     readOneOf(dir, ['sig.bin', 'quote.sig']),
@@ -166,11 +159,7 @@ const SUBCOMMANDS: Readonly<Record<string, (argv: string[]) => Promise<number>>>
 /** `imakeep tpm <pcrread|quote|verify> ...` */
 export default async function tpmVerb(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
-  if (sub === '--help' || sub === '-h') {
-    await writeStdout(USAGE);
-    return 0;
-  }
-  const run = sub === undefined ? undefined : SUBCOMMANDS[sub];
-  if (run === undefined) throw new UsageError(`unknown tpm subcommand '${sub ?? ''}'\n${USAGE}`);
+  const run = sub !== undefined && Object.hasOwn(SUBCOMMANDS, sub) ? SUBCOMMANDS[sub] : undefined;
+  if (run === undefined) throw new UsageError(`unknown tpm subcommand '${sub ?? ''}' (one of ${Object.keys(SUBCOMMANDS).join(', ')})`);
   return run(rest);
 }

@@ -24,9 +24,10 @@ import {
   VerifyError,
   type BundleReport,
 } from '../verify/index.js';
-import { parseVerbArgs, writeStdout } from './_verb.js';
+import { choiceOption, parseVerbArgs, writeStdout } from './_verb.js';
 
-const USAGE = `usage: imakeep verify BUNDLE... [--ak PEM] [--from-checkpoint STATE.json] [--state-out FILE] [--json]
+/** Usage of `imakeep verify`. */
+export const usage = `usage: imakeep verify BUNDLE... [--ak PEM] [--from-checkpoint STATE.json] [--state-out FILE] [--json]
        imakeep verify LOG --quote QUOTE.json [--nonce TEXT] [--ak PEM] [--format binary|ascii] [--json]`;
 
 /**
@@ -75,13 +76,8 @@ export default async function verify(argv: string[]): Promise<number> {
     quote: { type: 'string' },
     nonce: { type: 'string' },
     format: { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
   });
-  if (values.help === true) {
-    process.stdout.write(`${USAGE}\n`);
-    return 0;
-  }
-  if (positionals.length === 0) throw new UsageError(`give at least one BUNDLE or LOG\n${USAGE}`);
+  if (positionals.length === 0) throw new UsageError('give at least one BUNDLE or LOG');
   const trustedAk = values.ak === undefined ? undefined : trustedAkFromPem(await readFile(values.ak));
   const json = values.json === true;
   try {
@@ -89,8 +85,7 @@ export default async function verify(argv: string[]): Promise<number> {
     if (values.quote !== undefined || !(await isBundle(first))) {
       if (values.quote === undefined) throw new UsageError(`${first} is not an evidence bundle; to check a log give --quote QUOTE.json`);
       if (positionals.length !== 1) throw new UsageError('give exactly one LOG with --quote');
-      const format = values.format ?? 'binary';
-      if (format !== 'binary' && format !== 'ascii') throw new UsageError('--format must be binary or ascii');
+      const format = choiceOption('format', values.format ?? 'binary', ['binary', 'ascii'] as const);
       const q = parseKeylimeQuote(await readFile(values.quote, 'utf8'));
       const ak = trustedAk ?? (q.pubkey === undefined ? undefined : createPublicKey(q.pubkey));
       if (ak === undefined) throw new UsageError('no AK: give --ak or a quote response with pubkey');

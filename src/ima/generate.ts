@@ -36,8 +36,11 @@ export interface WorkloadOptions {
   readonly endian?: Endian;
 }
 
-/** mulberry32: a small, fast, well-mixed 32-bit PRNG, enough for test workloads (not crypto). */
-function mulberry32(seed: number): () => number {
+/**
+ * mulberry32: a small, fast, well-mixed 32-bit PRNG, enough for test workloads (not crypto).
+ * Returns a generator of uint32 values; seeded, so a failing test run replays.
+ */
+export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

@@ -65,6 +65,7 @@ export {
   ImaWorkload,
   digestNgField,
   makeRecord,
+  mulberry32,
   nameNgField,
   type WorkloadOptions,
   type WorkloadTemplate,

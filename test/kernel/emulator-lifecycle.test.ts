@@ -5,7 +5,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,6 +29,17 @@ async function waitFor(cond: () => boolean, ms = 5000): Promise<boolean> {
   return cond();
 }
 
+/** `imakeep sim ARGS` as a child process: its stdout so far, and its exit code once it exits. */
+function startSim(args: readonly string[]): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
+  const child = spawn(process.execPath, [join(REPO_ROOT, 'dist', 'src', 'cli.js'), 'sim', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, output: () => out, exited };
+}
+
 describe('emulator life cycle', () => {
   let work: string;
   before(() => {
@@ -41,19 +52,14 @@ describe('emulator life cycle', () => {
 
   it('imakeep sim appends --count records, runs until SIGTERM, unmounts, exits 0', async () => {
     const dir = join(work, 'cli');
-    const child = spawn(process.execPath, [join(REPO_ROOT, 'dist', 'src', 'cli.js'), 'sim', '--mount', dir, '--rate', '0', '--count', '300'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const { child, output, exited } = startSim(['--mount', dir, '--rate', '0', '--count', '300']);
     try {
-      assert.ok(await waitFor(() => out.includes('running until'), 15_000), out);
+      assert.ok(await waitFor(() => output().includes('running until'), 15_000), output());
       assert.equal(readFileSync(join(dir, 'ima', 'runtime_measurements_count'), 'latin1'), '300\n');
       child.kill('SIGTERM');
       assert.equal(await exited, 0);
       assert.equal(mounted(dir), false);
-      assert.match(out, /stopping after 300 records/);
+      assert.match(output(), /stopping after 300 records/);
     } finally {
       if (child.exitCode === null) child.kill('SIGKILL');
     }
@@ -62,16 +68,9 @@ describe('emulator life cycle', () => {
   it('imakeep sim --source replays a capture byte for byte', async () => {
     const dir = join(work, 'cli-capture');
     const capture = join(REPO_ROOT, 'test', 'fixtures', 'real-kernel', 'keys-ima-ng', 'log-a');
-    const child = spawn(process.execPath, [join(REPO_ROOT, 'dist', 'src', 'cli.js'), 'sim', '--mount', dir, '--source', join(capture, 'binary_runtime_measurements'), '--rate', '0'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const { child, output, exited } = startSim(['--mount', dir, '--source', join(capture, 'binary_runtime_measurements'), '--rate', '0']);
     try {
-      assert.ok(await waitFor(() => out.includes('running until'), 15_000), out);
+      assert.ok(await waitFor(() => output().includes('running until'), 15_000), output());
       assert.ok(readFileSync(join(dir, 'ima', 'ascii_runtime_measurements')).equals(readFileSync(join(capture, 'ascii_runtime_measurements'))));
       child.kill('SIGINT');
       assert.equal(await exited, 0);

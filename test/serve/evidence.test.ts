@@ -6,44 +6,34 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { mulberry32 } from '../../src/ima/index.js';
 import { decodeChunk } from '../../src/store/index.js';
-import { decodeBundle, startApiServer, type ApiServer } from '../../src/serve/index.js';
+import { decodeBundle } from '../../src/serve/index.js';
 import { publicKeyFromTpm2b } from '../../src/tpm/index.js';
 import { EvidenceVerifier } from '../../src/verify/index.js';
-import { SimulatedDevice } from './_device.js';
+import type { SimulatedDevice } from './_device.js';
 import { errorCode, get, getCut, type Target } from './_http.js';
+import { ServedDevice } from './_served.js';
 
-/** mulberry32, seeded: the cut points are the same on every run. */
+/** Seeded numbers in [0, 1): the cut points are the same on every run. */
 function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 0x1_0000_0000;
-  };
+  const next = mulberry32(seed);
+  return () => next() / 0x1_0000_0000;
 }
 
 describe('evidence sync', () => {
+  let served: ServedDevice;
   let device: SimulatedDevice;
-  let server: ApiServer;
-  let work: string;
   let target: Target;
 
   before(async () => {
-    work = mkdtempSync(join(tmpdir(), 'imakeep-evidence-'));
-    device = await SimulatedDevice.start({ chunkRecords: 25 });
-    target = { socket: join(work, 'api.sock') };
-    server = await startApiServer({ store: device.store }, target);
+    served = await ServedDevice.start('evidence', { chunkRecords: 25 });
+    device = served.device;
+    ({ target } = await served.serve());
   });
 
   after(async () => {
-    await server?.close();
-    await device?.close();
-    rmSync(work, { recursive: true, force: true });
+    await served?.close();
   });
 
   it('cut at random points and resumed: no gap, no duplicate, verifies', async () => {

@@ -8,15 +8,15 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ServeError, startApiServer, type ApiServer } from '../../src/serve/index.js';
-import { SimulatedDevice } from './_device.js';
+import type { SimulatedDevice } from './_device.js';
 import { errorCode, get, type Target } from './_http.js';
+import { ServedDevice } from './_served.js';
 
 /** Writes `data` on a raw connection and returns everything the server sends until it closes. */
 function raw(socket: string, data: string | Buffer, timeoutMs = 5000): Promise<string> {
@@ -38,6 +38,7 @@ function raw(socket: string, data: string | Buffer, timeoutMs = 5000): Promise<s
 }
 
 describe('hostile clients', () => {
+  let served: ServedDevice;
   let device: SimulatedDevice;
   let server: ApiServer;
   let work: string;
@@ -45,18 +46,15 @@ describe('hostile clients', () => {
   let target: Target;
 
   before(async () => {
-    work = mkdtempSync(join(tmpdir(), 'imakeep-hostile-'));
-    device = await SimulatedDevice.start({ chunkRecords: 200 });
+    served = await ServedDevice.start('hostile', { chunkRecords: 200 });
+    ({ device, work } = served);
     for (let i = 0; i < 6; i++) await device.cycle(1500);
+    ({ server, target } = await served.serve({ tail: device.tail() }, 'socket', { headersTimeoutMs: 1000, requestTimeoutMs: 2000, idleTimeoutMs: 1000 }));
     socket = join(work, 'api.sock');
-    target = { socket };
-    server = await startApiServer({ store: device.store, tail: device.tail() }, { socket }, { headersTimeoutMs: 1000, requestTimeoutMs: 2000, idleTimeoutMs: 1000 });
   });
 
   after(async () => {
-    await server?.close();
-    await device?.close();
-    rmSync(work, { recursive: true, force: true });
+    await served?.close();
   });
 
   it('garbage on a raw socket gets 400 and the connection closed; the server still answers', async () => {

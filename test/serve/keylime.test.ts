@@ -7,14 +7,13 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createPublicKey } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AsciiListParser, PcrReplay, formatAsciiLineBytes, toHex } from '../../src/ima/index.js';
 import { decodePcrBlob, verifyQuote } from '../../src/tpm/index.js';
-import { startApiServer, TpmQuoteSource, type ApiServer } from '../../src/serve/index.js';
-import { SimulatedDevice } from './_device.js';
+import { startApiServer, TpmQuoteSource } from '../../src/serve/index.js';
+import type { SimulatedDevice } from './_device.js';
 import { errorCode, get, json, type Target } from './_http.js';
+import { ServedDevice } from './_served.js';
 
 interface KeylimeResults {
   readonly quote: string;
@@ -35,22 +34,18 @@ function results(body: unknown): KeylimeResults {
 }
 
 describe('Keylime pull over imakeep', () => {
+  let served: ServedDevice;
   let device: SimulatedDevice;
-  let server: ApiServer;
-  let work: string;
   let target: Target;
 
   before(async () => {
-    work = mkdtempSync(join(tmpdir(), 'imakeep-keylime-'));
-    device = await SimulatedDevice.start({ chunkRecords: 32 });
-    target = { socket: join(work, 'api.sock') };
-    server = await startApiServer({ store: device.store, tail: device.tail({ batch: 25 }), quotes: new TpmQuoteSource(device.tpm) }, target);
+    served = await ServedDevice.start('keylime', { chunkRecords: 32 });
+    device = served.device;
+    ({ target } = await served.serve({ tail: device.tail({ batch: 25 }), quotes: new TpmQuoteSource(device.tpm) }));
   });
 
   after(async () => {
-    await server?.close();
-    await device?.close();
-    rmSync(work, { recursive: true, force: true });
+    await served?.close();
   });
 
   it('incremental pulls across 8 removal cycles give exactly the untrimmed list, and every quote verifies and replays', async () => {
@@ -109,9 +104,9 @@ describe('Keylime pull over imakeep', () => {
   });
 
   it('without a quote source the route answers 503', async () => {
-    const bare = await startApiServer({ store: device.store }, { socket: join(work, 'bare.sock') });
+    const bare = await startApiServer({ store: device.store }, { socket: join(served.work, 'bare.sock') });
     try {
-      const reply = await get({ socket: join(work, 'bare.sock') }, '/v1/quote?nonce=abc');
+      const reply = await get({ socket: join(served.work, 'bare.sock') }, '/v1/quote?nonce=abc');
       assert.equal(reply.status, 503);
       assert.equal(errorCode(reply), 'SERVE_UNAVAILABLE');
     } finally {

@@ -8,13 +8,13 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { encodeBinaryList, formatAsciiLineBytes, toHex, type BankName, type ImaRecord } from '../../src/ima/index.js';
-import { openLog, ServeError, startApiServer, type ApiServer } from '../../src/serve/index.js';
-import { SimulatedDevice } from './_device.js';
+import { openLog, ServeError } from '../../src/serve/index.js';
+import type { SimulatedDevice } from './_device.js';
 import { errorCode, get, type Target } from './_http.js';
+import { ServedDevice } from './_served.js';
 
 function expected(records: readonly ImaRecord[], format: 'binary' | 'ascii', bank: BankName): Buffer {
   if (format === 'binary') return Buffer.from(encodeBinaryList(records, { bank, mode: 'native' }));
@@ -28,32 +28,25 @@ async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Buffer> {
 }
 
 describe('log stream over HTTP', () => {
+  let served: ServedDevice;
   let device: SimulatedDevice;
-  let server: ApiServer;
-  let tcp: ApiServer;
   let work: string;
   let socket: Target;
   let loopback: Target;
 
   before(async () => {
-    work = mkdtempSync(join(tmpdir(), 'imakeep-serve-log-'));
-    device = await SimulatedDevice.start({ chunkRecords: 40 });
+    served = await ServedDevice.start('serve-log', { chunkRecords: 40 });
+    ({ device, work } = served);
     for (let i = 0; i < 4; i++) await device.cycle(57 + i * 11); // stored, quoted, removed
     await device.measure(23); // stored, not quoted: still in the kernel
     await device.collect();
     await device.measure(45); // only in the kernel
-    server = await startApiServer({ store: device.store, tail: device.tail({ batch: 16 }) }, { socket: join(work, 'api.sock') });
-    tcp = await startApiServer({ store: device.store, tail: device.tail() }, { host: '127.0.0.1', port: 0 });
-    socket = { socket: join(work, 'api.sock') };
-    const port = Number(new URL(tcp.address).port);
-    loopback = { host: '127.0.0.1', port };
+    ({ target: socket } = await served.serve({ tail: device.tail({ batch: 16 }) }));
+    ({ target: loopback } = await served.serve({ tail: device.tail() }, 'loopback'));
   });
 
   after(async () => {
-    await server?.close();
-    await tcp?.close();
-    await device?.close();
-    rmSync(work, { recursive: true, force: true });
+    await served?.close();
   });
 
   it('the three regions are all present (removed, stored in kernel, kernel only)', async () => {

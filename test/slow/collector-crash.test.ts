@@ -12,19 +12,14 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { COLLECTOR_STEPS } from '../../src/collector/index.js';
+import { mulberry32 } from '../../src/ima/index.js';
 import { replayPcr10, startRig, tpmPcr10, type Rig } from '../collector/_rig.js';
 import { runCli, startDaemon, waitFor } from '../collector/_daemon.js';
 
-/** Deterministic pseudo-random numbers (mulberry32), so a failure replays. */
+/** Deterministic pseudo-random numbers in [0, 1), so a failure replays. */
 function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = mulberry32(seed);
+  return () => next() / 0x1_0000_0000;
 }
 
 const DAEMON_ARGS = ['--interval', '40', '--cycle-at-records', '100', '--chunk-bytes', '8192'];

@@ -1,20 +1,10 @@
 /** Deterministic records and values shared by the store tests and bench/store.ts. */
-import type { ImaRecord, PcrReplayState } from '../../src/ima/index.js';
+import { concatBytes, type ImaRecord, type PcrReplayState } from '../../src/ima/index.js';
 import type { BootInfo, Checkpoint } from '../../src/store/index.js';
 
 function u32le(n: number): Uint8Array {
   const out = new Uint8Array(4);
   new DataView(out.buffer).setUint32(0, n, true);
-  return out;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
   return out;
 }
 
@@ -32,10 +22,10 @@ export function makeRecord(i: number): ImaRecord {
   const path = new TextEncoder().encode(`/usr/lib/x86_64-linux-gnu/file-${i}.so\0`);
   if (i % 97 === 96) {
     const name = path.subarray(0, path.length - 1);
-    return { pcr: 10, digest: filled(20, i), template: 'ima', data: concat([filled(20, i + 1), u32le(name.length), name]) };
+    return { pcr: 10, digest: filled(20, i), template: 'ima', data: concatBytes([filled(20, i + 1), u32le(name.length), name]) };
   }
-  const dng = concat([new TextEncoder().encode('sha256:\0'), filled(32, i)]);
-  const data = concat([u32le(dng.length), dng, u32le(path.length), path]);
+  const dng = concatBytes([new TextEncoder().encode('sha256:\0'), filled(32, i)]);
+  const data = concatBytes([u32le(dng.length), dng, u32le(path.length), path]);
   return { pcr: 10, digest: i % 50 === 49 ? new Uint8Array(20) : filled(20, i), template: 'ima-ng', data };
 }
 

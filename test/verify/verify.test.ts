@@ -7,12 +7,9 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { computeTemplateDigest, encodeBinaryList, isViolation, parseBinaryList, type ImaRecord } from '../../src/ima/index.js';
 import { decodeCheckpoint, decodeChunk, encodeCheckpoint, encodeChunk } from '../../src/store/index.js';
-import { decodeBundle, encodeBundle, startApiServer, type ApiServer, type BundleSegment, type EvidenceBundle } from '../../src/serve/index.js';
+import { decodeBundle, encodeBundle, type BundleSegment, type EvidenceBundle } from '../../src/serve/index.js';
 import { publicKeyFromTpm2b } from '../../src/tpm/index.js';
 import {
   clockOrderViolation,
@@ -23,8 +20,9 @@ import {
   verifyStateToJson,
   type BundleReport,
 } from '../../src/verify/index.js';
-import { SimulatedDevice } from '../serve/_device.js';
+import type { SimulatedDevice } from '../serve/_device.js';
 import { get, type Target } from '../serve/_http.js';
+import { ServedDevice } from '../serve/_served.js';
 import { fetchAll } from './_bundles.js';
 
 function verifyAll(bundles: readonly Uint8Array[], verifier: EvidenceVerifier): BundleReport[] {
@@ -67,27 +65,23 @@ function forgeRecord(chunkBytes: Uint8Array, at: number): { chunk: Uint8Array; i
 }
 
 describe('evidence bundles verify offline', () => {
+  let served: ServedDevice;
   let device: SimulatedDevice;
-  let server: ApiServer;
-  let work: string;
   let target: Target;
 
   before(async () => {
-    work = mkdtempSync(join(tmpdir(), 'imakeep-verify-'));
-    device = await SimulatedDevice.start({ chunkRecords: 30 });
+    served = await ServedDevice.start('verify', { chunkRecords: 30 });
+    device = served.device;
     for (let i = 0; i < 5; i++) await device.cycle(47 + 7 * i);
     await device.measure(12);
     await device.collect(); // stored, not checkpointed: not exported yet
     await device.reboot();
     for (let i = 0; i < 3; i++) await device.cycle(35);
-    target = { socket: join(work, 'api.sock') };
-    server = await startApiServer({ store: device.store }, target);
+    ({ target } = await served.serve());
   });
 
   after(async () => {
-    await server?.close();
-    await device?.close();
-    rmSync(work, { recursive: true, force: true });
+    await served?.close();
   });
 
   const trusted = (): ReturnType<typeof trustedAkFromPem> =>
