@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, readlinkSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { DAEMON_MALLOC_ENV, DAEMON_NODE_FLAGS } from '../src/collector/index.js';
 import { FLUSH_HTABLE_OPTION } from '../src/kernel/index.js';
 import { parseStraceSummary, straceSyncArgs, SYNC_SYSCALLS } from './_strace.js';
 
@@ -16,7 +17,8 @@ export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const CLI = join(REPO_ROOT, 'dist', 'src', 'cli.js');
 
 /** V8 flags of the daemon on a small device (perf-baseline.md §3b: the semi-space bounds RSS). */
-export const DEVICE_NODE_FLAGS = ['--max-semi-space-size=1', '--max-old-space-size=32'] as const;
+/** The daemon's node flags (src/collector/daemon.ts), as a deployed daemon runs. */
+export const DEVICE_NODE_FLAGS = DAEMON_NODE_FLAGS;
 
 /** Whether a verb of the CLI is built; the reason when not (the demo and bench print it). */
 export function verbAvailability(verb: string): { readonly available: true } | { readonly available: false; readonly reason: string } {
@@ -134,10 +136,12 @@ function signalPid(pid: number, signal: NodeJS.Signals): void {
 /** Starts `imakeep run` with the device's V8 flags. */
 export async function startCollector(opts: CollectorOptions): Promise<CollectorProcess> {
   const command = [process.execPath, ...DEVICE_NODE_FLAGS, CLI, ...collectorArgs(opts)];
+  // The daemon's glibc malloc settings, as its service unit sets them (examples/imakeep.service).
+  const env = { ...process.env, ...DAEMON_MALLOC_ENV };
   const child: ChildProcess =
     opts.countSyncs === undefined
-      ? spawn(command[0] ?? process.execPath, command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] })
-      : spawn('strace', straceSyncArgs(opts.countSyncs, command), { stdio: ['ignore', 'pipe', 'pipe'] });
+      ? spawn(command[0] ?? process.execPath, command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env })
+      : spawn('strace', straceSyncArgs(opts.countSyncs, command), { stdio: ['ignore', 'pipe', 'pipe'], env });
   let stdout = '';
   let stderr = '';
   let killedByTimer = false;

@@ -30,7 +30,7 @@ import { runInNewContext } from 'node:vm';
 import { startSecurityfsEmulator } from '../hw/securityfs/emulator.js';
 import { ImaWorkload, encodeBinaryRecord } from '../src/ima/index.js';
 import { openStore } from '../src/store/index.js';
-import { Collector, type TimingSummary } from '../src/collector/index.js';
+import { Collector, DAEMON_MALLOC_ENV, type TimingSummary } from '../src/collector/index.js';
 import { SoftQuoteSource } from '../test/collector/_soft-tpm.js';
 import { DEVICE_NODE_FLAGS, REPO_ROOT } from './_collector.js';
 import { parseProcStatus } from './_proc.js';
@@ -245,20 +245,6 @@ export async function runIngest(opts: IngestOptions): Promise<IngestResult> {
   }
 }
 
-/**
- * The daemon's malloc settings (glibc reads them once, at process start; mallopt(3)), measured
- * with 1M records, flavour n, under {@link DEVICE_NODE_FLAGS}, RssAnon at 10k / 1M records:
- * - glibc's defaults: 53.1 / 85.0 MiB. Each thread that allocates gets its own arena, up to 8 per
- *   core (libuv's pool threads run LevelDB's writes, LevelDB compacts on its own thread, V8 has
- *   workers), and the thread arenas grew 35.7 → 52.6 MiB;
- * - `MALLOC_ARENA_MAX=2`: 53.0 / 61.6 MiB; thread arenas flat (23.8 / 23.6 MiB), but the brk
- *   heap wanders 29–37 MiB: freeing a large mmapped block raises glibc's mmap threshold to its
- *   size, so later ~1 MiB chunk values and read buffers come from the heap and fragment it;
- * - and `MALLOC_MMAP_THRESHOLD_=131072` (glibc's initial value, which fixing also stops the
- *   dynamic raise): 37.6 / 41.3 MiB (staged: 44.7 / 44.7), and within 40.7–45.4 MiB at every
- *   sample from 10k to 3M records of a longer run: no longer a function of the log's length.
- */
-export const DAEMON_MALLOC_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '131072' };
 
 /** Options of {@link runIngestInChild}. */
 export interface ChildIngestOptions extends IngestOptions {

@@ -69,6 +69,8 @@ export interface PressureSample {
   /** Collector process, when one runs. */
   readonly rssKiB?: number;
   readonly anonKiB?: number;
+  /** The collector's V8 heap in use, from its `GET /v1/status` (the latest answer before this sample). */
+  readonly heapUsedKiB?: number;
 }
 
 /** Figures of one run. */
@@ -84,6 +86,9 @@ export interface PressureSummary {
   readonly collector?: {
     readonly peakRssKiB: number;
     readonly endRssKiB: number;
+    /** Peak and last V8 heap in use over the samples (KiB), when the daemon answered. */
+    readonly peakHeapUsedKiB?: number;
+    readonly endHeapUsedKiB?: number;
     readonly endAnonKiB: number;
     /** CPU of the collector from its first answer to the end (workload + tail) ÷ records appended. */
     readonly cpuMsPerRecord: number;
@@ -161,7 +166,24 @@ async function runOne(workload: Workload, mode: PressureMode, settings: Pressure
     const start = performance.now();
     const atStart = collectorPid === undefined ? undefined : sampleProcess(collectorPid);
     let last: ProcessSample | undefined = atStart;
+    // The heap is only visible from inside the daemon: ask its status, without ever waiting on it
+    // (a sample records the latest answer; at most one request in flight).
+    let heapUsedKiB: number | undefined;
+    let asking = false;
+    const askHeap = () => {
+      if (parts.collector === undefined || asking) return;
+      asking = true;
+      getJson(socket, '/v1/status', 2000)
+        .then((body) => {
+          heapUsedKiB = heapUsedOf(body) ?? heapUsedKiB;
+        })
+        .catch(() => undefined)
+        .finally(() => {
+          asking = false;
+        });
+    };
     const take = () => {
+      askHeap();
       const s = emulator.stats();
       const proc = collectorPid === undefined ? undefined : sampleProcess(collectorPid);
       if (proc !== undefined) last = proc;
@@ -172,6 +194,7 @@ async function runOne(workload: Workload, mode: PressureMode, settings: Pressure
         removedRecords: s.recordsDeleted,
         kmemBytes: s.kmemBytes,
         ...(proc === undefined ? {} : { rssKiB: proc.rssKiB, anonKiB: proc.anonKiB }),
+        ...(heapUsedKiB === undefined ? {} : { heapUsedKiB }),
       });
     };
     take();
@@ -269,6 +292,7 @@ function summarize(
     collector: {
       peakRssKiB: atEnd.peakRssKiB,
       endRssKiB: atEnd.rssKiB,
+      ...heapFigures(samples),
       endAnonKiB: atEnd.anonKiB,
       cpuMsPerRecord: perRecord((atEnd.cpuSeconds - atStart.cpuSeconds) * 1000),
       writeBytesPerRecord,
@@ -283,6 +307,23 @@ function summarize(
 }
 
 const MODES: readonly PressureMode[] = ['none', 'n', 'staged'];
+
+/** `collector.process.heapUsedBytes` of a `GET /v1/status` answer, in KiB. */
+export function heapUsedOf(body: unknown): number | undefined {
+  if (typeof body !== 'object' || body === null || !('collector' in body)) return undefined;
+  const collector = body.collector;
+  if (typeof collector !== 'object' || collector === null || !('process' in collector)) return undefined;
+  const proc = collector.process;
+  if (typeof proc !== 'object' || proc === null || !('heapUsedBytes' in proc)) return undefined;
+  return typeof proc.heapUsedBytes === 'number' ? proc.heapUsedBytes / 1024 : undefined;
+}
+
+/** Peak and last heap of the samples that have one. */
+function heapFigures(samples: readonly PressureSample[]): { peakHeapUsedKiB?: number; endHeapUsedKiB?: number } {
+  const heaps = samples.flatMap((x) => (x.heapUsedKiB === undefined ? [] : [x.heapUsedKiB]));
+  const end = heaps.at(-1);
+  return end === undefined ? {} : { peakHeapUsedKiB: Math.max(...heaps), endHeapUsedKiB: end };
+}
 
 function positive(name: string, text: string | undefined, fallback: number): number {
   if (text === undefined) return fallback;
@@ -336,20 +377,21 @@ export function pressureTables(runs: readonly PressureRun[], workloads: readonly
     if (rows.length === 0) continue;
     out.push(`**${w.description}**`, '');
     out.push(
-      '| mode | records | kernel list at end | modeled kernel KiB peak / end | collector RSS MiB peak / end | CPU ms/record | flash bytes/record (raw record) | write amplification | syncs/record | writer lock ms p50 / p99 / max |',
+      '| mode | records | kernel list at end | modeled kernel KiB peak / end | collector RSS MiB peak / end | heap MiB peak / end | CPU ms/record | flash bytes/record (raw record) | write amplification | syncs/record | writer lock ms p50 / p99 / max |',
     );
-    out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+    out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
     for (const r of rows) {
       const s = r.summary;
       const c = s?.collector;
       const lock = c?.metrics?.writerLockHoldMs;
       if (r.status !== 'ok' || s === undefined) {
-        out.push(`| ${r.label} | ${r.status}: ${(r.reason ?? '').replace(/\|/g, '/').split('\n')[0]} | | | | | | | | |`);
+        out.push(`| ${r.label} | ${r.status}: ${(r.reason ?? '').replace(/\|/g, '/').split('\n')[0]} | | | | | | | | | |`);
         continue;
       }
       out.push(
         `| ${r.label} | ${fmt(s.appendedRecords)} | ${fmt(s.kernelRecordsEnd)} | ${fmt(kib(s.kmemPeakBytes))} / ${fmt(kib(s.kmemEndBytes))} | ` +
-          `${c ? `${fmt(c.peakRssKiB / 1024, 1)} / ${fmt(c.endRssKiB / 1024, 1)}` : '—'} | ${fmt(c?.cpuMsPerRecord, 3)} | ` +
+          `${c ? `${fmt(c.peakRssKiB / 1024, 1)} / ${fmt(c.endRssKiB / 1024, 1)}` : '—'} | ` +
+          `${c?.peakHeapUsedKiB === undefined || c.endHeapUsedKiB === undefined ? '—' : `${fmt(c.peakHeapUsedKiB / 1024, 1)} / ${fmt(c.endHeapUsedKiB / 1024, 1)}`} | ${fmt(c?.cpuMsPerRecord, 3)} | ` +
           `${c ? `${fmt(c.writeBytesPerRecord)} (${fmt(s.rawRecordBytes)})` : '—'} | ${fmt(c?.writeAmplification, 2)} | ${fmt(c?.syncsPerRecord, 3)} | ${lock === undefined ? '—' : `${fmt(lock.p50, 2)} / ${fmt(lock.p99, 2)} / ${fmt(lock.max, 2)}`} |`,
       );
     }
@@ -399,6 +441,7 @@ export function pressurePlots(runs: readonly PressureRun[], workload: Workload, 
         series: [
           ...series((s) => (s.rssKiB === undefined ? undefined : s.rssKiB / 1024), withCollector).map((x) => ({ ...x, name: `${x.name}: RSS` })),
           ...series((s) => (s.anonKiB === undefined ? undefined : s.anonKiB / 1024), withCollector).map((x) => ({ ...x, name: `${x.name}: RssAnon` })),
+          ...series((s) => (s.heapUsedKiB === undefined ? undefined : s.heapUsedKiB / 1024), withCollector).map((x) => ({ ...x, name: `${x.name}: V8 heap` })),
         ],
         note,
       }),

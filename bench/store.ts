@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ImaWorkload, PcrReplay } from '../src/ima/index.js';
 import { ChunkBuilder, openStore, type LevelTuning } from '../src/store/index.js';
+import { DAEMON_NODE_FLAGS } from '../src/collector/index.js';
 
 const SETTINGS: Record<string, LevelTuning> = {
   'level defaults': { cacheSize: 8 << 20, writeBufferSize: 4 << 20, maxOpenFiles: 1000, blockSize: 4096 },
@@ -24,7 +25,6 @@ const SETTINGS: Record<string, LevelTuning> = {
 };
 
 /** The daemon's V8 flags on a small device (perf-baseline §3b: semi-space 1 MB is what bounds RSS). */
-const DEVICE_NODE_FLAGS = ['--max-semi-space-size=1', '--max-old-space-size=32'];
 
 interface RunResult {
   readonly records: number;
@@ -138,11 +138,11 @@ async function main(): Promise<void> {
   }
   const records = Number(mode ?? 300_000);
   const k = (x: number): string => Math.round(x).toLocaleString('en-US');
-  console.log(`store bench: ${k(records)} records, 64 KiB chunks, synced appendChunk, node ${process.version} ${DEVICE_NODE_FLAGS.join(' ')}`);
+  console.log(`store bench: ${k(records)} records, 64 KiB chunks, synced appendChunk, node ${process.version} ${DAEMON_NODE_FLAGS.join(' ')}`);
   console.log('| setting | chunks | ingest rec/s | store-only rec/s | read rec/s | peak RSS MB (anon + file) | writes ÷ value bytes | disk MB |');
   console.log('|---|---:|---:|---:|---:|---:|---:|---:|');
   for (const name of Object.keys(SETTINGS)) {
-    const child = spawnSync(process.execPath, [...DEVICE_NODE_FLAGS, process.argv[1] ?? '', '--run', name, String(records)], { encoding: 'utf8' });
+    const child = spawnSync(process.execPath, [...DAEMON_NODE_FLAGS, process.argv[1] ?? '', '--run', name, String(records)], { encoding: 'utf8' });
     if (child.status !== 0) throw new Error(`${name}: ${child.stderr}`);
     const r = JSON.parse(child.stdout) as RunResult;
     console.log(

@@ -16,6 +16,7 @@ import {
   Collector,
   TpmQuoteSource,
   daemonPaths,
+  missingDaemonEnv,
   parseCrashAt,
   type CollectorHooks,
   type CollectorStatus,
@@ -51,6 +52,20 @@ export function statusSamples(s: CollectorStatus): MetricSample[] {
     ...(['p50', 'p99', 'max'] as const).map((q) => g('imakeep_writer_lock_hold_ms', 'Writer-lock hold time per kernel write.', m.writerLockHoldMs[q], { quantile: q })),
     ...(['p50', 'p99', 'max'] as const).map((q) => g('imakeep_cycle_ms', 'Cycle duration.', m.cycleMs[q], { quantile: q })),
     ...Object.entries(m.errors).map(([code, n]) => c('imakeep_errors_total', 'Cycle failures by error code.', n, { code })),
+  ];
+}
+
+/** The daemon process's own memory (`process.memoryUsage()`), for `/v1/status` and `/metrics`. */
+function processMemory(): Readonly<Record<string, number>> {
+  const m = process.memoryUsage();
+  return { rssBytes: m.rss, heapUsedBytes: m.heapUsed, heapTotalBytes: m.heapTotal, externalBytes: m.external };
+}
+
+/** Prometheus samples of the daemon's memory (Invariant 4 is watched from outside through these). */
+function processSamples(memory: Readonly<Record<string, number>>): MetricSample[] {
+  return [
+    { name: 'imakeep_process_resident_bytes', help: 'Resident set size of the daemon.', type: 'gauge', value: memory.rssBytes ?? 0 },
+    { name: 'imakeep_process_heap_used_bytes', help: 'V8 heap in use.', type: 'gauge', value: memory.heapUsedBytes ?? 0 },
   ];
 }
 
@@ -92,6 +107,10 @@ const run: CliVerb = async (argv) => {
   const paths = daemonPaths(storeDir);
   const socket = values.socket ?? paths.socket;
 
+  const unset = missingDaemonEnv();
+  // glibc reads these at process start only: say so once rather than re-exec (a parent left
+  // behind would outlive a SIGKILL of the child's supervisor and confuse the crash tests).
+  if (unset.length > 0) process.stderr.write(`imakeep run: note: started without ${unset.join(' ')}: its anonymous memory can then grow with the log (README, "Running the daemon")\n`);
   const stop = interruptSignal();
   const store = await openStore(storeDir);
   const tpm = Tpm.open(tpmAddress);
@@ -124,7 +143,10 @@ const run: CliVerb = async (argv) => {
           end: async () => collector.kernelEnd(),
           records: (from) => collector.tailBatches(from),
         },
-        status: { status: async () => collector.status(), metrics: async () => statusSamples(collector.status()) },
+        status: {
+          status: async () => ({ ...collector.status(), process: processMemory() }),
+          metrics: async () => [...statusSamples(collector.status()), ...processSamples(processMemory())],
+        },
         quotes: new ServeQuoteSource(quoter),
       },
       { socket },

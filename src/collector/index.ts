@@ -36,4 +36,13 @@ export {
   type CollectorStatus,
   type CycleReport,
 } from './collector.js';
-export { DaemonApiError, daemonGet, daemonPaths, parseCrashAt, type DaemonPaths } from './daemon.js';
+export {
+  DAEMON_MALLOC_ENV,
+  DAEMON_NODE_FLAGS,
+  DaemonApiError,
+  daemonGet,
+  daemonPaths,
+  missingDaemonEnv,
+  parseCrashAt,
+  type DaemonPaths,
+} from './daemon.js';

@@ -30,6 +30,11 @@ describe('imakeep run / log / status', () => {
         assert.ok(typeof s === 'object' && s !== null && 'source' in s && s.source === 'daemon');
         assert.ok('collector' in s && typeof s.collector === 'object' && s.collector !== null && 'removed' in s.collector);
         assert.ok(Number(s.collector.removed) >= 2500);
+        // The daemon's own memory, for watching Invariant 4 from outside.
+        assert.ok('process' in s.collector && typeof s.collector.process === 'object' && s.collector.process !== null);
+        const proc = s.collector.process;
+        assert.ok('heapUsedBytes' in proc && 'rssBytes' in proc);
+        assert.ok(Number(proc.heapUsedBytes) > 1e6 && Number(proc.rssBytes) > Number(proc.heapUsedBytes), JSON.stringify(proc));
         const badFrom = await runCli(['log', '--store', rig.storeDir, '--from', '999999']);
         assert.equal(badFrom.code, 1);
         assert.match(badFrom.stderr, /SERVE_RANGE/);

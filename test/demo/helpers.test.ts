@@ -9,7 +9,7 @@ import { benchWorkloads, demoWorkload, dueRecords, lastSecond, recordSupply, RUN
 import { parseProcStatTicks, parseProcStatus, quantile, sampleProcess } from '../../bench/_proc.js';
 import { parseStraceSummary } from '../../bench/_strace.js';
 import { takeTpmFrame } from '../../bench/_tpm-mux.js';
-import { pressureTables, type PressureRun } from '../../bench/memory-pressure.js';
+import { heapUsedOf, pressureTables, type PressureRun } from '../../bench/memory-pressure.js';
 import { BENCH_MODULES, headlineOf, plotsOf, summaryTable } from '../../bench/_summary.js';
 
 describe('workload schedules', () => {
@@ -138,9 +138,18 @@ describe('memory-pressure tables', () => {
     const table = pressureTables(runs, benchWorkloads(20));
     const lines = table.split('\n');
     assert.equal(lines[0], '**boot burst: 5,000 records at once, then nothing**');
-    assert.equal(lines[4], '| no collector | 5,000 | 5,000 | 2,076 / 2,076 | — | — | — | — | — | — |');
-    assert.equal(lines[5], '| imakeep, flavour n | not yet: `imakeep run` is not built | | | | | | | | |');
+    assert.equal(lines[4], '| no collector | 5,000 | 5,000 | 2,076 / 2,076 | — | — | — | — | — | — | — |');
+    assert.equal(lines[5], '| imakeep, flavour n | not yet: `imakeep run` is not built | | | | | | | | | |');
     assert.equal(table.includes('steady'), false, 'no table for a workload without runs');
+  });
+});
+
+describe('daemon heap from /v1/status', () => {
+  it('reads collector.process.heapUsedBytes in KiB; other shapes give nothing', () => {
+    assert.equal(heapUsedOf({ collector: { process: { heapUsedBytes: 8 * 1024 * 1024 } } }), 8192);
+    assert.equal(heapUsedOf({ collector: { process: { heapUsedBytes: '8' } } }), undefined);
+    assert.equal(heapUsedOf({ collector: {} }), undefined);
+    assert.equal(heapUsedOf(null), undefined);
   });
 });
 
