@@ -29,6 +29,18 @@ export interface GuestNodeStep {
    * in between. Turn off for commands with effects (a collector run).
    */
   warmUp?: boolean;
+  /**
+   * busybox sh commands run in the background while the command runs: a workload IMA measures
+   * meanwhile. `$STEP_DIR` is the step's folder; `$STEP_DIR/done` appears when the command has
+   * returned, and the guest waits for the workload to end before going on.
+   */
+  background?: string;
+  /**
+   * busybox sh commands run right after the command (and the background workload), e.g. a snapshot
+   * of the kernel's list to compare with what the command read. Only busybox applets, which IMA
+   * measured long before, and files under /out (tmpfs, not measured): so they add no record.
+   */
+  after?: string;
 }
 
 /**
@@ -70,11 +82,15 @@ export function guestInitScript(plan: GuestPlan): string {
   const nodeSteps = plan.nodeSteps.map((step) => {
     const dir = `/out/node-${step.name}`;
     const cmd = [GUEST_PATHS.node, ...step.argv(`${dir}/pcrs`)].map(shellQuote).join(' ');
+    const background = step.background === undefined ? [] : [`( ${step.background}\n) & workload=$!`];
     return [
-      `mkdir -p ${dir}/pcrs`,
+      `mkdir -p ${dir}/pcrs; STEP_DIR=${dir}`,
       ...(step.warmUp === false ? [] : [`${cmd} >/dev/null 2>&1`]),
       `read_pcrs ${dir}/pcrs`,
+      ...background,
       `${cmd} >${dir}/stdout 2>${dir}/stderr; echo $? >${dir}/status`,
+      ...(step.background === undefined ? [] : [`touch ${dir}/done; wait $workload`]),
+      ...(step.after === undefined ? [] : [step.after]),
       `stage node-${step.name}`,
     ].join('\n');
   });

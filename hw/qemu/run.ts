@@ -6,8 +6,8 @@ import { DEFAULT_SLAB_ROUND_DIRS, guestInitScript, GUEST_IMA_DIR, type GuestNode
 import { resolveGuestKernel } from './kernel.js';
 import { guestProbeProgram, KERNEL_PROBE_MODULE } from './probe.js';
 import { bootGuest, DEFAULT_KERNEL_CMDLINE, type BootOutcome, type GuestStage } from './qemu.js';
-import { readStoredPcrs, setupSwtpmState, startSwtpmForQemu, storeVolatileState, type PcrBanks } from './swtpm.js';
-import { builtReplayCli, evmctlCheck, imakeepConvertChecks, imakeepReplayCheck, replayArgs, writePcrFiles, type FormatCheck, type LogCheck } from './verify.js';
+import { pcrreadSwtpm, setupSwtpmState, startSwtpmForQemu, storeVolatileState, withStoredSwtpm, type PcrBanks } from './swtpm.js';
+import { builtReplayCli, evmctlCheck, imakeepConvertChecks, imakeepReplayCheck, recreateAkPem, replayArgs, writePcrFiles, type FormatCheck, type LogCheck } from './verify.js';
 
 /**
  * Where Debian kernel packages are cached between runs: `/var/cache/imakeep-qemu` for root (CI),
@@ -56,6 +56,10 @@ export interface GuestRunReport {
   bootSeconds: number;
   guest: GuestResults;
   hostPcrs: PcrBanks;
+  /** `hostPcrs` as `pcr-<bank>.txt` files (evmctl format). */
+  hostPcrFiles: Record<string, string>;
+  /** The AK recreated from the stopped guest's TPM state (SPKI PEM path), when the CLI is built. */
+  hostAkPem: string | null;
   checks: LogCheck[];
   /** `imakeep convert` of the fetched binary list vs the kernel's ASCII and binary lists (when built). */
   formatChecks: FormatCheck[];
@@ -111,7 +115,10 @@ export async function runImaGuest(options: GuestRunOptions): Promise<GuestRunRep
   } finally {
     await swtpm.stop();
   }
-  const hostPcrs = await readStoredPcrs(stateDir);
+  const { hostPcrs, hostAkPem } = await withStoredSwtpm(stateDir, async (port) => ({
+    hostPcrs: await pcrreadSwtpm(port),
+    hostAkPem: cli === null ? null : await recreateAkPem(cli, port, join(options.workDir, 'host-ak')),
+  }));
 
   const resultsDir = join(options.workDir, 'guest');
   await unpackResults(boot.resultsBase64, resultsDir);
@@ -138,6 +145,8 @@ export async function runImaGuest(options: GuestRunOptions): Promise<GuestRunRep
     bootSeconds: boot.hostSeconds,
     guest,
     hostPcrs,
+    hostPcrFiles,
+    hostAkPem,
     checks,
     formatChecks,
   };

@@ -103,11 +103,11 @@ export function parsePcrRead(text: string): PcrBanks {
 }
 
 /**
- * Reads PCRs 0-23 of every {@link SWTPM_BANKS} bank from a stored state folder: starts swtpm on
- * a loopback TCP port pair with `--flags not-need-init` (which loads the stored volatile state),
- * runs `tpm2_pcrread`, stops swtpm.
+ * Runs `use` against the TPM of a stored state folder, after the VM stopped: swtpm on a loopback
+ * TCP port pair (`use` gets the data port; control = port + 1) with `--flags not-need-init`, which
+ * loads the stored volatile state (PCRs), and stops it afterwards.
  */
-export async function readStoredPcrs(stateDir: string): Promise<PcrBanks> {
+export async function withStoredSwtpm<T>(stateDir: string, use: (port: number) => Promise<T>): Promise<T> {
   const port = await freeTcpPortPair();
   const listening = (): Promise<boolean> =>
     new Promise((resolve) => {
@@ -121,13 +121,23 @@ export async function readStoredPcrs(stateDir: string): Promise<PcrBanks> {
     listening,
   );
   try {
-    const all = Array.from({ length: 24 }, (_, i) => i).join(',');
-    const selection = SWTPM_BANKS.map((b) => `${b}:${all}`).join('+');
-    const { stdout } = await runTool('tpm2_pcrread', ['-T', `swtpm:host=127.0.0.1,port=${port}`, selection]);
-    return parsePcrRead(stdout);
+    return await use(port);
   } finally {
     await swtpm.stop();
   }
+}
+
+/** PCRs 0-23 of every {@link SWTPM_BANKS} bank, read with `tpm2_pcrread` from swtpm's TCP data port. */
+export async function pcrreadSwtpm(port: number): Promise<PcrBanks> {
+  const all = Array.from({ length: 24 }, (_, i) => i).join(',');
+  const selection = SWTPM_BANKS.map((b) => `${b}:${all}`).join('+');
+  const { stdout } = await runTool('tpm2_pcrread', ['-T', `swtpm:host=127.0.0.1,port=${port}`, selection]);
+  return parsePcrRead(stdout);
+}
+
+/** Reads PCRs 0-23 of every {@link SWTPM_BANKS} bank from a stored state folder (see {@link withStoredSwtpm}). */
+export function readStoredPcrs(stateDir: string): Promise<PcrBanks> {
+  return withStoredSwtpm(stateDir, pcrreadSwtpm);
 }
 
 /** PCRs as `PCR-NN: hex` lines, the format `evmctl ima_measurement --pcrs bank,FILE` reads. */

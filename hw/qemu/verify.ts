@@ -82,3 +82,37 @@ export async function imakeepConvertChecks(cli: string, binaryLog: string, ascii
   }
   return checks;
 }
+
+/**
+ * The AK public key (SPKI PEM, `<outDir>/ak.pem`) recreated from the guest's TPM after the VM
+ * stopped: `imakeep tpm quote` on the stored swtpm makes the same ECC primary in the endorsement
+ * hierarchy as the collector (same template, same seed: the same key, tpm-node.md §4), so a
+ * bundle verified with it is trusted through the TPM, not through the AK the bundle carries.
+ */
+export async function recreateAkPem(cli: string, swtpmPort: number, outDir: string): Promise<string> {
+  await runTool(process.execPath, [cli, 'tpm', 'quote', '--tpm', `swtpm:127.0.0.1:${swtpmPort}`, '--nonce', '00', '--ak', 'ecc', '--out', outDir]);
+  return join(outDir, 'ak.pem');
+}
+
+/** `imakeep verify BUNDLE --ak PEM` on the host, and the counts its summary line reports. */
+export interface BundleCheck {
+  ok: boolean;
+  command: string[];
+  output: string;
+  /** From `OK: B bundles, R records, C checkpoints verified; AK trusted`, or null when absent. */
+  verified: { bundles: number; records: number; checkpoints: number; akTrusted: boolean } | null;
+}
+
+/** Runs `imakeep verify BUNDLE [--ak PEM]` with the project's CLI on the host. */
+export async function imakeepVerifyBundleCheck(cli: string, bundle: string, akPem: string | null): Promise<BundleCheck> {
+  const args = [cli, 'verify', bundle, ...(akPem === null ? [] : ['--ak', akPem])];
+  const r = await runToolForStatus(process.execPath, args);
+  const output = `${r.stdout}${r.stderr}`.trim();
+  const m = /^OK: (\d+) bundles, (\d+) records, (\d+) checkpoints verified; AK (trusted|taken)/m.exec(output);
+  return {
+    ok: r.status === 0,
+    command: [process.execPath, ...args],
+    output,
+    verified: m === null ? null : { bundles: Number(m[1]), records: Number(m[2]), checkpoints: Number(m[3]), akTrusted: m[4] === 'trusted' },
+  };
+}

@@ -1,15 +1,37 @@
 // Boots Debian's real kernel (IMA built in) under QEMU/TCG with swtpm, runs the guest plan of
-// hw/qemu (slab calibration, the project's securityfs probe and `imakeep replay` in the guest),
-// and checks what comes back. One boot (~1 min on 2 cores) serves every test below.
+// hw/qemu (slab calibration, the project's securityfs probe and `imakeep replay` in the guest,
+// then the collector against the real securityfs and /dev/tpmrm0 while a workload measures files,
+// `imakeep export` and `imakeep log`), and checks what comes back. One boot (~2 min on 2 cores)
+// serves every test below.
 // IMAKEEP_QEMU_KERNEL=<package or bzImage path> picks another kernel (default: linux-image-amd64's).
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import {
+  COLLECTOR_STEP_NAMES,
+  collectorNodeSteps,
+  loadCollectorResults,
+  recordIndexesUnder,
+  WORKLOAD_BATCH_FILES,
+  WORKLOAD_DIR,
+  type CollectorGuestResults,
+} from '../../hw/qemu/collector.js';
 import { DEFAULT_SLAB_ROUND_DIRS } from '../../hw/qemu/guest-init.js';
 import { probedRemoval } from '../../hw/qemu/probe.js';
 import { runImaGuest, type GuestRunReport } from '../../hw/qemu/run.js';
+import {
+  builtReplayCli,
+  evmctlCheck,
+  imakeepConvertChecks,
+  imakeepReplayCheck,
+  imakeepVerifyBundleCheck,
+  type BundleCheck,
+  type FormatCheck,
+  type LogCheck,
+} from '../../hw/qemu/verify.js';
 
 const projectRoot = join(import.meta.dirname, '..', '..', '..');
 const FILES_PER_ROUND = 5000;
@@ -17,6 +39,8 @@ const BOOT_TIMEOUT_MS = 8 * 60_000;
 const workDir = mkdtempSync(join(tmpdir(), 'imakeep-qemu-test-'));
 const stageLines: string[] = [];
 let report: GuestRunReport | undefined;
+/** The collector's results and the host's checks of the log it served and the bundle it exported. */
+let collector: { results: CollectorGuestResults; servedChecks: LogCheck[]; servedFormatChecks: FormatCheck[]; bundleCheck: BundleCheck } | undefined;
 
 before(
   async () => {
@@ -25,8 +49,25 @@ before(
       workDir,
       filesPerRound: FILES_PER_ROUND,
       ...(process.env.IMAKEEP_QEMU_KERNEL === undefined ? {} : { kernel: process.env.IMAKEEP_QEMU_KERNEL }),
+      extraNodeSteps: collectorNodeSteps(),
       onStage: (s) => stageLines.push(`${s.name}: host ${s.hostSeconds.toFixed(1)} s, guest ${s.guestUptimeSeconds} s`),
     });
+    const cli = builtReplayCli(projectRoot);
+    assert.ok(cli !== null, 'the CLI is not built');
+    const results = loadCollectorResults(report.guest.dir);
+    collector = {
+      results,
+      servedChecks: [
+        await evmctlCheck('guest', results.servedBinary, results.pcrFilesAtServe),
+        await evmctlCheck('host', results.servedBinary, report.hostPcrFiles),
+        await imakeepReplayCheck(cli, 'guest', results.servedBinary, results.pcrFilesAtServe),
+        await imakeepReplayCheck(cli, 'host', results.servedBinary, report.hostPcrFiles),
+      ],
+      // The served ASCII list came back as size and SHA-256: convert's output is compared with the
+      // kernel's final ASCII list, whose digest the test compares with the served one.
+      servedFormatChecks: await imakeepConvertChecks(cli, results.servedBinary, report.guest.asciiLog),
+      bundleCheck: await imakeepVerifyBundleCheck(cli, results.bundle, report.hostAkPem),
+    };
   },
   { timeout: BOOT_TIMEOUT_MS },
 );
@@ -38,6 +79,18 @@ function done(): GuestRunReport {
   return report;
 }
 
+function collected(): NonNullable<typeof collector> {
+  assert.ok(collector !== undefined, 'the collector results were not checked');
+  return collector;
+}
+
+const sha256Hex = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
+
+/** Indexes of the workload's records in the kernel's final ASCII list. */
+function workloadIndexes(r: GuestRunReport): number[] {
+  return recordIndexesUnder(readFileSync(r.guest.asciiLog, 'latin1'), WORKLOAD_DIR);
+}
+
 /** Kernels before 7.2 have no removal interface (kernel-ima.md §1.1). */
 function before72(release: string): boolean {
   const [major = 0, minor = 0] = release.split(/[.-]/).map(Number);
@@ -47,13 +100,14 @@ function before72(release: string): boolean {
 test('the guest reaches userspace and sends its results in time', (t) => {
   const r = done();
   for (const line of stageLines) t.diagnostic(line);
+  t.diagnostic(`results sent back: ${(statSync(`${r.guest.dir}.tar.gz`).size / 2 ** 20).toFixed(1)} MiB tar.gz (base64 over ttyS1)`);
   t.diagnostic(`kernel ${r.kernel.debianPackage ?? r.kernel.vmlinuz} (${r.kernel.release}), CONFIG_IMA_STAGING ${r.kernel.imaStaging}; initramfs ${(r.initramfs.bytes / 2 ** 20).toFixed(0)} MiB in ${r.initramfs.seconds.toFixed(1)} s`);
   const userspace = r.stages.find((s) => s.name === 'userspace');
   assert.ok(userspace !== undefined);
   assert.ok(userspace.hostSeconds < 60, `userspace after ${userspace.hostSeconds} s`);
   assert.deepEqual(
     r.stages.map((s) => s.name),
-    ['userspace', ...DEFAULT_SLAB_ROUND_DIRS.map((_, i) => `slab-round-${i + 1}`), 'node-first-start', 'node-second-start', 'node-probe', 'node-replay', 'captured', 'sent'],
+    ['userspace', ...DEFAULT_SLAB_ROUND_DIRS.map((_, i) => `slab-round-${i + 1}`), 'node-first-start', 'node-second-start', 'node-probe', 'node-replay', ...COLLECTOR_STEP_NAMES.map((n) => `node-${n}`), 'captured', 'sent'],
   );
 });
 
@@ -107,8 +161,12 @@ test('every file read added one record; the count file matches the list', () => 
   const r = done();
   const rounds = DEFAULT_SLAB_ROUND_DIRS.length;
   assert.deepEqual(r.guest.slabRounds.map((s) => s.records), Array<number>(rounds).fill(FILES_PER_ROUND));
-  assert.ok(r.guest.records >= rounds * FILES_PER_ROUND, String(r.guest.records));
-  assert.ok(r.guest.records < rounds * FILES_PER_ROUND + 2000, String(r.guest.records));
+  // Besides the rounds: the background workload of the collector step (one record per file it
+  // wrote), and the executables and modules run (busybox, node, the project: < 2000).
+  const workload = workloadIndexes(r).length;
+  assert.equal(workload, collected().results.workloadFiles);
+  assert.ok(r.guest.records - workload >= rounds * FILES_PER_ROUND, String(r.guest.records));
+  assert.ok(r.guest.records - workload < rounds * FILES_PER_ROUND + 2000, String(r.guest.records));
   assert.equal(r.guest.violations, 0);
   const replayed = /^records (\d+)$/m.exec(r.checks.find((c) => c.tool === 'imakeep')?.output ?? '');
   assert.equal(Number(replayed?.[1]), r.guest.records);
@@ -132,4 +190,90 @@ test('slab bytes per record are in the range the kernel structures allow', (t) =
   for (const s of [short1, short2]) assert.ok(near(s.kmallocObjectBytesPerRecord, 464, 24), `short names: ${s.kmallocObjectBytesPerRecord}`);
   for (const s of [long1, long2]) assert.ok(near(s.kmallocObjectBytesPerRecord, 512, 24), `long names: ${s.kmallocObjectBytesPerRecord}`);
   for (const s of r.guest.slabRounds) assert.ok(s.meminfoSlabBytesPerRecord > 300 && s.meminfoSlabBytesPerRecord < 800, `Slab ${s.meminfoSlabBytesPerRecord}`);
+});
+
+test('the collector ran against the real securityfs and /dev/tpmrm0 with flavour none while the workload measured files', (t) => {
+  const r = done();
+  const { results } = collected();
+  for (const name of COLLECTOR_STEP_NAMES) {
+    const step = r.guest.nodeSteps.find((s) => s.name === name);
+    assert.ok(step !== undefined, name);
+    assert.equal(step.status, 0, `${name}: ${step.stderr}`);
+  }
+  const { duringWorkload: first, afterWorkload: second } = results.runs;
+  t.diagnostic(`workload: ${results.workloadBatches} batches, ${results.workloadFiles} files`);
+  for (const [name, run] of Object.entries(results.runs)) {
+    t.diagnostic(`collector ${name}: flavour ${run.flavor} (${run.flavorReason}), stored ${run.stored}, checkpoint ${String(run.checkpoint)}, removed ${run.removed}, kernel count after ${run.kernelCountAfter}`);
+    assert.equal(run.flavor, 'none');
+    assert.equal(run.removed, 0);
+  }
+  assert.match(r.guest.nodeSteps.find((s) => s.name === 'collect-during-workload')?.stdout ?? '', /^imakeep run: boot 0 \(.+\), flavour none \(.+\), T=0, stored 0, serving /m);
+  // First run: every record it stored came before its last drain; its checkpoint is a quote
+  // matched by replay of a prefix of them (design.md, cycle).
+  assert.ok(first.checkpoint !== null && first.checkpoint > 0 && first.checkpoint <= first.stored, JSON.stringify(first));
+  assert.ok(first.stored <= first.kernelCountAfter, JSON.stringify(first));
+  // The workload measured files before the first run's quote and after its last drain: records
+  // arrived while the collector was collecting.
+  const workload = workloadIndexes(r);
+  assert.ok(workload.length > 0);
+  assert.ok((workload[0] ?? Infinity) < first.checkpoint, `first workload record ${String(workload[0])}, checkpoint ${first.checkpoint}`);
+  // More than the one batch that can start between the collector's exit and the stop file.
+  const afterDrain = workload.filter((i) => i >= first.stored).length;
+  const firstCheckpoint = first.checkpoint;
+  t.diagnostic(`workload records before the first checkpoint ${workload.filter((i) => i < firstCheckpoint).length}, after the first run's stored end ${afterDrain}`);
+  assert.ok(afterDrain > WORKLOAD_BATCH_FILES, `${afterDrain} workload records after stored ${first.stored}`);
+  // Second run, the workload over: it stored and checkpointed everything, the workload included.
+  assert.ok(second.checkpoint !== null && second.checkpoint > first.checkpoint, JSON.stringify(second));
+  assert.ok(second.checkpoint > (workload.at(-1) ?? Infinity));
+  assert.ok(second.checkpoint <= second.stored && second.stored <= second.kernelCountAfter, JSON.stringify(second));
+  assert.ok(second.kernelCountAfter <= r.guest.records);
+});
+
+test('the served binary log is the kernel\'s list read right after it, byte for byte, and the final list', (t) => {
+  const r = done();
+  const { results } = collected();
+  const served = readFileSync(results.servedBinary);
+  const final = readFileSync(r.guest.binaryLog);
+  t.diagnostic(`served ${served.length} B, kernel at that moment ${results.kernelBinaryAtServe.bytes} B, final ${final.length} B (${r.guest.records} records)`);
+  assert.deepEqual({ bytes: served.length, sha256: sha256Hex(served) }, results.kernelBinaryAtServe);
+  assert.ok(final.subarray(0, served.length).equals(served), 'the served log is not a prefix of the final list');
+  // `imakeep log` ran last, its modules measured by its warm-up run: nothing was measured after.
+  assert.equal(served.length, final.length);
+});
+
+test('the served ASCII log is the kernel\'s ASCII list read right after it, and imakeep convert of the served binary log', () => {
+  const r = done();
+  const { results, servedFormatChecks } = collected();
+  const finalAscii = readFileSync(r.guest.asciiLog);
+  assert.deepEqual(results.servedAscii, results.kernelAsciiAtServe);
+  assert.deepEqual(results.servedAscii, { bytes: finalAscii.length, sha256: sha256Hex(finalAscii) });
+  assert.deepEqual(servedFormatChecks, [
+    { to: 'ascii', ok: true, firstDifference: -1 },
+    { to: 'binary', ok: true, firstDifference: -1 },
+  ]);
+});
+
+test('evmctl and imakeep replay accept the served log against the guest\'s PCRs and the host\'s tpm2_pcrread', (t) => {
+  const { servedChecks } = collected();
+  for (const c of servedChecks) t.diagnostic(`served log, ${c.tool} vs ${c.pcrSource} PCRs: ${c.ok ? 'ok' : 'FAILED'}: ${c.output.split('\n').pop() ?? ''}`);
+  assert.deepEqual(
+    servedChecks.map((c) => [c.tool, c.pcrSource, c.ok]),
+    [['evmctl', 'guest', true], ['evmctl', 'host', true], ['imakeep', 'guest', true], ['imakeep', 'host', true]],
+  );
+  for (const c of servedChecks.filter((x) => x.tool === 'imakeep')) {
+    assert.match(c.output, /^sha1: match \(native\)$/m);
+    assert.match(c.output, /^sha256: match \(native\)$/m);
+  }
+});
+
+test('imakeep verify accepts the exported bundle with the AK recreated from the guest\'s TPM on the host', (t) => {
+  const r = done();
+  const { results, bundleCheck } = collected();
+  t.diagnostic(`export: ${results.exportLine}; bundle ${readFileSync(results.bundle).length} B`);
+  for (const line of bundleCheck.output.split('\n')) t.diagnostic(line);
+  assert.equal(bundleCheck.ok, true, bundleCheck.output);
+  assert.match(results.exportLine, / caught-up$/);
+  const second = results.runs.afterWorkload;
+  assert.deepEqual(bundleCheck.verified, { bundles: 1, records: second.stored, checkpoints: 2, akTrusted: true });
+  assert.ok(r.hostAkPem !== null);
 });

@@ -5,6 +5,7 @@ import { mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { COLLECTOR_STEP_NAMES, collectorNodeSteps, recordIndexesUnder } from '../../hw/qemu/collector.js';
 import { encodeCpioEntry, encodeCpioTrailer, type CpioEntry } from '../../hw/qemu/cpio.js';
 import { DEFAULT_SLAB_ROUND_DIRS, guestInitScript, GUEST_MARKERS } from '../../hw/qemu/guest-init.js';
 import { parseLddOutput, productionPackages } from '../../hw/qemu/initramfs.js';
@@ -143,6 +144,44 @@ test('the guest /init is valid sh and runs every round and node step in order', 
   const positions = order.map((s) => script.indexOf(s));
   assert.ok(positions.every((p) => p > 0), String(positions));
   assert.deepEqual([...positions].sort((a, b) => a - b), positions);
+});
+
+test('a node step\'s background workload runs during the command and is waited for; its after-commands follow', () => {
+  const script = guestInitScript({
+    slabRoundDirs: ['/w/a'],
+    filesPerRound: 1,
+    nodeSteps: [{ name: 'collect', warmUp: false, argv: () => ['x.js'], background: 'while [ ! -e $STEP_DIR/done ]; do cat /w/a/f0; done', after: 'cp /x $STEP_DIR/y' }],
+  });
+  const r = spawnSync('sh', ['-n'], { input: script, encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const order = ['STEP_DIR=/out/node-collect', 'read_pcrs /out/node-collect/pcrs', '( while [ ! -e $STEP_DIR/done ]', ') & workload=$!', "'/usr/bin/node' 'x.js'", 'touch /out/node-collect/done; wait $workload', 'cp /x $STEP_DIR/y', 'stage node-collect'];
+  const positions = order.map((s) => script.indexOf(s));
+  assert.ok(positions.every((p) => p > 0), String(positions));
+  assert.deepEqual([...positions].sort((a, b) => a - b), positions);
+});
+
+test('the collector steps run imakeep against the real securityfs and TPM, flavour none, store on the /out tmpfs', () => {
+  const steps = collectorNodeSteps();
+  assert.deepEqual(steps.map((s) => s.name), [...COLLECTOR_STEP_NAMES]);
+  const script = guestInitScript({ slabRoundDirs: ['/w/a'], filesPerRound: 1, nodeSteps: steps });
+  const r = spawnSync('sh', ['-n'], { input: script, encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const collect = "'/usr/bin/node' '/app/dist/src/cli.js' 'run' '--once' '--flavor' 'none' '--tpm' 'device:/dev/tpmrm0' '--securityfs' '/sys/kernel/security' '--store' '/out/store'";
+  assert.equal(script.split(collect).length - 1, 2, 'two collector runs, no warm-up');
+  assert.equal(script.split("'/app/dist/src/cli.js' 'log' '--store' '/out/store' '--securityfs' '/sys/kernel/security' >").length - 1, 2, 'log: a warm-up run, then the checked run');
+  assert.match(script, /'export' '--store' '\/out\/store' '--out' '\/out\/bundle.cbor' '--max-bytes' '67108864'/);
+  assert.ok(script.indexOf('rm -rf /out/store') > script.indexOf("'log' '--store' '/out/store' '--securityfs' '/sys/kernel/security' '--format' 'ascii'"));
+  // Only the first collector run has the workload running alongside.
+  assert.equal(script.split(') & workload=$!').length - 1, 1);
+  assert.ok(script.indexOf(') & workload=$!') < script.indexOf(collect));
+});
+
+test('records are found under a folder by the path field of the ASCII list', () => {
+  const line = (path: string): string => `10 ${'a'.repeat(40)} ima-ng sha256:${'b'.repeat(64)} ${path}`;
+  const ascii = [line('boot_aggregate'), line('/w/live/f0-0'), line('/w/lively'), line('/w/live/f0-1'), ''].join('\n');
+  assert.deepEqual(recordIndexesUnder(ascii, '/w/live'), [1, 3]);
+  assert.deepEqual(recordIndexesUnder(ascii, '/w/live/'), [1, 3]);
+  assert.deepEqual(recordIndexesUnder(ascii, '/nowhere'), []);
 });
 
 test('QEMU gets TCG, a TIS TPM on the swtpm control socket and two serial ports', () => {

@@ -10,6 +10,7 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { encodeBinaryList, parseBinaryList } from '../../src/ima/index.js';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { daemonPaths } from '../../src/collector/index.js';
@@ -19,11 +20,17 @@ import { collectLog, replayPcr10, startRig, tpmPcr10, type Rig } from '../collec
 import { runCli, startDaemon, waitFor } from '../collector/_daemon.js';
 import { runIngest } from '../../bench/ingest.js';
 
-async function assertCliLogIsOracle(rig: Rig): Promise<void> {
-  const log = await runCli(['log', '--store', rig.storeDir, '--securityfs', rig.emu.securityfsRoot, '--boot-id-file', rig.bootIdPath]);
+async function assertCliLogIsOracle(rig: Rig, everyFormat = false): Promise<void> {
+  const stored = ['--store', rig.storeDir, '--securityfs', rig.emu.securityfsRoot, '--boot-id-file', rig.bootIdPath];
+  const log = await runCli(['log', ...stored]);
   assert.equal(log.code, 0, log.stderr);
   assert.ok(log.stdout.equals(rig.oracle()), 'log equals the oracle');
   assert.deepEqual(replayPcr10(log.stdout), await tpmPcr10(rig.tpm), 'the log replays to the TPM');
+  if (!everyFormat) return;
+  const sha256 = await runCli(['log', ...stored, '--bank', 'sha256']);
+  assert.ok(sha256.stdout.equals(Buffer.from(encodeBinaryList(parseBinaryList(rig.oracle()), { bank: 'sha256' }))), 'binary SHA-256 log');
+  const ascii = await runCli(['log', ...stored, '--format', 'ascii']);
+  assert.ok(ascii.stdout.equals(rig.oracleAscii()), 'ASCII log');
 }
 
 /** Runs the daemon on the rig while `feed` appends, then stops it (SIGTERM, exit 0). */
@@ -44,25 +51,32 @@ async function withDaemon(rig: Rig, flavor: string, feed: () => Promise<void>): 
 }
 
 describe('collector under load', () => {
-  it('100k records with removal (imakeep run, flavour n)', async (t) => {
-    const rig = await startRig({ mux: true, seed: 100 });
-    await rig.store.close();
-    try {
-      let maxKernel = 0;
-      await withDaemon(rig, 'n', async () => {
-        for (let appended = 0; appended < 100_000; appended += 2000) {
-          await rig.append(2000);
-          const s = rig.emu.stats();
-          maxKernel = Math.max(maxKernel, s.recordsCurrent + s.recordsStaged);
-        }
-      });
-      t.diagnostic(`100k: kernel list peaked at ${maxKernel} records; removed ${rig.emu.stats().recordsDeleted}`);
-      assert.ok(maxKernel < 20_000, `kernel list bounded (peak ${maxKernel})`);
-      await assertCliLogIsOracle(rig);
-    } finally {
-      await rig.stop();
-    }
-  });
+  const loads = [
+    { flavor: 'n', flushHtable: false },
+    { flavor: 'staged', flushHtable: false },
+    { flavor: 'staged', flushHtable: true },
+  ] as const;
+  for (const load of loads) {
+    it(`100k records with removal (imakeep run, flavour ${load.flavor}${load.flushHtable ? ', ima_flush_htable' : ''})`, async (t) => {
+      const rig = await startRig({ mux: true, seed: 100, flushHtable: load.flushHtable });
+      await rig.store.close();
+      try {
+        let maxKernel = 0;
+        await withDaemon(rig, load.flavor, async () => {
+          for (let appended = 0; appended < 100_000; appended += 2000) {
+            await rig.append(2000);
+            const s = rig.emu.stats();
+            maxKernel = Math.max(maxKernel, s.recordsCurrent + s.recordsStaged);
+          }
+        });
+        t.diagnostic(`100k: kernel list peaked at ${maxKernel} records; removed ${rig.emu.stats().recordsDeleted}`);
+        assert.ok(maxKernel < 20_000, `kernel list bounded (peak ${maxKernel})`);
+        await assertCliLogIsOracle(rig, true);
+      } finally {
+        await rig.stop();
+      }
+    });
+  }
 
   it('EBUSY storm: two readers cat the list in a loop while the daemon removes', async (t) => {
     const rig = await startRig({ mux: true, seed: 5 });
