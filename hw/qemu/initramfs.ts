@@ -53,9 +53,17 @@ export function productionPackages(lockfileText: string): string[] {
     .map(([key]) => key);
 }
 
-/** Prebuilt addons for other platforms are dead weight in an x86_64 glibc guest. */
+/**
+ * Prebuilt addons for other platforms, or for musl (`*.musl.node`, which `ldd` of glibc refuses),
+ * are dead weight in an x86_64 glibc guest.
+ */
 function wantedInGuest(relPath: string): boolean {
-  return !/(^|\/)prebuilds\/(?!linux-x64(\/|$))/.test(relPath) && !relPath.endsWith('.map') && !relPath.endsWith('.d.ts');
+  return (
+    !/(^|\/)prebuilds\/(?!linux-x64(\/|$))/.test(relPath) &&
+    !relPath.endsWith('.musl.node') &&
+    !relPath.endsWith('.map') &&
+    !relPath.endsWith('.d.ts')
+  );
 }
 
 /** Collects archive members; creates each parent folder once, before its first child. */
