@@ -421,6 +421,10 @@ export class Collector {
     if (bounds.shouldSeal(this.#now())) await this.#seal();
     for await (const batch of reader.drain({ maxBatchRecords: this.#read.maxBatchRecords })) {
       const now = this.#now();
+      // The reader's position is already past the whole batch: every record of it must reach the
+      // open chunk even when a seal fails half-way (ENOSPC), or the next drain would skip the
+      // rest (a gap that only QUOTE_MISMATCH would catch). So a failed seal is rethrown after it.
+      let sealFailure: { readonly error: unknown } | undefined;
       for (const rec of batch.records) {
         this.#chunkReplay.extend(rec);
         bounds.add(rec, now);
@@ -428,8 +432,15 @@ export class Collector {
         // Seal at the record that reaches the bound, not at the end of the read batch: a batch of
         // 4096 records is ~1 MB, and chunks that large made LevelDB's mmapped tables (RssFile)
         // grow past the configured bound (bench/ingest.ts, 1M records: 1-1.3 MB chunks).
-        if (bounds.shouldSeal(now)) await this.#seal();
+        if (sealFailure === undefined && bounds.shouldSeal(now)) {
+          try {
+            await this.#seal();
+          } catch (error) {
+            sealFailure = { error };
+          }
+        }
       }
+      if (sealFailure !== undefined) throw sealFailure.error;
     }
   }
 

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { encodeBinaryList, parseBinaryList } from '../../src/ima/index.js';
 import { readCounter } from '../../src/kernel/index.js';
 import type { Collector, FlavorChoice } from '../../src/collector/index.js';
-import { chainedNonce, type Checkpoint } from '../../src/store/index.js';
+import { chainedNonce, StoreError, type Checkpoint } from '../../src/store/index.js';
 import { decodePcrBlob, publicKeyFromTpm2b, verifyQuote } from '../../src/tpm/index.js';
 import { collectLog, replayPcr10, startRig, tpmPcr10, type Rig } from './_rig.js';
 
@@ -122,6 +122,31 @@ describe('collector removal on the emulator', () => {
       }
       assert.equal(records, 1500);
       assert.ok(chunks >= Math.floor(rig.oracle().length / maxBytes), `${chunks} chunks for ${rig.oracle().length} B`);
+      await collector.close();
+    } finally {
+      await rig.stop();
+    }
+  });
+
+  it('a chunk commit failing in the middle of a read batch loses no record of that batch', async () => {
+    const rig = await startRig();
+    try {
+      const collector = await rig.collector({ flavor: 'n', chunkBounds: { maxBytes: 8192, maxAgeMs: 60_000 } });
+      await rig.append(3000);
+      // The third commit of the drain fails as on a full disk; the reader is past the whole batch.
+      const store = rig.store;
+      const appendChunk = store.appendChunk.bind(store);
+      let commits = 0;
+      store.appendChunk = async (boot, draft) => {
+        if (++commits === 3) throw new StoreError('STORE_WRITE_FAILED', 'injected: no space left on device');
+        return appendChunk(boot, draft);
+      };
+      await assert.rejects(collector.runOnce(), { code: 'STORE_WRITE_FAILED' });
+      assert.equal(rig.emu.stats().recordsDeleted, 0, 'nothing removed while a commit fails');
+      await collector.runOnce();
+      assert.equal(collector.status().stored, 3000);
+      assert.equal(rig.emu.stats().recordsDeleted, 3000, 'every record stored, quoted and removed');
+      assert.ok((await collectLog(collector, { format: 'binary', bank: 'sha1' })).equals(rig.oracle()), 'no gap in the log');
       await collector.close();
     } finally {
       await rig.stop();
