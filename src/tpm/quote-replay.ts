@@ -7,10 +7,9 @@
  * kernel-ima.md §3.7, "replay the event log until the quote matches". Pure: the caller brings the
  * replay (positioned at a point the TPM had passed, e.g. a checkpoint) and the records after it.
  */
-import { bytesEqual } from '../ima/hash.js';
 import type { BankName, ImaRecord } from '../ima/record.js';
 import { refsOf, type PcrSelection, type PcrValue } from './structures.js';
-import { computePcrDigest } from './verify.js';
+import { computePcrDigest, equalBytes } from './verify.js';
 
 /** What of a quote the search needs: its selection and digest, and the digest's hash algorithm. */
 export interface QuotedDigest {
@@ -33,7 +32,7 @@ export function replayedValues(quote: QuotedDigest, replay: ReplayingPcrs): PcrV
 /** True if `values` are the PCR values the quote attests (their hash is its pcrDigest). */
 export function quoteFits(quote: QuotedDigest, values: readonly PcrValue[]): boolean {
   const digest = computePcrDigest(quote.parsed.pcrSelections, values, quote.digestAlg);
-  return digest !== undefined && bytesEqual(digest, quote.parsed.pcrDigest);
+  return digest !== undefined && equalBytes(digest, quote.parsed.pcrDigest);
 }
 
 /**

@@ -32,7 +32,7 @@ import {
   selectionOf,
 } from './structures.js';
 import { openTpmTransport, type TpmTransport } from './transport.js';
-import { computePcrDigest } from './verify.js';
+import { quoteFits } from './quote-replay.js';
 
 /** Options of `Tpm`. */
 export interface TpmOptions {
@@ -303,8 +303,7 @@ export class Tpm {
       const parsed = parseQuoteAttest(attest);
       const hashAlg = readSignature(new TpmReader(signature)).hashAlg;
       const pcrs = await this.pcrRead(options.pcrs);
-      const digest = computePcrDigest(parsed.pcrSelections, pcrs, hashAlg);
-      if (digest !== undefined && Buffer.from(digest).equals(parsed.pcrDigest)) {
+      if (quoteFits({ parsed, digestAlg: hashAlg }, pcrs)) {
         return { attest, signature, parsed, pcrs, attempts: attempt };
       }
     }

@@ -41,7 +41,8 @@ export class QuoteVerifyError extends ImakeepError {
 }
 
 const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
-const equalBytes = (a: Uint8Array, b: Uint8Array): boolean => Buffer.from(a).equals(b);
+/** Byte-wise equality (the quote's values are public: no constant-time compare needed). */
+export const equalBytes = (a: Uint8Array, b: Uint8Array): boolean => Buffer.from(a).equals(b);
 
 /** Node hash name of a TPM hash algorithm (the same names as the PCR banks). */
 function hashName(alg: number): string {
