@@ -4,7 +4,8 @@
  * is the store's `replayAt`, which serve needs too).
  * Each streams chunk by chunk (Invariant 4): memory is one chunk whatever the range.
  */
-import type { ImaRecord } from '../ima/index.js';
+import { BinaryListParser, type ImaRecord } from '../ima/index.js';
+import { binaryRecordLength } from '../kernel/index.js';
 import type { ImaStore } from '../store/index.js';
 
 /**
@@ -28,28 +29,12 @@ export async function storedBytes(store: ImaStore, boot: number, from: number, t
 function partialBytes(body: Uint8Array, first: number, from: number, to: number): number {
   let index = first;
   let bytes = 0;
-  for (const length of recordLengths(body)) {
-    if (index >= from && index < to) bytes += length;
+  // The one binary codec walks the body (views, no copies); a chunk body is canonical LE.
+  new BinaryListParser().pushEach(body, (rec) => {
+    if (index >= from && index < to) bytes += binaryRecordLength(rec);
     index++;
-  }
+  });
   return bytes;
-}
-
-/** Lengths of the records of a SHA-1 binary list body, walking the length fields only. */
-function* recordLengths(body: Uint8Array): Generator<number> {
-  const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
-  let at = 0;
-  while (at < body.length) {
-    // u32 pcr | digest[20] | u32 name_len | name | u32 data_len | data (kernel-ima.md §3.2); the
-    // `ima` template has no data_len: d(20) | u32 len | name.
-    const nameLen = view.getUint32(at + 24, true);
-    const nameAt = at + 28;
-    const isIma = nameLen === 3 && body[nameAt] === 0x69 && body[nameAt + 1] === 0x6d && body[nameAt + 2] === 0x61;
-    const dataLen = isIma ? 24 + view.getUint32(nameAt + nameLen + 20, true) : 4 + view.getUint32(nameAt + nameLen, true);
-    const length = 28 + nameLen + dataLen;
-    yield length;
-    at += length;
-  }
 }
 
 /** Up to `max` stored records from global index `from` on. */
