@@ -1,13 +1,17 @@
 /**
  * `imakeep verify`: offline verification, without the device.
  *
- *   imakeep verify BUNDLE... [--ak PEM] [--from-checkpoint STATE.json] [--state-out FILE] [--json]
- *   imakeep verify LOG --quote QUOTE.json [--nonce TEXT] [--ak PEM] [--format binary|ascii] [--json]
+ *   imakeep verify BUNDLE... (--ak PEM | --trust-on-first-use) [--strict] [--from-checkpoint STATE.json] [--state-out FILE] [--json]
+ *   imakeep verify LOG --quote QUOTE.json (--ak PEM | --trust-on-first-use) [--nonce TEXT] [--format binary|ascii] [--json]
  *
  * Bundles (from `imakeep export` or `GET /v1/evidence`) are verified in the order given, the state
  * carried from one to the next; `--state-out` saves the state, `--from-checkpoint` starts from a
  * saved one. A LOG (a kernel-format list, e.g. from `GET /v1/log`) is checked against a quote saved
- * from `GET /v1/quote` (Keylime format). Exit 0 when everything verifies; 1 with the first failure.
+ * from `GET /v1/quote` (Keylime format). The AK must be trusted: `--ak` pins it; without it
+ * `VERIFY_AK`, unless `--trust-on-first-use` takes the evidence's own AK (and the output says so).
+ * `--strict` refuses evidence quoted with the version-1 nonce (`VERIFY_UNSIGNED`), which is
+ * otherwise accepted with the fields no signature covers listed. Exit 0 when everything verifies;
+ * 1 with the first failure.
  */
 import { createReadStream } from 'node:fs';
 import { open, readFile, writeFile } from 'node:fs/promises';
@@ -17,6 +21,7 @@ import { recordBatches } from '../ima/index.js';
 import { decodePcrBlob } from '../tpm/index.js';
 import {
   EvidenceVerifier,
+  noTrustedAk,
   trustedAkFromPem,
   verifyLogAgainstQuote,
   verifyStateFromJson,
@@ -27,8 +32,8 @@ import {
 import { choiceOption, parseVerbArgs, writeStdout } from './_verb.js';
 
 /** Usage of `imakeep verify`. */
-export const usage = `usage: imakeep verify BUNDLE... [--ak PEM] [--from-checkpoint STATE.json] [--state-out FILE] [--json]
-       imakeep verify LOG --quote QUOTE.json [--nonce TEXT] [--ak PEM] [--format binary|ascii] [--json]`;
+export const usage = `usage: imakeep verify BUNDLE... (--ak PEM | --trust-on-first-use) [--strict] [--from-checkpoint STATE.json] [--state-out FILE] [--json]
+       imakeep verify LOG --quote QUOTE.json (--ak PEM | --trust-on-first-use) [--nonce TEXT] [--format binary|ascii] [--json]`;
 
 /**
  * True if the file starts like an evidence bundle: a CBOR map header (0xa1..0xbf) and its first
@@ -48,7 +53,9 @@ async function isBundle(path: string): Promise<boolean> {
 
 function describeBundle(r: BundleReport): string {
   const parts = r.segments.map(
-    (s) => `boot ${s.boot} records ${s.from}..${s.to} (${s.chunks} chunks, checkpoints ${s.checkpoints.join(',') || 'none'}, start: ${s.start})`,
+    (s) =>
+      `boot ${s.boot} records ${s.from}..${s.to} (${s.chunks} chunks, checkpoints ${s.checkpoints.join(',') || 'none'}, start: ${s.start}` +
+      `${s.binding === 'v1' ? `; version-1 nonces, unsigned: ${s.unsigned.join(', ')}` : ''})`,
   );
   return `${r.cursor} -> ${r.next}: ${parts.join('; ')}`;
 }
@@ -70,6 +77,8 @@ function parseKeylimeQuote(text: string): { attest: Uint8Array; signature: Uint8
 export default async function verify(argv: string[]): Promise<number> {
   const { values, positionals } = parseVerbArgs(argv, {
     ak: { type: 'string' },
+    'trust-on-first-use': { type: 'boolean' },
+    strict: { type: 'boolean' },
     json: { type: 'boolean' },
     'from-checkpoint': { type: 'string' },
     'state-out': { type: 'string' },
@@ -79,8 +88,11 @@ export default async function verify(argv: string[]): Promise<number> {
   });
   if (positionals.length === 0) throw new UsageError('give at least one BUNDLE or LOG');
   const trustedAk = values.ak === undefined ? undefined : trustedAkFromPem(await readFile(values.ak));
+  const trustOnFirstUse = values['trust-on-first-use'] === true && trustedAk === undefined;
+  const akWords = trustOnFirstUse ? 'trusted on first use (not pinned: give --ak)' : 'trusted (pinned by --ak)';
   const json = values.json === true;
   try {
+    if (trustedAk === undefined && !trustOnFirstUse) throw noTrustedAk();
     const first = positionals[0] ?? '';
     if (values.quote !== undefined || !(await isBundle(first))) {
       if (values.quote === undefined) throw new UsageError(`${first} is not an evidence bundle; to check a log give --quote QUOTE.json`);
@@ -88,7 +100,7 @@ export default async function verify(argv: string[]): Promise<number> {
       const format = choiceOption('format', values.format ?? 'binary', ['binary', 'ascii'] as const);
       const q = parseKeylimeQuote(await readFile(values.quote, 'utf8'));
       const ak = trustedAk ?? (q.pubkey === undefined ? undefined : createPublicKey(q.pubkey));
-      if (ak === undefined) throw new UsageError('no AK: give --ak or a quote response with pubkey');
+      if (ak === undefined) throw new UsageError('no AK: the quote response has no pubkey to trust on first use; give --ak');
       const report = await verifyLogAgainstQuote(recordBatches(createReadStream(first), { format }), {
         attest: q.attest,
         signature: q.signature,
@@ -98,13 +110,13 @@ export default async function verify(argv: string[]): Promise<number> {
       });
       await writeStdout(
         json
-          ? `${JSON.stringify({ ok: true, log: report, akTrusted: trustedAk !== undefined })}\n`
-          : `OK: records 0..${report.matchedAt - 1} replay to the quoted PCR 10 (${report.banks.join(', ')}); ${report.records - report.matchedAt} records logged after the quote; AK ${trustedAk === undefined ? 'taken from the quote (not trusted)' : 'trusted'}\n`,
+          ? `${JSON.stringify({ ok: true, log: report, akTrust: trustOnFirstUse ? 'first-use' : 'pinned' })}\n`
+          : `OK: records 0..${report.matchedAt - 1} replay to the quoted PCR 10 (${report.banks.join(', ')}); ${report.records - report.matchedAt} records logged after the quote; AK ${akWords}\n`,
       );
       return 0;
     }
     const state = values['from-checkpoint'] === undefined ? undefined : verifyStateFromJson(await readFile(values['from-checkpoint'], 'utf8'));
-    const verifier = new EvidenceVerifier({ trustedAk, state });
+    const verifier = new EvidenceVerifier({ trustedAk, trustOnFirstUse, strict: values.strict === true, state });
     const reports: BundleReport[] = [];
     for (const path of positionals) {
       const report = verifier.verify(new Uint8Array(await readFile(path)));
@@ -118,7 +130,7 @@ export default async function verify(argv: string[]): Promise<number> {
     await writeStdout(
       json
         ? `${JSON.stringify({ ok: true, bundles: reports, state: end === undefined ? null : verifyStateToJson(end) })}\n`
-        : `OK: ${reports.length} bundles, ${records} records, ${checkpoints} checkpoints verified; AK ${trustedAk === undefined ? 'taken from the bundle (not trusted: give --ak)' : 'trusted'}\n`,
+        : `OK: ${reports.length} bundles, ${records} records, ${checkpoints} checkpoints verified; AK ${akWords}\n`,
     );
     return 0;
   } catch (e) {

@@ -25,7 +25,7 @@ import {
   type RemovalResult,
   type SecurityfsFiles,
 } from '../kernel/index.js';
-import { ChunkBuilder, chainedNonce, replayAt, type BootRecord, type Checkpoint, type ImaStore, type StoredRecord } from '../store/index.js';
+import { ChunkBuilder, chainedNonceV1, nextCheckpointNonce, replayAt, type BootRecord, type Checkpoint, type ImaStore, type StoredRecord } from '../store/index.js';
 import { isImakeepError } from '../errors.js';
 import {
   COLLECTOR_DEFAULTS,
@@ -218,7 +218,7 @@ export class Collector {
       const modes: Partial<Record<BankName, BankMode>> = {};
       for (const bank of banks) modes[bank] = this.#o.bankModes?.[bank] ?? 'native';
       // The boot's first quote only learns resetCount (a TPM reset is a reboot); it is not stored.
-      const probe = await this.#o.quotes.quote(chainedNonce(undefined, kernelBootId), banks, this.#pcr);
+      const probe = await this.#o.quotes.quote(chainedNonceV1(undefined, kernelBootId), banks, this.#pcr);
       const info = {
         kernelBootId,
         firstSeen: this.#now(),
@@ -471,7 +471,8 @@ export class Collector {
    */
   async #attest(): Promise<boolean> {
     const { banks, record } = this.#b;
-    const nonce = chainedNonce(this.#checkpoint, record.kernelBootId);
+    await this.#seal(); // the nonce binds the chunk chain: what was read goes into it first
+    const { nonce, anchor } = await nextCheckpointNonce(this.#store, this.#b.boot, this.#checkpoint);
     const quote = await this.#o.quotes.quote(nonce, banks, this.#pcr);
     this.#metrics.quotes++;
     const resetCount = quote.parsed.clockInfo.resetCount;
@@ -486,7 +487,7 @@ export class Collector {
     const { count: k, replay, pcrs } = await this.#match(quote);
     if (k > (this.#checkpoint?.count ?? 0)) {
       verifyEvidence(quote, nonce, pcrs);
-      const checkpoint: Checkpoint = { count: k, pcrs, attest: quote.attest, signature: quote.signature, akName: quote.akName, nonce, pcrBlob: encodePcrBlob(pcrs) };
+      const checkpoint: Checkpoint = { count: k, pcrs, attest: quote.attest, signature: quote.signature, akName: quote.akName, nonce, pcrBlob: encodePcrBlob(pcrs), anchor };
       await this.#store.storeCheckpoint(this.#b.boot, checkpoint);
       if (this.#store.meta.akPublic === null) await this.#store.updateMeta({ akPublic: quote.akPublic });
       this.#checkpoint = checkpoint;

@@ -1,20 +1,35 @@
 /**
  * Building evidence bundles from the store, from a cursor (design.md "Serving"; format in
- * `bundle.ts`).
+ * `store/bundle.ts`).
  *
  * What a bundle holds, and why it is stable:
- * - Of the current boot, only chunks wholly covered by a stored checkpoint: records not yet quoted
- *   are not evidence yet. Checkpoints are stored with increasing counts, so every checkpoint that
- *   covers a sent chunk existed when it was sent: no checkpoint ever arrives "late", behind the
- *   records it covers. A finished boot (a later one exists) is sent whole: nothing will cover its
- *   last records any more, and they are kept all the same (Invariant 1 holds them, not a quote).
- * - At most `maxBytes` of chunk and checkpoint values (at least one chunk), so memory per request
- *   is bounded (Invariant 4). A bundle that reached its budget never changes: the same cursor gives
- *   the same bytes. A bundle that caught up with the store grows with it until it is full.
+ * - A boot whose checkpoints carry anchors (the version-2 nonce, `store/nonce.ts`) is sent up to
+ *   a "cut": the anchor of a checkpoint sent, with every checkpoint sent anchored at or before it.
+ *   So every chunk sent is bound by a signature in the same bundle, and every checkpoint sent
+ *   covers records sent. Records past the last cut wait for the next checkpoint; those of a
+ *   finished boot past its last cut are never sent (nothing signs them; they stay in the store and
+ *   in the served log).
+ * - A boot with version-1 checkpoints only (a store written before version 2) is sent as before:
+ *   of the current boot the chunks wholly covered by a checkpoint, a finished boot whole (the
+ *   verifier reports what no signature covers there). A boot without checkpoints is not sent.
+ * - Checkpoints are stored with increasing counts, so every checkpoint that covers a sent chunk
+ *   existed when it was sent: no checkpoint ever arrives "late", behind the records it covers.
+ * - At most `maxBytes` of chunk and checkpoint values, except that a bundle always reaches one cut
+ *   if the store has one past the cursor, so memory per request is bounded by the budget plus one
+ *   checkpoint interval (Invariant 4). A bundle that reached its budget never changes: the same
+ *   cursor gives the same bytes. A bundle that caught up with the store grows with it until it is
+ *   full. Boots with nothing to send are not sent as empty segments (an empty segment's metadata
+ *   would be bound by nothing); the cursor moves past them.
  */
-import { encodeCheckpoint, type ImaStore, type StoredChunk } from '../store/index.js';
-import { encodeBundle, type BundleSegment, type EvidenceBundle, type EvidenceCursor } from './bundle.js';
+import { cursorFromText, encodeBundle, encodeCheckpoint, type BundleSegment, type Checkpoint, type EvidenceBundle, type EvidenceCursor, type ImaStore } from '../store/index.js';
 import { ServeError } from './errors.js';
+
+/** Parses a cursor's text form (`since`); throws `SERVE_BAD_CURSOR`. */
+export function parseCursor(text: string): EvidenceCursor {
+  const cursor = cursorFromText(text);
+  if (cursor === undefined) throw new ServeError('SERVE_BAD_CURSOR', `cursor '${text.slice(0, 64)}' is not <boot>.<index>.<checkpoint>`, { parameter: 'since' });
+  return cursor;
+}
 
 /** Limits of one bundle. */
 export interface BundleLimits {
@@ -59,7 +74,7 @@ export async function buildBundle(store: ImaStore, since?: EvidenceCursor, limit
     const later = due[i + 1];
     const finished = later !== undefined;
     const part = await segmentOf(store, from, finished, budget, segments.length === 0);
-    segments.push(part.segment);
+    if (part.segment.chunks.length > 0 || part.segment.checkpoints.length > 0) segments.push(part.segment);
     budget -= part.bytes;
     next = part.next;
     full = part.full;
@@ -78,6 +93,23 @@ interface SegmentPart {
   readonly full: boolean;
 }
 
+/**
+ * Where a boot's content may end in a bundle, from `from`: every chunk end for a version-1 boot
+ * (up to `end`), else the cuts (see the module comment); none without checkpoints. Anchors never decrease along a boot's
+ * checkpoints (the stored count only grows), so a later checkpoint never anchors before a cut.
+ */
+async function cutsOf(store: ImaStore, from: EvidenceCursor, end: number): Promise<{ readonly isCut: (at: number) => boolean; readonly last: number }> {
+  const anchored: Pick<Checkpoint, 'count' | 'anchor'>[] = [];
+  for await (const { count, anchor } of store.checkpoints(from.boot, from.checkpoint)) anchored.push({ count, anchor });
+  if (anchored.length > 0 && anchored.every((c) => c.anchor === undefined)) return { isCut: (at) => at <= end, last: end };
+  const cuts = new Set<number>();
+  for (const c of anchored) {
+    const at = c.anchor;
+    if (at !== undefined && anchored.every((o) => o.count > at || (o.anchor ?? 0) <= at)) cuts.add(at);
+  }
+  return { isCut: (at) => cuts.has(at), last: [...cuts].reduce((a, b) => Math.max(a, b), from.index) };
+}
+
 async function segmentOf(store: ImaStore, from: EvidenceCursor, finished: boolean, budget: number, first: boolean): Promise<SegmentPart> {
   const { boot } = from;
   const info = await store.bootRecord(boot);
@@ -86,11 +118,12 @@ async function segmentOf(store: ImaStore, from: EvidenceCursor, finished: boolea
   if (from.index > stored) {
     throw new ServeError('SERVE_BAD_CURSOR', `cursor index ${from.index} is past boot ${boot}'s ${stored} stored records`, { boot, index: from.index, parameter: 'since' });
   }
+  const cuts = await cutsOf(store, from, exportEnd);
   const chunks: Uint8Array[] = [];
-  let end = from.index;
+  let sent = { chunks: 0, end: from.index, used: 0 };
   let used = 0;
   let full = false;
-  let start: StoredChunk['chunk']['replay'] | null = null;
+  let start: BundleSegment['start'] = null;
   for await (const stored of store.chunks(boot, Math.max(0, from.index - 1))) {
     const { chunk } = stored;
     if (chunk.firstIndex < from.index) {
@@ -102,19 +135,22 @@ async function segmentOf(store: ImaStore, from: EvidenceCursor, finished: boolea
       start = chunk.replay;
       continue;
     }
-    if (chunk.firstIndex + chunk.count > exportEnd) break;
-    if (used + stored.value.length > budget && (chunks.length > 0 || !first)) {
+    const end = chunk.firstIndex + chunk.count;
+    if (end > cuts.last) break;
+    if (used + stored.value.length > budget && (sent.chunks > 0 || !first)) {
       full = true;
       break;
     }
     chunks.push(stored.value);
     used += stored.value.length;
-    end = chunk.firstIndex + chunk.count;
+    if (cuts.isCut(end)) sent = { chunks: chunks.length, end, used };
   }
+  chunks.length = sent.chunks;
   const checkpoints: Uint8Array[] = [];
   let nextCheckpoint = from.checkpoint;
+  used = sent.used;
   for await (const checkpoint of store.checkpoints(boot, from.checkpoint)) {
-    if (checkpoint.count > end) break;
+    if (checkpoint.count > sent.end) break;
     const value = encodeCheckpoint(checkpoint);
     checkpoints.push(value);
     used += value.length;
@@ -122,7 +158,7 @@ async function segmentOf(store: ImaStore, from: EvidenceCursor, finished: boolea
   }
   return {
     segment: { boot, info, start: chunks.length === 0 ? null : start, chunks, checkpoints },
-    next: { boot, index: end, checkpoint: nextCheckpoint },
+    next: { boot, index: sent.end, checkpoint: nextCheckpoint },
     bytes: used,
     full,
   };

@@ -16,18 +16,18 @@ export {
   type LogSource,
   type OpenLog,
 } from './log-stream.js';
+// The bundle codec lives in the store (below serve and verify); exported here too for builders.
 export {
   BUNDLE_FORMAT,
   BUNDLE_VERSION,
   decodeBundle,
   encodeBundle,
   formatCursor,
-  parseCursor,
   type BundleSegment,
   type EvidenceBundle,
   type EvidenceCursor,
-} from './bundle.js';
-export { buildBundle, DEFAULT_BUNDLE_LIMITS, type BuiltBundle, type BundleLimits } from './evidence.js';
+} from '../store/index.js';
+export { buildBundle, parseCursor, DEFAULT_BUNDLE_LIMITS, type BuiltBundle, type BundleLimits } from './evidence.js';
 export {
   MAX_KEYLIME_NONCE,
   keylimeQuoteBody,

@@ -52,6 +52,7 @@ export {
   decodeMeta,
   encodeBootRecord,
   decodeBootRecord,
+  bootInfoValue,
   encodeCheckpoint,
   decodeCheckpoint,
   encodeJournal,
@@ -61,4 +62,24 @@ export type { BatchOperation, IterateOptions, DatabaseIterator, StoreDatabase } 
 export { ImaStore, type ImaStoreOptions, type StoredRecord, type StoredChunk, type DropBootOptions } from './store.js';
 export { openStore, type OpenStoreOptions, type LevelTuning, DEVICE_LEVEL_OPTIONS } from './level.js';
 export { replayAt } from './replay-at.js';
-export { chainedNonce, type QuoteLink } from './nonce.js';
+export {
+  chainedNonceV1,
+  checkpointNonce,
+  bootBinding,
+  nextCheckpointNonce,
+  type QuoteLink,
+  type ChainAnchor,
+  type NonceInput,
+} from './nonce.js';
+export {
+  BUNDLE_FORMAT,
+  BUNDLE_VERSION,
+  encodeBundle,
+  decodeBundle,
+  formatCursor,
+  cursorFromText,
+  type EvidenceCursor,
+  type BundleSegment,
+  type EvidenceBundle,
+  type DecodedBundle,
+} from './bundle.js';

@@ -1,10 +1,38 @@
 /**
- * The rule that chains a boot's checkpoints (design.md "The cycle", quote step): the store
- * defines what a checkpoint is, so it defines the qualifying data each checkpoint's quote carries.
- * The collector quotes with it; a verifier recomputes it from the stored checkpoints (peers.md §5.6).
+ * The rule that chains a boot's checkpoints and binds the stored evidence to them (design.md "The
+ * cycle", quote step): the store defines what a checkpoint is, so it defines the qualifying data
+ * each checkpoint's quote carries. The collector quotes with it; a verifier recomputes it from the
+ * stored checkpoints, chunks and boot metadata (peers.md §5.6).
+ *
+ * Version 2 (what the collector quotes with): the nonce of a checkpoint quote is
+ *
+ *   SHA-256(label₂ ‖ SHA-256(boot binding) ‖ u64be(anchor) ‖ chain head at anchor ‖ previous attest ‖ previous signature)
+ *
+ * - the boot binding ({@link bootBinding}): every field of the boot's metadata a verifier reads
+ *   (device id, kernel boot id, first seen, resetCount, bank modes, byte order, template, template
+ *   hash), one canonical CBOR map;
+ * - the anchor: the boot's stored record count when the nonce was computed, always a chunk
+ *   boundary, and the SHA-256 of the chunk that ends there (32 zero bytes at 0): through the chunk
+ *   hash chain (`chunk.ts`) it binds every byte of every chunk up to the anchor, including what
+ *   IMA's template hash does not cover (template names, violation records' data; kernel-ima.md
+ *   §3.4). The quote comes after the anchor, so the records it matches (count ≥ anchor) were all
+ *   logged before it;
+ * - the previous checkpoint's exact TPMS_ATTEST and TPMT_SIGNATURE bytes (nothing for a boot's
+ *   first checkpoint): a checkpoint cannot be dropped from or moved within the chain;
+ * - label₂ = `imakeep/checkpoint-nonce/v2` NUL.
+ *
+ * Version 1 (stores written before version 2; read, never written): SHA-256(label₁ ‖ kernel boot
+ * id) for a boot's first checkpoint, SHA-256(label₁ ‖ previous attest ‖ previous signature) after;
+ * it left the rest of the boot metadata and the chunks' bytes outside every signature.
+ *
+ * Both are 32 bytes: the most TPM2_Quote takes with a SHA-256 AK.
  */
 import { sha256 } from '@noble/hashes/sha2.js';
 import { concatBytes } from '../ima/index.js';
+import { encodeValue } from './cbor.js';
+import { CHUNK_HASH_SIZE } from './chunk.js';
+import type { ImaStore } from './store.js';
+import { bootInfoValue, type BootInfo } from './values.js';
 
 /** A checkpoint's quote, as the nonce chain needs it. */
 export interface QuoteLink {
@@ -12,17 +40,60 @@ export interface QuoteLink {
   readonly signature: Uint8Array;
 }
 
-const NONCE_LABEL = new TextEncoder().encode('imakeep/checkpoint-nonce/v1\0');
+/** Where a version-2 nonce binds the chunk chain: records 0..count-1 and the chunk ending there. */
+export interface ChainAnchor {
+  /** The boot's stored record count (a chunk boundary). */
+  readonly count: number;
+  /** SHA-256 of the chunk ending at `count`; null at 0. */
+  readonly head: Uint8Array | null;
+}
+
+/** Everything a version-2 nonce binds. */
+export interface NonceInput {
+  /** The store's device id (`StoreMeta.deviceId`). */
+  readonly deviceId: string | null;
+  readonly boot: BootInfo;
+  readonly anchor: ChainAnchor;
+  /** The boot's previous checkpoint; undefined for its first. */
+  readonly previous: QuoteLink | undefined;
+}
+
+const text = new TextEncoder();
+const NONCE_LABEL_V1 = text.encode('imakeep/checkpoint-nonce/v1\0');
+const NONCE_LABEL_V2 = text.encode('imakeep/checkpoint-nonce/v2\0');
+
+/** The version-1 rule (see the module comment), for checkpoints stored before version 2. */
+export function chainedNonceV1(previous: QuoteLink | undefined, kernelBootId: string): Uint8Array {
+  const tail = previous === undefined ? [text.encode(kernelBootId)] : [previous.attest, previous.signature];
+  return sha256(concatBytes([NONCE_LABEL_V1, ...tail]));
+}
 
 /**
- * The qualifying data of a boot's next checkpoint quote: SHA-256(label ‖ previous attest ‖
- * previous signature), the previous checkpoint's exact TPMS_ATTEST and TPMT_SIGNATURE bytes, or
- * SHA-256(label ‖ kernel boot id) for a boot's first checkpoint (the boot id is then attested by
- * the first quote); label = `imakeep/checkpoint-nonce/v1` NUL. A checkpoint cannot be dropped
- * from or moved within the chain without the next nonce showing it. 32 bytes: the most
- * TPM2_Quote takes with a SHA-256 AK.
+ * The boot binding's bytes: a CBOR map with a fixed key order (golden vector in
+ * test/store/nonce.test.ts), bank modes in BANKS order.
  */
-export function chainedNonce(previous: QuoteLink | undefined, kernelBootId: string): Uint8Array {
-  const tail = previous === undefined ? [new TextEncoder().encode(kernelBootId)] : [previous.attest, previous.signature];
-  return sha256(concatBytes([NONCE_LABEL, ...tail]));
+export function bootBinding(deviceId: string | null, boot: BootInfo): Uint8Array {
+  return encodeValue({ deviceId, ...bootInfoValue(boot) });
+}
+
+/** The version-2 rule (see the module comment). */
+export function checkpointNonce(input: NonceInput): Uint8Array {
+  const count = new Uint8Array(8);
+  new DataView(count.buffer).setBigUint64(0, BigInt(input.anchor.count));
+  const previous = input.previous === undefined ? [] : [input.previous.attest, input.previous.signature];
+  return sha256(
+    concatBytes([NONCE_LABEL_V2, sha256(bootBinding(input.deviceId, input.boot)), count, input.anchor.head ?? new Uint8Array(CHUNK_HASH_SIZE), ...previous]),
+  );
+}
+
+/**
+ * The nonce of `boot`'s next checkpoint quote, from what the store holds now (its device id, the
+ * boot's metadata and chain head), and the anchor to store with the checkpoint. Commit the open
+ * chunk first: records not in a chunk are not bound by this quote.
+ */
+export async function nextCheckpointNonce(store: ImaStore, boot: number, previous: QuoteLink | undefined): Promise<{ nonce: Uint8Array; anchor: number }> {
+  const last = await store.lastChunk(boot);
+  const anchor: ChainAnchor = last === undefined ? { count: 0, head: null } : { count: last.chunk.firstIndex + last.chunk.count, head: last.hash };
+  const nonce = checkpointNonce({ deviceId: store.meta.deviceId, boot: await store.bootRecord(boot), anchor, previous });
+  return { nonce, anchor: anchor.count };
 }

@@ -85,6 +85,11 @@ export interface Checkpoint {
   readonly nonce: Uint8Array;
   /** PCR blob in the Keylime quote format (TPML_PCR_SELECTION ‖ values), if the collector kept it. */
   readonly pcrBlob: Uint8Array | null;
+  /**
+   * The boot's stored record count when the nonce was computed: the chunk boundary whose chain head
+   * the version-2 nonce binds (`nonce.ts`). Absent on checkpoints quoted with the version-1 rule.
+   */
+  readonly anchor?: number;
 }
 
 /** Removal flavours that write to the kernel (design.md "remove"). */
@@ -151,21 +156,36 @@ export function decodeMeta(bytes: Uint8Array, key: string): StoreMeta {
   };
 }
 
-/** Encodes a `boot/<boot>` value; bank modes in BANKS order whatever order the caller built them in. */
-export function encodeBootRecord(boot: BootRecord): Uint8Array {
+/** Bank modes as stored: in BANKS order whatever order the caller built them in. */
+function bankModesValue(modes: BootInfo['bankModes']): Partial<Record<BankName, BankMode>> {
   const bankModes: Partial<Record<BankName, BankMode>> = {};
   for (const bank of BANKS) {
-    const mode = boot.bankModes[bank];
+    const mode = modes[bank];
     if (mode !== undefined) bankModes[bank] = mode;
   }
-  return encodeValue({
+  return bankModes;
+}
+
+/**
+ * A boot's info as the store encodes it (field order fixed: part of the boot golden vector), also
+ * inside the checkpoint nonce's boot binding (`nonce.ts`).
+ */
+export function bootInfoValue(boot: BootInfo): Record<string, unknown> {
+  return {
     kernelBootId: boot.kernelBootId,
     firstSeen: boot.firstSeen,
     resetCount: boot.resetCount,
-    bankModes,
+    bankModes: bankModesValue(boot.bankModes),
     endianness: boot.endianness,
     template: boot.template,
     templateHash: boot.templateHash,
+  };
+}
+
+/** Encodes a `boot/<boot>` value. */
+export function encodeBootRecord(boot: BootRecord): Uint8Array {
+  return encodeValue({
+    ...bootInfoValue(boot),
     exported: boot.exported === null ? null : { cursor: boot.exported.cursor, at: boot.exported.at },
   });
 }
@@ -193,7 +213,10 @@ export function decodeBootRecord(bytes: Uint8Array, key: string): BootRecord {
   };
 }
 
-/** Encodes a `ckpt/<boot>/<count>` value. */
+/**
+ * Encodes a `ckpt/<boot>/<count>` value. `anchor` is written only when present, so a version-1
+ * checkpoint read back re-encodes to the bytes it was stored as (bundles ship re-encoded values).
+ */
 export function encodeCheckpoint(c: Checkpoint): Uint8Array {
   return encodeValue({
     count: c.count,
@@ -203,6 +226,7 @@ export function encodeCheckpoint(c: Checkpoint): Uint8Array {
     akName: c.akName,
     nonce: c.nonce,
     pcrBlob: c.pcrBlob,
+    ...(c.anchor === undefined ? {} : { anchor: c.anchor }),
   });
 }
 
@@ -220,6 +244,7 @@ export function decodeCheckpoint(bytes: Uint8Array, key: string): Checkpoint {
     akName: r.bytes('akName'),
     nonce: r.bytes('nonce'),
     pcrBlob: r.isNull('pcrBlob') ? null : r.bytes('pcrBlob'),
+    ...(r.has('anchor') ? { anchor: r.count('anchor') } : {}),
   };
 }
 

@@ -8,10 +8,12 @@ import { DetailedError } from '../errors.js';
 export type VerifyErrorCode =
   /** A checkpoint's quote does not verify with the AK (signature, PCR digest, layout); `details.quoteCode` says which. */
   | 'VERIFY_SIGNATURE'
-  /** No AK to verify with, the bundle's AK is not the trusted one, or a checkpoint names another AK. */
+  /** No trusted AK (and no trust on first use), the bundle's AK is not the trusted one, or a checkpoint names another AK. */
   | 'VERIFY_AK'
-  /** A checkpoint's nonce is not H(previous checkpoint's attest ‖ signature) (`chain.ts`). */
+  /** A checkpoint's nonce is not the store's rule over the boot, its anchor and the previous checkpoint (`store/nonce.ts`). */
   | 'VERIFY_NONCE_CHAIN'
+  /** Records bound by no checked nonce, or (strict) checkpoints quoted with the version-1 nonce. */
+  | 'VERIFY_UNSIGNED'
   /** TPM clock, resetCount or restartCount went backwards between checkpoints, or the clock was not safe. */
   | 'VERIFY_CLOCK_ORDER'
   /** Replayed PCR values differ from a checkpoint's or a chunk's stored state, or a record's digest is wrong. */

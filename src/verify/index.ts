@@ -4,10 +4,13 @@
  * continuity across chunks, bundles and boots; the first failure reported precisely.
  */
 export { VerifyError, type VerifyErrorCode, type VerifyErrorDetails } from './errors.js';
-export { chainedNonce, clockOrderViolation, type QuoteLink } from './chain.js';
+export { clockOrderViolation } from './chain.js';
+export { chainedNonceV1, checkpointNonce, bootBinding, type QuoteLink } from '../store/index.js';
 export {
   EvidenceVerifier,
   trustedAkFromPem,
+  noTrustedAk,
+  V1_UNSIGNED_FIELDS,
   type BundleReport,
   type SegmentReport,
   type VerifierOptions,

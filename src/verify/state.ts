@@ -4,7 +4,7 @@
  * hex, the TPM clock a decimal string (a u64).
  */
 import { BANKS, fromHex, toHex, type BankMode } from '../ima/index.js';
-import { parseCursor, formatCursor } from '../serve/bundle.js';
+import { cursorFromText, formatCursor } from '../store/index.js';
 import { parseQuoteAttest } from '../tpm/index.js';
 import { VerifyError } from './errors.js';
 import type { VerifyState } from './verifier.js';
@@ -54,7 +54,8 @@ export function verifyStateFromJson(text: string): VerifyState {
   if (!isRecord(value) || typeof value.cursor !== 'string' || !Number.isSafeInteger(value.recordCount) || !Array.isArray(value.banks)) {
     throw bad('needs cursor, recordCount and banks');
   }
-  const cursor = parseCursor(value.cursor);
+  const cursor = cursorFromText(value.cursor);
+  if (cursor === undefined) throw bad('cursor is not <boot>.<index>.<checkpoint>');
   const banks = value.banks.map((b: unknown, i) => {
     if (!isRecord(b) || !Array.isArray(b.pcrs)) throw bad(`banks[${i}] is malformed`);
     const bank = BANKS.find((name) => name === b.bank);

@@ -1,27 +1,50 @@
 /**
- * Offline verification of evidence bundles (design.md "Serving"; format in `serve/bundle.ts`),
+ * Offline verification of evidence bundles (design.md "Serving"; format in `store/bundle.ts`),
  * one bundle after the other, with state carried between them so a verifier can also start from a
  * checkpoint it verified earlier instead of from record 0 (peers.md §1.3, Keylime's incremental
  * state; §5.5 d).
  *
  * Checks, in the order the evidence is walked, stopping at the FIRST failure:
- * - bundle continuity: each bundle starts at the cursor the previous one ended at;
+ * - the AK: the bundle's AK must be the trusted one (given, or trusted on first use when asked);
+ * - bundle continuity: each bundle starts at the cursor the previous one ended at, and a segment's
+ *   claimed start state equals the carried one;
  * - chunk chain: consecutive first indexes, each `prevHash` = SHA-256 of the previous chunk's bytes,
  *   a boot's first chunk at index 0 with no `prevHash`;
  * - replay: every record is extended into every bank of its boot; the SHA-1 template digest is
  *   checked against the data; each chunk's stored replay state equals the replay;
- * - each checkpoint: AK name, quote signature and PCR digest (`verifyQuote`), nonce chain and clock
- *   order against the checkpoint before it (`chain.ts`), and its PCR values equal to the replay of
- *   records 0..count-1.
+ * - each checkpoint: AK name, quote signature and PCR digest (`verifyQuote`), `pcrBlob` equal to
+ *   the signed PCR values, clock order and the boot's resetCount against the signed clock info,
+ *   its PCR values equal to the replay of records 0..count-1, and its nonce (`store/nonce.ts`):
+ *   version 2 binds the boot metadata, the device id, the chunk chain up to its anchor and the
+ *   previous checkpoint; version 1 the previous checkpoint or the kernel boot id;
+ * - binding: every chunk of a segment lies before the anchor of a version-2 nonce checked in it
+ *   (`VERIFY_UNSIGNED` otherwise). A segment with version-1 checkpoints only (a store written
+ *   before version 2) is accepted with the fields no signature covers listed in its report, or
+ *   refused with `VERIFY_UNSIGNED` when the verifier is strict.
  *
  * Memory: one bundle (bounded by the exporter) and one chunk's records at a time.
  */
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { bytesEqual, convertTemplateData, ImaError, PcrReplay, toHex, type BankMode, type BankName, type ImaRecord, type PcrReplayState } from '../ima/index.js';
-import { chunkHash, chunkRecords, decodeCheckpoint, decodeChunk, StoreError, type BootInfo, type Checkpoint, type Chunk } from '../store/index.js';
-import { decodeBundle, formatCursor, type BundleSegment, type EvidenceBundle, type EvidenceCursor } from '../serve/bundle.js';
-import { parseQuoteAttest, publicKeyFromTpm2b, parseTpm2bPublic, QuoteVerifyError, tpmName, verifyQuote, type ClockInfo } from '../tpm/index.js';
-import { chainedNonce, clockOrderViolation, type QuoteLink } from './chain.js';
+import {
+  chainedNonceV1,
+  checkpointNonce,
+  chunkHash,
+  chunkRecords,
+  decodeBundle,
+  decodeCheckpoint,
+  decodeChunk,
+  formatCursor,
+  StoreError,
+  type BootInfo,
+  type BundleSegment,
+  type Checkpoint,
+  type Chunk,
+  type EvidenceCursor,
+  type QuoteLink,
+} from '../store/index.js';
+import { encodePcrBlob, parseQuoteAttest, publicKeyFromTpm2b, parseTpm2bPublic, QuoteVerifyError, tpmName, verifyQuote, type ClockInfo } from '../tpm/index.js';
+import { clockOrderViolation } from './chain.js';
 import { VerifyError, type VerifyErrorDetails } from './errors.js';
 
 /** Where verification got to: enough to verify the next bundle, or to start from a checkpoint. */
@@ -36,13 +59,36 @@ export interface VerifyState {
   readonly lastQuote: (QuoteLink & { readonly boot: number; readonly clock: ClockInfo }) | null;
 }
 
-/** Options of {@link EvidenceVerifier}. */
+/** Options of {@link EvidenceVerifier}: a trusted AK, or an explicit `trustOnFirstUse`. */
 export interface VerifierOptions {
-  /** The AK the verifier trusts (enrolled out of band); without it the bundle's AK is used as is (TOFU). */
+  /** The AK the verifier trusts (enrolled out of band, or `--ak`): the bundles' AK must be this key. */
   readonly trustedAk?: KeyObject;
+  /**
+   * Without `trustedAk`: trust the AK of the first bundle that has one, and hold later bundles to
+   * it. Reports say so (`akTrust: 'first-use'`). Without either, the constructor throws `VERIFY_AK`.
+   */
+  readonly trustOnFirstUse?: boolean;
+  /** Refuse segments whose checkpoints were quoted with the version-1 nonce (`VERIFY_UNSIGNED`). */
+  readonly strict?: boolean;
   /** State from an earlier verification (or a checkpoint): the first bundle must start at its cursor. */
   readonly state?: VerifyState;
 }
+
+/**
+ * What no signature covers in a segment whose checkpoints carry the version-1 nonce
+ * (`store/nonce.ts`): the kernel boot id and the records' digests are covered, these are not.
+ */
+export const V1_UNSIGNED_FIELDS: readonly string[] = [
+  'deviceId',
+  'info.firstSeen',
+  'info.bankModes',
+  'info.endianness',
+  'info.template',
+  'info.templateHash',
+  'template names of records',
+  'data of violation records',
+  'chunks after the last checkpoint',
+];
 
 /** What one boot segment of a bundle held. */
 export interface SegmentReport {
@@ -59,22 +105,26 @@ export interface SegmentReport {
   readonly start: 'boot' | 'state' | 'claimed';
   /**
    * SHA-256 of the segment's last chunk (hex), or null without chunks. Everything before it is
-   * bound to it by the chunk chain; the last chunk's own bytes are bound by the next bundle's first
-   * `prevHash`. (A record's template name is not in IMA's template hash, kernel-ima.md §3.4, so
-   * the chain is what covers it.)
+   * bound to it by the chunk chain, and it by the nonce of a checkpoint anchored there. (A
+   * record's template name is not in IMA's template hash, kernel-ima.md §3.4, so the chain is what
+   * covers it.)
    */
   readonly chainHead: string | null;
+  /** `signed`: every field is covered by a signature; `v1`: version-1 checkpoints, see `unsigned`. */
+  readonly binding: 'signed' | 'v1';
+  /** Fields of the segment no signature covers (empty when `binding` is `signed`). */
+  readonly unsigned: readonly string[];
 }
 
 /** What one bundle held, once verified. */
 export interface BundleReport {
   readonly cursor: string;
   readonly next: string;
-  /** The device identity the bundle states (informational: not attested). */
+  /** The device identity the bundle states (bound by every version-2 nonce of its segments). */
   readonly deviceId: string | null;
   readonly segments: readonly SegmentReport[];
-  /** True when the AK was compared with a trusted one; false when taken from the bundle. */
-  readonly akTrusted: boolean;
+  /** `pinned`: the AK is the one the verifier was given; `first-use`: trusted on first use. */
+  readonly akTrust: 'pinned' | 'first-use';
 }
 
 const hex = (b: Uint8Array | null): string => (b === null ? 'null' : toHex(b));
@@ -98,13 +148,33 @@ function sameCursor(a: EvidenceCursor, b: EvidenceCursor): boolean {
   return a.boot === b.boot && a.index === b.index && a.checkpoint === b.checkpoint;
 }
 
+/** The AK checkpoints are verified with: its key and TPM name. */
+interface BundleAk {
+  readonly key: KeyObject;
+  readonly name: Uint8Array;
+}
+
+/** What a segment walk needs from its bundle and verifier. */
+interface WalkContext {
+  readonly ak: BundleAk | undefined;
+  readonly deviceId: string | null;
+  readonly version: number;
+  readonly strict: boolean;
+}
+
 /** Verifies bundles in order, carrying the state between them. */
 export class EvidenceVerifier {
-  readonly #trustedAk: KeyObject | undefined;
+  #trustedAk: KeyObject | undefined;
+  readonly #akTrust: BundleReport['akTrust'];
+  readonly #strict: boolean;
   #state: VerifyState | undefined;
 
-  constructor(options: VerifierOptions = {}) {
+  /** Throws `VERIFY_AK` without `trustedAk` unless `trustOnFirstUse` is set. */
+  constructor(options: VerifierOptions) {
+    if (options.trustedAk === undefined && options.trustOnFirstUse !== true) throw noTrustedAk();
     this.#trustedAk = options.trustedAk;
+    this.#akTrust = options.trustedAk === undefined ? 'first-use' : 'pinned';
+    this.#strict = options.strict === true;
     this.#state = options.state;
   }
 
@@ -124,22 +194,35 @@ export class EvidenceVerifier {
         { check: 'bundle-cursor', boot: bundle.cursor.boot, expected: formatCursor(state.cursor), got: formatCursor(bundle.cursor) },
       );
     }
-    const ak = this.#akOf(bundle);
+    if (bundle.cursor.index === 0 && bundle.cursor.checkpoint !== 0) {
+      // A boot's start has no checkpoint before it: an exporter never writes this cursor.
+      throw new VerifyError('VERIFY_CHAIN_GAP', `cursor ${formatCursor(bundle.cursor)} names checkpoint ${bundle.cursor.checkpoint} at a boot's start`, {
+        check: 'bundle-cursor',
+        boot: bundle.cursor.boot,
+        expected: `${bundle.cursor.boot}.0.0`,
+        got: formatCursor(bundle.cursor),
+      });
+    }
+    const ak = this.#akOf(bundle.akPublic);
+    const context: WalkContext = { ak, deviceId: bundle.deviceId, version: bundle.version, strict: this.#strict };
     const segments: SegmentReport[] = [];
     let expected: EvidenceCursor = bundle.cursor;
     // The state advances only once the whole bundle verified: a failed bundle leaves it as it was.
     let reached: VerifyState | undefined = state;
     for (const segment of bundle.segments) {
-      if (segment.boot !== expected.boot) {
-        throw new VerifyError('VERIFY_CHAIN_GAP', `bundle segment for boot ${segment.boot} where boot ${expected.boot} was due`, {
+      // A later boot may follow: the exporter sends no segment for what nothing signs (the rest
+      // of a finished boot past its last anchor, a boot without checkpoints).
+      if (segment.boot < expected.boot) {
+        throw new VerifyError('VERIFY_CHAIN_GAP', `bundle segment for boot ${segment.boot} where boot ${expected.boot} or later was due`, {
           check: 'segment-boot',
           boot: segment.boot,
-          expected: String(expected.boot),
+          expected: `>= ${expected.boot}`,
           got: String(segment.boot),
         });
       }
+      if (segment.boot > expected.boot) expected = { boot: segment.boot, index: 0, checkpoint: 0 };
       const carried = reached !== undefined && reached.cursor.boot === segment.boot ? reached : undefined;
-      const result = new SegmentWalk(segment, expected, ak, reached?.lastQuote ?? null, carried).run();
+      const result = new SegmentWalk(segment, expected, context, reached?.lastQuote ?? null, carried).run();
       segments.push(result.report);
       reached = { cursor: result.end, replay: result.replay, lastChunkHash: result.lastChunkHash, lastQuote: result.lastQuote };
       expected = { boot: segment.boot + 1, index: 0, checkpoint: 0 };
@@ -155,12 +238,12 @@ export class EvidenceVerifier {
       });
     }
     if (reached !== undefined) this.#state = { ...reached, cursor: bundle.next, ...(movedOn ? { lastChunkHash: null } : {}) };
-    return { cursor: formatCursor(bundle.cursor), next: formatCursor(bundle.next), deviceId: bundle.deviceId, segments, akTrusted: this.#trustedAk !== undefined };
+    return { cursor: formatCursor(bundle.cursor), next: formatCursor(bundle.next), deviceId: bundle.deviceId, segments, akTrust: this.#akTrust };
   }
 
-  #akOf(bundle: EvidenceBundle): { key: KeyObject; name: Uint8Array } | undefined {
-    if (bundle.akPublic === null) return undefined;
-    const akPublic = bundle.akPublic;
+  /** The bundle's AK, held to the trusted one (which it becomes on first use when so asked). */
+  #akOf(akPublic: Uint8Array | null): BundleAk | undefined {
+    if (akPublic === null) return undefined;
     const parsed = decoded(
       () => {
         try {
@@ -172,14 +255,17 @@ export class EvidenceVerifier {
       'bundle AK',
       { check: 'ak-decode' },
     );
-    const trusted = this.#trustedAk;
-    if (trusted !== undefined) {
-      const want = trusted.export({ type: 'spki', format: 'der' });
-      const got = parsed.key.export({ type: 'spki', format: 'der' });
-      if (!want.equals(got)) {
-        throw new VerifyError('VERIFY_AK', 'the bundle AK is not the trusted AK', { check: 'ak-trusted', expected: want.toString('hex'), got: got.toString('hex') });
-      }
+    const trusted = this.#trustedAk ?? parsed.key;
+    const want = trusted.export({ type: 'spki', format: 'der' });
+    const got = parsed.key.export({ type: 'spki', format: 'der' });
+    if (!want.equals(got)) {
+      throw new VerifyError('VERIFY_AK', `the bundle AK is not the ${this.#akTrust === 'pinned' ? 'trusted AK' : 'AK trusted on first use'}`, {
+        check: 'ak-trusted',
+        expected: want.toString('hex'),
+        got: got.toString('hex'),
+      });
     }
+    this.#trustedAk = trusted;
     return parsed;
   }
 }
@@ -197,29 +283,44 @@ function replayBanks(segment: BundleSegment): Partial<Record<BankName, BankMode>
   return { sha1: 'native', ...segment.info.bankModes };
 }
 
+/** A version-2 checkpoint whose nonce waits for the walk to reach its anchor. */
+interface PendingNonce {
+  readonly checkpoint: Checkpoint & { readonly anchor: number };
+  /** The boot's previous checkpoint, undefined for its first, null when not in hand. */
+  readonly previous: QuoteLink | undefined | null;
+}
+
 /** One boot segment's walk: chunks, records and checkpoints in index order. */
 class SegmentWalk {
   readonly #segment: BundleSegment;
   readonly #boot: number;
   readonly #from: EvidenceCursor;
-  readonly #ak: { key: KeyObject; name: Uint8Array } | undefined;
+  readonly #context: WalkContext;
   readonly #replay: PcrReplay;
   readonly #start: SegmentReport['start'];
   readonly #checkpoints: Checkpoint[];
   #lastQuote: VerifyState['lastQuote'];
+  /** The last checkpoint's quote, null while the boot's previous checkpoint is not in hand. */
+  #previous: QuoteLink | undefined | null;
   #lastChunkHash: Uint8Array | null;
+  /** Chain head (hash of the chunk ending there) at each chunk boundary walked. */
+  readonly #heads = new Map<number, Uint8Array | null>();
+  readonly #pending: PendingNonce[] = [];
+  /** Records 0..bound-1 are bound by a checked nonce (or were verified before this segment). */
+  #bound: number;
   #nextCheckpoint = 0;
   readonly #verified: number[] = [];
 
-  constructor(segment: BundleSegment, from: EvidenceCursor, ak: { key: KeyObject; name: Uint8Array } | undefined, lastQuote: VerifyState['lastQuote'], carried: VerifyState | undefined) {
+  constructor(segment: BundleSegment, from: EvidenceCursor, context: WalkContext, lastQuote: VerifyState['lastQuote'], carried: VerifyState | undefined) {
     this.#segment = segment;
     this.#boot = segment.boot;
     this.#from = from;
-    this.#ak = ak;
+    this.#context = context;
     this.#lastQuote = lastQuote;
     const boot = segment.boot;
     let start: PcrReplayState;
     if (from.index === 0) {
+      if (segment.start !== null) throw new VerifyError('VERIFY_CHAIN_GAP', `boot ${boot}: a segment from record 0 claims a start state`, { check: 'segment-start', boot });
       start = { recordCount: 0, banks: [] };
       this.#start = 'boot';
     } else if (carried !== undefined) {
@@ -238,11 +339,21 @@ class SegmentWalk {
         index: from.index,
       });
     }
+    const known = from.index === 0 || carried !== undefined;
     this.#lastChunkHash = from.index === 0 ? null : (carried?.lastChunkHash ?? null);
+    if (known) this.#heads.set(from.index, this.#lastChunkHash);
+    this.#bound = known ? from.index : -1;
+    this.#previous = from.index === 0 ? undefined : lastQuote?.boot === boot ? lastQuote : null;
     this.#replay = this.#startReplay(start);
-    this.#checkpoints = segment.checkpoints.map((bytes, i) =>
-      decoded(() => decodeCheckpoint(bytes, `checkpoint ${i} of boot ${boot}`), `checkpoint ${i} of boot ${boot}`, { check: 'checkpoint-decode', boot }),
-    );
+    if (this.#start === 'state' && segment.start !== null) this.#matchState(segment.start, { check: 'segment-start', boot, index: from.index });
+    this.#checkpoints = segment.checkpoints.map((bytes, i) => {
+      const where = { check: 'checkpoint-decode', boot };
+      const c = decoded(() => decodeCheckpoint(bytes, `checkpoint ${i} of boot ${boot}`), `checkpoint ${i} of boot ${boot}`, where);
+      if (c.anchor !== undefined && context.version < 2) {
+        throw new VerifyError('VERIFY_BUNDLE_CORRUPT', `boot ${boot}: a version-${context.version} bundle carries checkpoint ${c.count} with a version-2 nonce`, { ...where, check: 'bundle-version' });
+      }
+      return c;
+    });
   }
 
   #startReplay(start: PcrReplayState): PcrReplay {
@@ -287,6 +398,8 @@ class SegmentWalk {
       this.#chunkState(chunk);
       next = chunk.firstIndex + chunk.count;
       this.#lastChunkHash = chunkHash(bytes);
+      this.#heads.set(next, this.#lastChunkHash);
+      this.#settleNonces(next);
     });
     const left = this.#checkpoints[this.#nextCheckpoint];
     if (left !== undefined) {
@@ -298,6 +411,18 @@ class SegmentWalk {
         got: String(left.count),
       });
     }
+    this.#settleNonces(next);
+    const unanchored = this.#pending[0];
+    if (unanchored !== undefined) {
+      throw new VerifyError('VERIFY_NONCE_CHAIN', `boot ${boot}: checkpoint ${unanchored.checkpoint.count} is anchored at record ${unanchored.checkpoint.anchor}, past the segment's end ${next}`, {
+        check: 'nonce-anchor',
+        boot,
+        checkpoint: unanchored.checkpoint.count,
+        expected: `anchor <= ${next}`,
+        got: String(unanchored.checkpoint.anchor),
+      });
+    }
+    const binding = this.#binding(next);
     const lastVerified = this.#verified.at(-1);
     return {
       report: {
@@ -309,12 +434,32 @@ class SegmentWalk {
         checkpoints: this.#verified,
         start: this.#start,
         chainHead: this.#segment.chunks.length === 0 ? null : hex(this.#lastChunkHash),
+        binding,
+        unsigned: binding === 'v1' ? V1_UNSIGNED_FIELDS : [],
       },
       end: { boot, index: next, checkpoint: lastVerified === undefined ? this.#from.checkpoint : lastVerified + 1 },
       replay: this.#replay.toState(),
       lastChunkHash: this.#lastChunkHash,
       lastQuote: this.#lastQuote,
     };
+  }
+
+  /**
+   * Every record of the segment must be bound by a checked version-2 nonce. A segment without any
+   * version-2 checkpoint is version-1 evidence: accepted as such unless the verifier is strict.
+   */
+  #binding(end: number): SegmentReport['binding'] {
+    if (this.#bound >= end) return 'signed';
+    const boot = this.#boot;
+    const legacy = this.#checkpoints.length > 0 && this.#checkpoints.every((c) => c.anchor === undefined);
+    if (legacy && !this.#context.strict) return 'v1';
+    throw new VerifyError(
+      'VERIFY_UNSIGNED',
+      legacy
+        ? `boot ${boot}: checkpoints quoted with the version-1 nonce leave ${V1_UNSIGNED_FIELDS.join(', ')} unsigned (strict)`
+        : `boot ${boot}: records ${Math.max(0, this.#bound)}..${end - 1} are bound by no checkpoint's nonce in the evidence`,
+      { check: legacy ? 'v1-nonce' : 'unsigned-records', boot, index: Math.max(0, this.#bound), expected: `bound to ${end}`, got: `bound to ${this.#bound}` },
+    );
   }
 
   /**
@@ -355,26 +500,31 @@ class SegmentWalk {
 
   /** The chunk's stored replay state must equal the replay after its last record. */
   #chunkState(chunk: Chunk): void {
-    const boot = this.#boot;
     const end = chunk.firstIndex + chunk.count;
-    if (chunk.replay.recordCount !== end) {
-      throw new VerifyError('VERIFY_REPLAY', `boot ${boot}: chunk ${chunk.firstIndex} stores a replay state after ${chunk.replay.recordCount} records, not ${end}`, {
-        check: 'chunk-state',
-        boot,
-        chunk: chunk.firstIndex,
-        expected: String(end),
-        got: String(chunk.replay.recordCount),
+    this.#matchState(chunk.replay, { check: 'chunk-state', boot: this.#boot, chunk: chunk.firstIndex, index: end - 1 });
+  }
+
+  /** A stored replay state (a chunk's, or a segment's claimed start) must equal the replay's. */
+  #matchState(state: PcrReplayState, details: VerifyErrorDetails): void {
+    const boot = this.#boot;
+    const at = this.#replay.recordCount;
+    if (state.recordCount !== at) {
+      throw new VerifyError('VERIFY_REPLAY', `boot ${boot}: a replay state after ${state.recordCount} records stands where ${at} were replayed`, {
+        ...details,
+        expected: String(at),
+        got: String(state.recordCount),
       });
     }
-    for (const b of chunk.replay.banks) {
+    for (const b of state.banks) {
+      const mode = replayBanks(this.#segment)[b.bank];
+      if (mode !== b.mode) {
+        throw new VerifyError('VERIFY_REPLAY', `boot ${boot}: a replay state gives ${b.bank} mode ${b.mode}, the boot's is ${mode ?? 'none'}`, { ...details, expected: mode ?? 'none', got: b.mode });
+      }
       for (const p of b.pcrs) {
-        const got = this.#replayValue(b.bank, p.pcr, { check: 'chunk-state', boot, chunk: chunk.firstIndex });
+        const got = this.#replayValue(b.bank, p.pcr, details);
         if (!bytesEqual(got, p.value)) {
-          throw new VerifyError('VERIFY_REPLAY', `boot ${boot}: chunk ${chunk.firstIndex} stores ${b.bank} PCR ${p.pcr} = ${toHex(p.value)}, the replay gives ${toHex(got)}`, {
-            check: 'chunk-state',
-            boot,
-            chunk: chunk.firstIndex,
-            index: end - 1,
+          throw new VerifyError('VERIFY_REPLAY', `boot ${boot}: a replay state after ${at} records gives ${b.bank} PCR ${p.pcr} = ${toHex(p.value)}, the replay gives ${toHex(got)}`, {
+            ...details,
             expected: toHex(got),
             got: toHex(p.value),
           });
@@ -411,7 +561,7 @@ class SegmentWalk {
   #checkpoint(c: Checkpoint): void {
     const boot = this.#boot;
     const where = { boot, checkpoint: c.count };
-    const ak = this.#ak;
+    const ak = this.#context.ak;
     if (ak === undefined) throw new VerifyError('VERIFY_AK', `boot ${boot}: checkpoint ${c.count} but the bundle has no AK`, { check: 'ak-present', ...where });
     if (!bytesEqual(c.akName, ak.name)) {
       throw new VerifyError('VERIFY_AK', `boot ${boot}: checkpoint ${c.count} names another AK`, { check: 'ak-name', ...where, expected: toHex(ak.name), got: toHex(c.akName) });
@@ -422,11 +572,18 @@ class SegmentWalk {
       if (!(e instanceof QuoteVerifyError)) throw e;
       throw new VerifyError('VERIFY_SIGNATURE', `boot ${boot}: checkpoint ${c.count}: ${e.message}`, { check: 'quote', ...where, causeCode: e.code }, { cause: e });
     }
+    if (c.pcrBlob !== null && !bytesEqual(c.pcrBlob, encodePcrBlob(c.pcrs))) {
+      throw new VerifyError('VERIFY_SIGNATURE', `boot ${boot}: checkpoint ${c.count}: pcrBlob is not the quoted PCR values`, {
+        check: 'pcr-blob',
+        ...where,
+        expected: toHex(encodePcrBlob(c.pcrs)),
+        got: toHex(c.pcrBlob),
+      });
+    }
     const clock = parseQuoteAttest(c.attest).clockInfo;
-    this.#checkNonce(c);
     const info = this.#segment.info;
-    if (info.resetCount !== null && clock.resetCount !== info.resetCount) {
-      throw new VerifyError('VERIFY_CLOCK_ORDER', `boot ${boot}: checkpoint ${c.count} was quoted at TPM resetCount ${clock.resetCount}, the boot began at ${info.resetCount}`, {
+    if (clock.resetCount !== info.resetCount) {
+      throw new VerifyError('VERIFY_CLOCK_ORDER', `boot ${boot}: checkpoint ${c.count} was quoted at TPM resetCount ${clock.resetCount}, the boot began at ${String(info.resetCount)}`, {
         check: 'reset-count',
         ...where,
         expected: String(info.resetCount),
@@ -455,27 +612,65 @@ class SegmentWalk {
         });
       }
     }
+    const anchor = c.anchor;
+    if (anchor === undefined) this.#checkNonceV1(c);
+    else this.#pending.push({ checkpoint: { ...c, anchor }, previous: this.#previous });
+    this.#previous = { attest: c.attest, signature: c.signature };
     this.#lastQuote = { boot, attest: c.attest, signature: c.signature, clock };
   }
 
+  /** The version-1 nonce chain, when the boot's previous checkpoint (or its start) is in hand. */
+  #checkNonceV1(c: Checkpoint): void {
+    const previous = this.#previous;
+    if (previous === null) return;
+    this.#compareNonce(c, chainedNonceV1(previous, this.#segment.info.kernelBootId), previous === undefined ? "the boot's first version-1 nonce" : 'the version-1 nonce of the previous checkpoint');
+  }
+
   /**
-   * The nonce chain (`chain.ts`): from the boot's previous checkpoint when it is known, from the
-   * kernel boot id for the boot's first checkpoint; unchecked for the first checkpoint of evidence
-   * that starts mid-boot without a carried state (its predecessor is not in hand).
+   * Checks the version-2 nonces anchored at or before `position` (a chunk boundary walked): the
+   * anchor must be a boundary whose chain head the walk knows. A nonce whose previous checkpoint is
+   * not in hand (evidence starting mid-boot without a carried state) cannot be recomputed: it binds
+   * nothing, so what only it would bind ends up `VERIFY_UNSIGNED`.
    */
-  #checkNonce(c: Checkpoint): void {
-    const previous = this.#lastQuote?.boot === this.#boot ? this.#lastQuote : undefined;
-    const bootStart = this.#from.index === 0 && this.#from.checkpoint === 0 && this.#verified.length === 0;
-    if (previous === undefined && !bootStart) return;
-    const want = chainedNonce(previous, this.#segment.info.kernelBootId);
-    if (!bytesEqual(c.nonce, want)) {
-      throw new VerifyError(
-        'VERIFY_NONCE_CHAIN',
-        `boot ${this.#boot}: checkpoint ${c.count} was not quoted with ${previous === undefined ? "the boot's first nonce" : 'H(previous attest ‖ signature)'}`,
-        { check: 'nonce-chain', boot: this.#boot, checkpoint: c.count, expected: toHex(want), got: toHex(c.nonce) },
-      );
+  #settleNonces(position: number): void {
+    while (this.#pending[0] !== undefined && this.#pending[0].checkpoint.anchor <= position) {
+      const { checkpoint: c, previous } = this.#pending[0];
+      this.#pending.shift();
+      const head = this.#heads.get(c.anchor);
+      if (head === undefined) {
+        if (previous === null) continue;
+        throw new VerifyError('VERIFY_NONCE_CHAIN', `boot ${this.#boot}: checkpoint ${c.count} is anchored at record ${c.anchor}, not a chunk boundary of the evidence in hand`, {
+          check: 'nonce-anchor',
+          boot: this.#boot,
+          checkpoint: c.count,
+          got: String(c.anchor),
+        });
+      }
+      if (previous === null) continue;
+      const want = checkpointNonce({ deviceId: this.#context.deviceId, boot: this.#segment.info, anchor: { count: c.anchor, head }, previous });
+      this.#compareNonce(c, want, `the version-2 nonce over the boot, records 0..${c.anchor - 1} and ${previous === undefined ? "the boot's start" : 'the previous checkpoint'}`);
+      this.#bound = Math.max(this.#bound, c.anchor);
     }
   }
+
+  #compareNonce(c: Checkpoint, want: Uint8Array, what: string): void {
+    if (!bytesEqual(c.nonce, want)) {
+      throw new VerifyError('VERIFY_NONCE_CHAIN', `boot ${this.#boot}: checkpoint ${c.count} was not quoted with ${what}`, {
+        check: 'nonce-chain',
+        boot: this.#boot,
+        checkpoint: c.count,
+        expected: toHex(want),
+        got: toHex(c.nonce),
+      });
+    }
+  }
+}
+
+/** The `VERIFY_AK` error of a verification asked for without a trusted AK nor trust on first use. */
+export function noTrustedAk(): VerifyError {
+  return new VerifyError('VERIFY_AK', 'no trusted AK: give the AK to trust (an enrollment record or --ak PEM), or trust on first use explicitly (--trust-on-first-use)', {
+    check: 'trusted-ak',
+  });
 }
 
 /** A trusted AK from a PEM (SPKI) public key, as `tpm2_checkquote -u` takes it; `VERIFY_AK` if it does not parse. */

@@ -13,10 +13,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { extendedDigest, ImaWorkload, PcrReplay, type ImaRecord, type WorkloadOptions } from '../../src/ima/index.js';
-import { ChunkBuilder, openStore, type BootInfo, type ImaStore } from '../../src/store/index.js';
+import { ChunkBuilder, nextCheckpointNonce, openStore, type BootInfo, type ImaStore, type QuoteLink } from '../../src/store/index.js';
 import { Tpm, type AttestationKey } from '../../src/tpm/index.js';
 import type { KernelTail, TailBatch } from '../../src/serve/index.js';
-import { chainedNonce, type QuoteLink } from '../../src/verify/index.js';
 import { startSwtpm, type SwtpmInstance } from '../../hw/swtpm.js';
 
 const BANK_MODES = { sha1: 'native', sha256: 'native' } as const;
@@ -177,7 +176,7 @@ export class SimulatedDevice {
   async checkpoint(): Promise<number> {
     const state = this.#state();
     const count = await this.store.storedCount(state.boot);
-    const nonce = chainedNonce(this.#lastQuote ?? undefined, (await this.store.bootRecord(state.boot)).kernelBootId);
+    const { nonce, anchor } = await nextCheckpointNonce(this.store, state.boot, this.#lastQuote ?? undefined);
     const quote = await this.tpm.quote({ nonce, pcrs: QUOTED, ak: this.ak });
     await this.store.storeCheckpoint(state.boot, {
       count,
@@ -187,6 +186,7 @@ export class SimulatedDevice {
       akName: this.ak.name,
       nonce,
       pcrBlob: null,
+      anchor,
     });
     this.#lastQuote = { attest: quote.attest, signature: quote.signature };
     return count;

@@ -9,10 +9,12 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { convertTemplateData, encodeBinaryList, formatAsciiLineBytes, ImaWorkload, PcrReplay, type ImaRecord } from '../../src/ima/index.js';
+import { convertTemplateData, encodeBinaryList, extendedDigest, formatAsciiLineBytes, ImaWorkload, PcrReplay, type ImaRecord } from '../../src/ima/index.js';
 import { buildBundle, openLog } from '../../src/serve/index.js';
 import { EvidenceVerifier } from '../../src/verify/index.js';
-import { ChunkBuilder, openStore } from '../../src/store/index.js';
+import { ChunkBuilder, nextCheckpointNonce, openStore } from '../../src/store/index.js';
+import { parseQuoteAttest, publicKeyFromTpm2b, Tpm } from '../../src/tpm/index.js';
+import { startSwtpm } from '../../hw/swtpm.js';
 
 async function bytesOf(chunks: AsyncIterable<Uint8Array>): Promise<Buffer> {
   const parts: Buffer[] = [];
@@ -23,11 +25,16 @@ async function bytesOf(chunks: AsyncIterable<Uint8Array>): Promise<Buffer> {
 it('a big-endian boot is served in big-endian, byte for byte', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'imakeep-be-'));
   const store = await openStore(join(dir, 'store'));
+  const swtpm = await startSwtpm();
+  const tpm = Tpm.open(swtpm.address);
   try {
+    const ak = await tpm.createAk();
+    const QUOTED = [{ bank: 'sha1', pcr: 10 }, { bank: 'sha256', pcr: 10 }] as const;
+    const probe = await tpm.quote({ nonce: new Uint8Array(0), pcrs: QUOTED, ak });
     const boot = await store.beginBoot({
       kernelBootId: 'be-boot',
       firstSeen: 0,
-      resetCount: null,
+      resetCount: parseQuoteAttest(probe.attest).clockInfo.resetCount,
       bankModes: { sha1: 'native', sha256: 'native' },
       endianness: 'be',
       template: 'ima-sig',
@@ -46,6 +53,12 @@ it('a big-endian boot is served in big-endian, byte for byte', async () => {
       });
       await store.appendChunk(boot, builder.draft(replay.toState()));
     }
+    // The big-endian kernel extended the TPM with digests of its big-endian data; one quote covers it.
+    for (const r of kernel) await tpm.pcrExtend(r.pcr, { sha1: extendedDigest(r, 'sha1', 'native', 'be'), sha256: extendedDigest(r, 'sha256', 'native', 'be') });
+    const { nonce, anchor } = await nextCheckpointNonce(store, boot, undefined);
+    const quote = await tpm.quote({ nonce, pcrs: QUOTED, ak });
+    await store.updateMeta({ akPublic: ak.public });
+    await store.storeCheckpoint(boot, { count: stored.length, pcrs: quote.pcrs, attest: quote.attest, signature: quote.signature, akName: ak.name, nonce, pcrBlob: null, anchor });
     for (const bank of ['sha1', 'sha256'] as const) {
       const served = await bytesOf((await openLog({ store }, { bank, from: 7 })).bytes());
       assert.ok(served.equals(Buffer.from(encodeBinaryList(kernel.slice(7), { bank, endian: 'be' }))), `${bank} binary`);
@@ -54,10 +67,13 @@ it('a big-endian boot is served in big-endian, byte for byte', async () => {
     assert.ok(ascii.equals(Buffer.concat(kernel.map((r) => formatAsciiLineBytes(r, { endian: 'be' })))));
     // The verifier replays the big-endian data too: every chunk's stored state matches.
     await store.beginBoot({ kernelBootId: 'next', firstSeen: 1, resetCount: null, bankModes: { sha1: 'native' }, endianness: 'le', template: 'ima-ng', templateHash: 'sha256' });
-    const report = new EvidenceVerifier().verify((await buildBundle(store)).bytes);
-    assert.deepEqual(report.segments.map((s) => [s.boot, s.from, s.to, s.chunks]), [[0, 0, 150, 4], [1, 0, 0, 0]]);
+    const report = new EvidenceVerifier({ trustedAk: publicKeyFromTpm2b(ak.public) }).verify((await buildBundle(store)).bytes);
+    assert.deepEqual(report.segments.map((s) => [s.boot, s.from, s.to, s.chunks, s.checkpoints, s.binding]), [[0, 0, 150, 4, [150], 'signed']]);
+    assert.equal(report.next, '1.0.0');
   } finally {
     await store.close();
+    await tpm.close();
+    await swtpm.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -50,6 +50,11 @@ const GOLDEN = {
   checkpoint:
       'a765636f756e7407647063727381a36462616e6b66736861323536637063720a6576616c756541066661747465737442' +
       '0102697369676e6174757265410366616b4e616d654104656e6f6e6365410567706372426c6f624107',
+  /** A checkpoint quoted with the version-2 nonce: the same map plus `66` "anchor" `1b 0000000100000000`. */
+  checkpointV2:
+      'a865636f756e7407647063727381a36462616e6b66736861323536637063720a6576616c756541066661747465737442' +
+      '0102697369676e6174757265410366616b4e616d654104656e6f6e6365410567706372426c6f62410766616e63686f72' +
+      '1b0000000100000000',
   journal:
       'a36772656d6f76656418646770656e64696e67a466666c61766f72667374616765646772656d6f7665641864616e1462' +
       '61741b0000019aaaac260066737461676564a264737465706673746f72656465636f756e7414',
@@ -92,9 +97,14 @@ describe('store CBOR golden vectors', () => {
     assert.ok(GOLDEN.chunk.startsWith('a56a6669727374496e6465781b0000000100000000'));
     assert.deepEqual(plain(decodeChunk(bytes, 'k')), plain(chunkValue()));
   });
-  it('checkpoint', () => {
+  it('checkpoint: version 1 (no anchor) keeps its bytes; version 2 adds the anchor last', () => {
     assert.equal(hex(encodeCheckpoint(CHECKPOINT)), GOLDEN.checkpoint);
-    assert.deepEqual(plain(decodeCheckpoint(encodeCheckpoint(CHECKPOINT), 'k')), plain(CHECKPOINT));
+    const v1 = decodeCheckpoint(encodeCheckpoint(CHECKPOINT), 'k');
+    assert.deepEqual(plain(v1), plain(CHECKPOINT));
+    assert.equal('anchor' in v1, false);
+    const v2 = { ...CHECKPOINT, anchor: 2 ** 32 };
+    assert.equal(hex(encodeCheckpoint(v2)), GOLDEN.checkpointV2);
+    assert.deepEqual(plain(decodeCheckpoint(encodeCheckpoint(v2), 'k')), plain(v2));
   });
   it('journal', () => {
     assert.equal(hex(encodeJournal(JOURNAL)), GOLDEN.journal);

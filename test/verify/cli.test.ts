@@ -68,7 +68,19 @@ describe('imakeep export / verify / serve', () => {
     assert.ok(files.length >= 3, `${files.length} files`);
     const text = imakeep('verify', ...files, '--ak', akPem);
     assert.equal(text.status, 0, text.stderr);
-    assert.match(text.stdout, new RegExp(`OK: ${files.length} bundles, \\d+ records, \\d+ checkpoints verified; AK trusted`));
+    assert.match(text.stdout, new RegExp(`OK: ${files.length} bundles, \\d+ records, \\d+ checkpoints verified; AK trusted \\(pinned by --ak\\)\n$`, 'm'));
+    // Without a trusted AK: refused, unless trust on first use is asked for, and then said.
+    const untrusted = imakeep('verify', ...files);
+    assert.equal(untrusted.status, 1);
+    assert.match(untrusted.stderr, /^imakeep: VERIFY_AK: no trusted AK/m);
+    const untrustedJson = imakeep('verify', ...files, '--json');
+    assert.equal(untrustedJson.status, 1);
+    assert.match(untrustedJson.stdout, /"code":"VERIFY_AK"/);
+    const tofu = imakeep('verify', ...files, '--trust-on-first-use');
+    assert.equal(tofu.status, 0, tofu.stderr);
+    assert.match(tofu.stdout, /checkpoints verified; AK trusted on first use \(not pinned: give --ak\)\n$/);
+    const tofuJson = imakeep('verify', ...files, '--trust-on-first-use', '--json');
+    assert.match(tofuJson.stdout, /"akTrust":"first-use"/);
     const json = imakeep('verify', ...files, '--ak', akPem, '--json', '--state-out', join(work, 'state.json'));
     assert.equal(json.status, 0, json.stderr);
     const report: unknown = JSON.parse(json.stdout);
@@ -90,9 +102,15 @@ describe('imakeep export / verify / serve', () => {
     const ok = imakeep('verify', join(work, 'log.bin'), '--quote', join(work, 'quote.json'), '--nonce', 'cli42', '--ak', akPem);
     assert.equal(ok.status, 0, ok.stderr);
     assert.match(ok.stdout, /^OK: records 0\.\.\d+ replay to the quoted PCR 10 \(sha1, sha256\)|^OK: records 0\.\.\d+ replay to the quoted PCR 10 \(sha256\)/);
-    const wrongNonce = imakeep('verify', join(work, 'log.bin'), '--quote', join(work, 'quote.json'), '--nonce', 'other');
+    const wrongNonce = imakeep('verify', join(work, 'log.bin'), '--quote', join(work, 'quote.json'), '--nonce', 'other', '--ak', akPem);
     assert.equal(wrongNonce.status, 1);
     assert.match(wrongNonce.stderr, /VERIFY_SIGNATURE/);
+    const noAk = imakeep('verify', join(work, 'log.bin'), '--quote', join(work, 'quote.json'), '--nonce', 'cli42');
+    assert.equal(noAk.status, 1);
+    assert.match(noAk.stderr, /^imakeep: VERIFY_AK: /m);
+    const tofu = imakeep('verify', join(work, 'log.bin'), '--quote', join(work, 'quote.json'), '--nonce', 'cli42', '--trust-on-first-use');
+    assert.equal(tofu.status, 0, tofu.stderr);
+    assert.match(tofu.stdout, /AK trusted on first use/);
   });
 
   it('imakeep serve answers on its socket until SIGTERM; export goes through it while it holds the store', async () => {

@@ -94,16 +94,18 @@ describe('evidence bundles verify offline', () => {
     const segments = reports.flatMap((r) => r.segments);
     const boot0 = segments.filter((s) => s.boot === 0);
     const boot1 = segments.filter((s) => s.boot === 1);
-    // Boot 0 is finished: exported whole, its last unquoted records too.
-    assert.equal(boot0.at(-1)?.to, await device.store.storedCount(0));
-    assert.equal(boot0.at(-1)?.to, device.records(0).length);
+    // Boot 0 is finished: exported up to its last checkpoint's anchor; the 12 records stored after
+    // it are signed by nothing, so they stay in the store and out of the evidence.
+    assert.equal(boot0.at(-1)?.to, (await device.store.lastCheckpoint(0))?.anchor);
+    assert.equal(boot0.at(-1)?.to, device.records(0).length - 12);
+    assert.equal(await device.store.storedCount(0), device.records(0).length);
     // Boot 1 is live: exported up to the last checkpoint.
     assert.equal(boot1.at(-1)?.to, (await device.store.lastCheckpoint(1))?.count);
     const checked = segments.flatMap((s) => s.checkpoints.map((c) => `${s.boot}:${c}`));
     const stored: string[] = [];
     for (const boot of [0, 1]) for await (const c of device.store.checkpoints(boot)) stored.push(`${boot}:${c.count}`);
     assert.deepEqual(checked, stored);
-    assert.ok(reports.every((r) => r.akTrusted));
+    assert.ok(reports.every((r) => r.akTrust === 'pinned'));
     assert.deepEqual(boot0[0]?.info.kernelBootId, (await device.store.bootRecord(0)).kernelBootId);
   });
 
@@ -130,10 +132,17 @@ describe('evidence bundles verify offline', () => {
     rejects(bundles[2]?.bytes ?? new Uint8Array(0), 'VERIFY_CHAIN_GAP', 'bundle-cursor', other);
   });
 
-  it('a bundle verified alone (no state) starts from its claimed replay state', async () => {
+  it('a bundle verified alone (no state) starts from its claimed replay state; its first nonce binds nothing', async () => {
     const bundles = await fetchAll(target, undefined, 12_000);
-    const report = new EvidenceVerifier({ trustedAk: trusted() }).verify(bundles[1]?.bytes ?? new Uint8Array(0));
+    // The rest of boot 0 in one bundle: its first checkpoint's predecessor is not in hand, the
+    // second checkpoint's nonce binds the boot and every chunk up to its anchor.
+    const rest = await fetchAll(target, bundles[0]?.next, 1_000_000);
+    const report = new EvidenceVerifier({ trustedAk: trusted() }).verify(rest[0]?.bytes ?? new Uint8Array(0));
     assert.equal(report.segments[0]?.start, 'claimed');
+    assert.ok((report.segments[0]?.checkpoints.length ?? 0) >= 2);
+    assert.equal(report.segments[0]?.binding, 'signed');
+    // With one checkpoint only, nothing in hand binds the records: refused.
+    rejects(bundles[1]?.bytes ?? new Uint8Array(0), 'VERIFY_UNSIGNED', 'unsigned-records', new EvidenceVerifier({ trustedAk: trusted() }));
   });
 
   it('forgeries fail at the precise first check', async () => {

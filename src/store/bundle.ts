@@ -2,44 +2,41 @@
  * The evidence bundle: what a device hands over for offline verification (design.md "Serving",
  * peers.md §5.2, §5.5). One CBOR map, written with the store's pinned encoder, holding boot
  * segments with their chunks and checkpoints exactly as stored, so `imakeep verify` checks the
- * bytes the device committed, not a re-encoding.
+ * bytes the device committed, not a re-encoding. Defined here, below `serve` (which builds
+ * bundles) and `verify` (which checks them).
  *
- *   { format: 'imakeep-evidence', version: 1, cursor, next, akPublic, deviceId,
+ *   { format: 'imakeep-evidence', version: 2, cursor, next, akPublic, deviceId,
  *     segments: [{ boot, info, start, chunks: [chunk value], checkpoints: [checkpoint value] }] }
  *
  * `info` is the boot record (`encodeBootRecord`, export mark cleared so it never changes);
  * `start` is the replay state before the segment's first chunk (the previous chunk's, as stored),
  * null when the segment starts at record 0 or has no chunk. A verifier that carries its own state
- * from an earlier bundle uses that instead (it is trusted; `start` is only claimed).
+ * from an earlier bundle checks it against that state (only a verifier starting mid-boot without
+ * one takes it as claimed).
  *
  * Cursors are text `<boot>.<next chunk's first index>.<next checkpoint count>`: they name chunk
  * boundaries, so re-requesting a cursor after a cut resumes with neither gap nor duplicate.
  *
- * What vouches for what (checked by `src/verify`): checkpoints are signed by the AK; records and
- * the boot's bank modes and list byte order by the replay reaching the quoted PCRs; every chunk
- * byte by the chunk hash chain (the last chunk's by the next bundle's first `prevHash`); the kernel
- * boot id by the boot's first nonce and the TPM resetCount by the quotes' clock info. `deviceId`
- * and the boot's `firstSeen`, `template` and `templateHash` are informational: nothing attests
- * them (the verifier reports them as stated).
+ * What vouches for what (checked by `src/verify`): checkpoints are signed by the AK; every
+ * checkpoint's version-2 nonce (`nonce.ts`) binds the boot metadata and `deviceId`, the chunk
+ * chain up to its anchor (so every chunk byte) and the previous checkpoint; a bundle's chunks end
+ * at an anchor of a checkpoint it carries (`serve/evidence.ts`), so no chunk byte is outside a
+ * signature; the records and bank modes are also checked by the replay reaching the quoted PCRs,
+ * the TPM resetCount by the quotes' clock info, `pcrBlob` against the signed PCR values, the AK
+ * against the verifier's trusted one, cursors against the content. Version 1 (written before the
+ * version-2 nonce) has the same layout; its checkpoints carry no anchor.
  */
 import type { PcrReplayState } from '../ima/index.js';
-import {
-  decodeBootRecord,
-  decodeReplayState,
-  decodeValue,
-  encodeBootRecord,
-  encodeValue,
-  FieldReader,
-  replayStateValue,
-  StoreError,
-  type BootInfo,
-} from '../store/index.js';
-import { ServeError } from './errors.js';
+import { decodeValue, encodeValue } from './cbor.js';
+import { decodeReplayState, replayStateValue } from './chunk.js';
+import { StoreError } from './errors.js';
+import { FieldReader } from './shape.js';
+import { decodeBootRecord, encodeBootRecord, type BootInfo } from './values.js';
 
 /** Value of the bundle's `format` field. */
 export const BUNDLE_FORMAT = 'imakeep-evidence';
-/** Version of the bundle layout this code writes and reads. */
-export const BUNDLE_VERSION = 1;
+/** Version of the bundle this code writes; it reads 1 and 2 (same layout, see the module comment). */
+export const BUNDLE_VERSION = 2;
 
 /** Where an export got to: the next chunk and the next checkpoint to send. */
 export interface EvidenceCursor {
@@ -73,6 +70,11 @@ export interface EvidenceBundle {
   readonly segments: readonly BundleSegment[];
 }
 
+/** A bundle as read: with the version it was written as. */
+export interface DecodedBundle extends EvidenceBundle {
+  readonly version: number;
+}
+
 const CURSOR_PATTERN = /^(\d{1,10})\.(\d{1,16})\.(\d{1,16})$/;
 
 /** The cursor's text form. */
@@ -80,12 +82,12 @@ export function formatCursor(c: EvidenceCursor): string {
   return `${c.boot}.${c.index}.${c.checkpoint}`;
 }
 
-/** Parses a cursor's text form; throws `SERVE_BAD_CURSOR`. */
-export function parseCursor(text: string): EvidenceCursor {
+/** Parses a cursor's text form; undefined if it is not `<boot>.<index>.<checkpoint>`. */
+export function cursorFromText(text: string): EvidenceCursor | undefined {
   const m = CURSOR_PATTERN.exec(text);
   const [boot, index, checkpoint] = m === null ? [] : [Number(m[1]), Number(m[2]), Number(m[3])];
   if (boot === undefined || index === undefined || checkpoint === undefined || boot > 0xffff_ffff || ![index, checkpoint].every(Number.isSafeInteger)) {
-    throw new ServeError('SERVE_BAD_CURSOR', `cursor '${text.slice(0, 64)}' is not <boot>.<index>.<checkpoint>`, { parameter: 'since' });
+    return undefined;
   }
   return { boot, index, checkpoint };
 }
@@ -115,31 +117,29 @@ const BYTES = (value: unknown, where: string): Uint8Array => {
 };
 
 function cursorField(r: FieldReader, name: string): EvidenceCursor {
-  try {
-    return parseCursor(r.text(name));
-  } catch (e) {
-    if (e instanceof ServeError) throw FieldReader.corrupt(`${r.where} .${name}`, 'is not a cursor');
-    throw e;
-  }
+  const cursor = cursorFromText(r.text(name));
+  if (cursor === undefined) throw FieldReader.corrupt(`${r.where} .${name}`, 'is not a cursor');
+  return cursor;
 }
 
 /**
  * Decodes a bundle's outer structure (chunks and checkpoints stay bytes: the verifier decodes
  * them one at a time). Throws `StoreError` `STORE_CORRUPT` naming the field at fault.
  */
-export function decodeBundle(bytes: Uint8Array): EvidenceBundle {
+export function decodeBundle(bytes: Uint8Array): DecodedBundle {
   const where = 'bundle';
   const r = new FieldReader(decodeValue(bytes, where), where);
   if (r.text('format') !== BUNDLE_FORMAT) throw FieldReader.corrupt(`${where} .format`, `is not '${BUNDLE_FORMAT}'`);
   const version = r.count('version');
-  if (version !== BUNDLE_VERSION) {
-    throw new StoreError('STORE_VERSION', `bundle version ${version}; this imakeep reads version ${BUNDLE_VERSION}`, {
+  if (version < 1 || version > BUNDLE_VERSION) {
+    throw new StoreError('STORE_VERSION', `bundle version ${version}; this imakeep reads versions 1 to ${BUNDLE_VERSION}`, {
       key: where,
       foundVersion: version,
       supportedVersion: BUNDLE_VERSION,
     });
   }
   return {
+    version,
     cursor: cursorField(r, 'cursor'),
     next: cursorField(r, 'next'),
     akPublic: r.isNull('akPublic') ? null : r.bytes('akPublic'),
@@ -147,9 +147,11 @@ export function decodeBundle(bytes: Uint8Array): EvidenceBundle {
     segments: r.array('segments', (value, at) => {
       const s = new FieldReader(value, at);
       const boot = s.count('boot');
+      const info = decodeBootRecord(s.bytes('info'), `${at} .info`);
+      if (info.exported !== null) throw FieldReader.corrupt(`${at} .info`, 'has an export mark (bundles carry none)');
       return {
         boot,
-        info: decodeBootRecord(s.bytes('info'), `${at} .info`),
+        info,
         start: s.isNull('start') ? null : decodeReplayState(s.object('start')),
         chunks: s.array('chunks', BYTES),
         checkpoints: s.array('checkpoints', BYTES),
