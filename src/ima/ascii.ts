@@ -164,9 +164,14 @@ export class AsciiListWriter implements LineSink {
     return out;
   }
 
-  text(ascii: string): void {
-    this.#room(ascii.length);
-    this.#at += this.#buf.write(ascii, this.#at, 'latin1');
+  text(latin1: string): void {
+    this.#room(latin1.length);
+    // Char by char: the strings are short (separators, names, numbers), where a call into
+    // Buffer#write costs more than the copy (bench/results/lean.md).
+    const buf = this.#buf;
+    let at = this.#at;
+    for (let i = 0; i < latin1.length; i++) buf[at++] = latin1.charCodeAt(i);
+    this.#at = at;
   }
 
   hex(bytes: Uint8Array): void {
