@@ -1,6 +1,6 @@
 /**
  * A {@link QuoteSource} over a `TpmQuoter`, for `imakeep serve --tpm`, the daemon's HTTP API and
- * tests. The AK is the deterministic primary (tpm-node.md §4), created per quote and flushed after,
+ * tests. The AK is the deterministic primary (docs/tpm.md#the-attestation-key), created per quote and flushed after,
  * so no slot stays taken and it is the same key the collector's checkpoints are signed with (same
  * template, same hierarchy). Given a `Tpm`, it quotes through a quoter over it, whose queue every
  * quoter of that `Tpm` shares: the collector's quotes and these never interleave.

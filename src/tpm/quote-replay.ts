@@ -4,7 +4,7 @@
  * PCR_Read after it fails on a device whose PCR 10 moves constantly (IMA extends between the two
  * commands; measured on the emulator: `Tpm.quote` gave up after 5 rounds). The kernel logs a
  * record before it extends, so the quoted state is the replay of some prefix of the log:
- * kernel-ima.md §3.7, "replay the event log until the quote matches". Pure: the caller brings the
+ * docs/ima-formats.md#pcr-replay, "replay the event log until the quote matches". Pure: the caller brings the
  * replay (positioned at a point the TPM had passed, e.g. a checkpoint) and the records after it.
  */
 import type { BankName, ImaRecord } from '../ima/record.js';
