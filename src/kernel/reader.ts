@@ -1,5 +1,5 @@
 /**
- * Incremental reader of a kernel measurement list (kernel-ima.md §1.10 items 1-3).
+ * Incremental reader of a kernel measurement list (docs/kernel.md#reading-the-list).
  *
  * The kernel's seq_file walks the list from its head on every read(2) and returns about one page
  * per call, whatever the buffer size; so a drain opens the file once per batch, reads sequentially

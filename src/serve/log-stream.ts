@@ -97,7 +97,7 @@ export interface OpenLog {
 
 /**
  * Banks the kernel has lists for on a boot: the SHA-1 list always (the legacy list,
- * kernel-ima.md §3.2), plus every bank the boot's modes name.
+ * docs/ima-formats.md#binary-record), plus every bank the boot's modes name.
  */
 export function bootBanks(boot: BootRecord): Partial<Record<BankName, BankMode>> {
   return { sha1: 'native', ...boot.bankModes };
@@ -113,7 +113,7 @@ export async function logCount(source: LogSource, boot: number): Promise<number>
 /**
  * Checks a log request and opens it. Throws `SERVE_UNKNOWN_BOOT`, `SERVE_UNKNOWN_BANK`, or
  * `SERVE_RANGE` for `from` past the end; `from` equal to the record count is an empty log (what a
- * Keylime verifier expects when it asks for entry == count, peers.md §1.1).
+ * Keylime verifier expects when it asks for entry == count, rust-keylime `keylime/src/ima/measurement_list.rs`).
  */
 export async function openLog(source: LogSource, query: LogQuery): Promise<OpenLog> {
   const boot = query.boot ?? source.store.currentBoot;
@@ -159,7 +159,7 @@ interface ListEncoder {
 
 /**
  * The encoder of one list. Chunks hold little-endian template data (store schema); a boot whose
- * kernel wrote big-endian lists (`endianness: 'be'`, docs/ima-formats.md) gets its binary lists
+ * kernel wrote big-endian lists (`endianness: 'be'`, docs/ima-formats.md#byte-order) gets its binary lists
  * back in big-endian, as the kernel's files showed them. ASCII lines are written into one reused
  * buffer.
  */
