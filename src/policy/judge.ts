@@ -4,7 +4,7 @@
  * `_validate_ima_sig`, `_validate_ima_buf`; keylime/ima/ast.py `Entry.invalid`):
  *
  * - a record on another PCR than the IMA PCR fails (`pcr`), and is judged further;
- * - a violation (all-zero template digest: ToMToU or open-writers, kernel-ima.md §3.4) is not
+ * - a violation (all-zero template digest: ToMToU or open-writers, docs/ima-formats.md#violations) is not
  *   judged against the policy. Keylime then fails it only if the verifier option
  *   `ignore_tomtou_errors` is set (ast.py `Entry.invalid`; default false, so accepted): the
  *   treatment is {@link JudgeOptions.violations}, named in the verdict;
