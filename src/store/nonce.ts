@@ -2,7 +2,7 @@
  * The rule that chains a boot's checkpoints and binds the stored evidence to them (design.md "The
  * cycle", quote step): the store defines what a checkpoint is, so it defines the qualifying data
  * each checkpoint's quote carries. The collector quotes with it; a verifier recomputes it from the
- * stored checkpoints, chunks and boot metadata (peers.md §5.6).
+ * stored checkpoints, chunks and boot metadata (docs/store.md#nonce-chain).
  *
  * Version 2 (what the collector quotes with): the nonce of a checkpoint quote is
  *
@@ -14,8 +14,8 @@
  * - the anchor: the boot's stored record count when the nonce was computed, always a chunk
  *   boundary, and the SHA-256 of the chunk that ends there (32 zero bytes at 0): through the chunk
  *   hash chain (`chunk.ts`) it binds every byte of every chunk up to the anchor, including what
- *   IMA's template hash does not cover (template names, violation records' data; kernel-ima.md
- *   §3.4). The quote comes after the anchor, so the records it matches (count ≥ anchor) were all
+ *   IMA's template hash does not cover (template names, violation records' data;
+ *   docs/ima-formats.md#template-digest). The quote comes after the anchor, so the records it matches (count ≥ anchor) were all
  *   logged before it;
  * - the previous checkpoint's exact TPMS_ATTEST and TPMT_SIGNATURE bytes (nothing for a boot's
  *   first checkpoint): a checkpoint cannot be dropped from or moved within the chain;

@@ -1,10 +1,10 @@
 /**
- * The rules that order checkpoints in time without a verifier online (peers.md §5.6):
+ * The rules that order checkpoints in time without a verifier online (docs/store.md#nonce-chain):
  *
  * - Nonce chaining, per boot: the store's rule (`src/store/nonce.ts`), which also binds the boot
  *   metadata and the chunk chain; a checkpoint cannot be dropped from or moved within the chain
  *   without the next nonce showing it.
- * - TPM clock order (Keylime `check_quote_timing`, peers.md §1.3): resetCount never decreases;
+ * - TPM clock order (Keylime `check_quote_timing`, `keylime/tpm/tpm_main.py`): resetCount never decreases;
  *   with the same resetCount, restartCount never decreases; the clock strictly increases; and
  *   `safe` is set (the clock was not rolled back by an unorderly shutdown, Part 1 §36.6).
  */

@@ -1,8 +1,8 @@
 /**
  * Offline verification of evidence bundles (design.md "Serving"; format in `store/bundle.ts`),
  * one bundle after the other, with state carried between them so a verifier can also start from a
- * checkpoint it verified earlier instead of from record 0 (peers.md §1.3, Keylime's incremental
- * state; §5.5 d).
+ * checkpoint it verified earlier instead of from record 0 (as Keylime's incremental
+ * attestation state does, `keylime/agentstates.py`).
  *
  * Checks, in the order the evidence is walked, stopping at the FIRST failure:
  * - the AK: the bundle's AK must be the trusted one (given, or trusted on first use when asked);
@@ -106,7 +106,7 @@ export interface SegmentReport {
   /**
    * SHA-256 of the segment's last chunk (hex), or null without chunks. Everything before it is
    * bound to it by the chunk chain, and it by the nonce of a checkpoint anchored there. (A
-   * record's template name is not in IMA's template hash, kernel-ima.md §3.4, so the chain is what
+   * record's template name is not in IMA's template hash, docs/ima-formats.md#template-digest, so the chain is what
    * covers it.)
    */
   readonly chainHead: string | null;
@@ -465,7 +465,7 @@ class SegmentWalk {
   /**
    * Records with their template data in the byte order the kernel showed them: chunks hold it
    * little-endian, but a big-endian kernel's template digests cover its big-endian data
-   * (kernel-ima.md §3.2, §3.4), so that is what the replay must hash.
+   * (docs/ima-formats.md#binary-record, #template-digest), so that is what the replay must hash.
    */
   #asKernelShowed(records: ImaRecord[]): ImaRecord[] {
     if (this.#segment.info.endianness === 'le') return records;

@@ -8,7 +8,6 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import type { KeyObject } from 'node:crypto';
 import { startSecurityfsEmulator, type SecurityfsEmulator } from '../../hw/securityfs/emulator.js';
-import { TpmQuoteSource } from '../../src/collector/index.js';
 import { buildBundle } from '../../src/serve/index.js';
 import { publicKeyFromTpm2b } from '../../src/tpm/index.js';
 import { RIG_BANKS, startRig, type Rig } from '../collector/_rig.js';
@@ -54,7 +53,7 @@ export async function collectEvidence(options: CollectOptions): Promise<Collecte
         emulators.push(emu);
         writeFileSync(rig.bootIdPath, `6f1d9a52-0c3b-4e8e-9d7a-2b1c0000000${boot + 1}\n`);
       }
-      const collector = await rig.collector({ securityfsRoot: emu.securityfsRoot }, new TpmQuoteSource(rig.tpm));
+      const collector = await rig.collector({ securityfsRoot: emu.securityfsRoot }); // a new quoter: the TPM reset flushed the AK
       try {
         for (let cycle = 0; cycle < options.cycles; cycle++) {
           await emu.append([...rig.workload.records(options.records)]);
