@@ -33,7 +33,7 @@ export function parseCursor(text: string): EvidenceCursor {
 
 /** Limits of one bundle. */
 export interface BundleLimits {
-  /** Bytes of chunk and checkpoint values per bundle; at least one chunk is always sent. Default 1 MiB. */
+  /** Bytes of chunk and checkpoint values per bundle; at least up to one cut is always sent. Default 1 MiB. */
   readonly maxBytes: number;
 }
 
@@ -94,18 +94,22 @@ interface SegmentPart {
 }
 
 /**
- * Where a boot's content may end in a bundle, from `from`: every chunk end for a version-1 boot
- * (up to `end`), else the cuts (see the module comment); none without checkpoints. Anchors never decrease along a boot's
- * checkpoints (the stored count only grows), so a later checkpoint never anchors before a cut.
+ * Where a boot's content may end in a bundle, from `from`: every chunk end up to `end` for a
+ * version-1 boot, none without checkpoints, else the cuts (see the module comment): an anchor A
+ * such that no checkpoint with count <= A is anchored past A. Anchors never decrease along a
+ * boot's checkpoints (the stored count only grows) and counts increase, so one pass finds them.
  */
 async function cutsOf(store: ImaStore, from: EvidenceCursor, end: number): Promise<{ readonly isCut: (at: number) => boolean; readonly last: number }> {
   const anchored: Pick<Checkpoint, 'count' | 'anchor'>[] = [];
   for await (const { count, anchor } of store.checkpoints(from.boot, from.checkpoint)) anchored.push({ count, anchor });
   if (anchored.length > 0 && anchored.every((c) => c.anchor === undefined)) return { isCut: (at) => at <= end, last: end };
   const cuts = new Set<number>();
-  for (const c of anchored) {
-    const at = c.anchor;
-    if (at !== undefined && anchored.every((o) => o.count > at || (o.anchor ?? 0) <= at)) cuts.add(at);
+  let covered = 0; // checkpoints [0, covered) have count <= the anchor looked at
+  let farthest = -1; // the largest anchor among them
+  for (const { anchor } of anchored) {
+    if (anchor === undefined) continue;
+    for (let c = anchored[covered]; c !== undefined && c.count <= anchor; c = anchored[++covered]) farthest = Math.max(farthest, c.anchor ?? -1);
+    if (farthest <= anchor) cuts.add(anchor);
   }
   return { isCut: (at) => cuts.has(at), last: [...cuts].reduce((a, b) => Math.max(a, b), from.index) };
 }
