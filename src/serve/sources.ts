@@ -3,7 +3,7 @@
  * depends on ima, tpm and store only, never on kernel or collector). The collector implements
  * them over its kernel reader and TPM and passes them in; tests pass in-memory implementations.
  */
-import type { ImaRecord } from '../ima/index.js';
+import type { BankName, ImaRecord } from '../ima/index.js';
 import type { PcrRef, PcrValue, SignedQuote } from '../tpm/index.js';
 
 /** Records read from the kernel in one go, with the global index of the first one. */
@@ -73,4 +73,8 @@ export interface QuoteSource {
   quote(request: { readonly nonce: Uint8Array; readonly pcrs: readonly PcrRef[] }): Promise<SignedQuote>;
   /** Quote, then PCR_Read until the values match it (PCRs no log replays). */
   quoteAndRead(request: { readonly nonce: Uint8Array; readonly pcrs: readonly PcrRef[] }): Promise<FreshQuote>;
+  /** PCR_Read of `pcrs` (after a quote, for the PCRs of its selection that do not move). */
+  readPcrs(pcrs: readonly PcrRef[]): Promise<readonly PcrValue[]>;
+  /** PCR_Reset of `pcr`, then one PCR_Extend with `digests` (one per bank): Keylime's data PCR. */
+  resetAndExtend(pcr: number, digests: Partial<Record<BankName, Uint8Array>>): Promise<void>;
 }

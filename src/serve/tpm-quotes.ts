@@ -5,7 +5,8 @@
  * template, same hierarchy). Given a `Tpm`, it quotes through a quoter over it, whose queue every
  * quoter of that `Tpm` shares: the collector's quotes and these never interleave.
  */
-import { TpmQuoter, type PcrRef, type SignedQuote, type Tpm, type TpmQuoterOptions } from '../tpm/index.js';
+import type { BankName } from '../ima/index.js';
+import { TpmQuoter, type PcrRef, type PcrValue, type SignedQuote, type Tpm, type TpmQuoterOptions } from '../tpm/index.js';
 import type { FreshQuote, QuoteSource } from './sources.js';
 
 /** Options of {@link TpmQuoteSource} (used when it is given a `Tpm` rather than a quoter). */
@@ -25,5 +26,13 @@ export class TpmQuoteSource implements QuoteSource {
 
   quoteAndRead(request: { readonly nonce: Uint8Array; readonly pcrs: readonly PcrRef[] }): Promise<FreshQuote> {
     return this.#quoter.quoteAndRead(request.nonce, request.pcrs);
+  }
+
+  readPcrs(pcrs: readonly PcrRef[]): Promise<readonly PcrValue[]> {
+    return this.#quoter.readPcrs(pcrs);
+  }
+
+  resetAndExtend(pcr: number, digests: Partial<Record<BankName, Uint8Array>>): Promise<void> {
+    return this.#quoter.resetAndExtend(pcr, digests);
   }
 }

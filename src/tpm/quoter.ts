@@ -84,6 +84,17 @@ export class TpmQuoter {
     return this.#exclusive(() => this.#tpm.pcrRead(pcrs));
   }
 
+  /**
+   * Resets `pcr`, then extends it once with `digests` (one per bank): afterwards it holds
+   * H(0…0 ‖ digest) in each bank given, and zeros in the others.
+   */
+  resetAndExtend(pcr: number, digests: Partial<Record<BankName, Uint8Array>>): Promise<void> {
+    return this.#exclusive(async () => {
+      await this.#tpm.pcrReset(pcr);
+      await this.#tpm.pcrExtend(pcr, digests);
+    });
+  }
+
   /** TPM2_Quote of `pcrs` with `nonce` as qualifying data; no PCR is read. */
   quote(nonce: Uint8Array, pcrs: readonly PcrRef[]): Promise<SignedQuote> {
     return this.#withAk(async (ak) => {
