@@ -41,7 +41,8 @@ import {
 import { keylimeQuote } from './keylime-quote.js';
 import { bootBanks, logCount, openLog, type LogFormat, type LogSource } from './log-stream.js';
 import { formatPrometheus, PROMETHEUS_CONTENT_TYPE } from './metrics.js';
-import type { MetricSample, QuoteSource, StatusSource } from './sources.js';
+import type { PcrBinder, QuoteSource } from '../tpm/index.js';
+import type { MetricSample, StatusSource } from './sources.js';
 
 /** What the API serves from. */
 export interface ApiOptions extends LogSource {
@@ -74,6 +75,12 @@ const PARAMETERS: Readonly<Record<RouteName, readonly string[]>> = {
   'keylime-pubkey': [],
   'keylime-version': [],
 };
+
+/** Keylime mode as the handler holds it. */
+interface KeylimeRoutes {
+  readonly pubkey: string;
+  readonly quotes: QuoteSource & PcrBinder;
+}
 
 const isKeylimeRoute = (route: RouteName | undefined): boolean => route === 'quote' || (route?.startsWith('keylime-') ?? false);
 
@@ -182,15 +189,16 @@ export class ApiHandler {
   readonly #bytes = new Map<RouteName, number>();
   #activeStreams = 0;
   #abortedStreams = 0;
-  /** The payload key's PEM in Keylime mode. */
-  readonly #pubkey: string | undefined;
+  /** Keylime mode: the payload key's PEM and what its routes quote with. */
+  readonly #keylime: KeylimeRoutes | undefined;
   /** Keylime quotes in turn: each resets and re-extends PCR 16, which another must not see half done. */
   #dataPcrTail: Promise<unknown> = Promise.resolve();
 
   /** Throws `SERVE_BAD_PAYLOAD_KEY` for a Keylime payload key that is not RSA. */
   constructor(options: ApiOptions) {
     this.#options = options;
-    this.#pubkey = options.keylime === undefined ? undefined : payloadPublicPem(options.keylime.payloadKey);
+    const { keylime } = options;
+    this.#keylime = keylime === undefined ? undefined : { pubkey: payloadPublicPem(keylime.payloadKey), quotes: keylime.quotes };
   }
 
   /** The `request` listener to give `http.createServer`. */
@@ -232,11 +240,11 @@ export class ApiHandler {
       case 'quote':
         return this.#quote(query, res, undefined);
       case 'keylime-quote':
-        return this.#quote(query, res, this.#keylimePubkey());
+        return this.#quote(query, res, this.#keylimeMode());
       case 'keylime-pubkey':
-        return this.#json(res, 200, keylimeSuccess({ pubkey: this.#keylimePubkey() }));
+        return this.#json(res, 200, keylimeSuccess({ pubkey: this.#keylimeMode().pubkey }));
       case 'keylime-version':
-        this.#keylimePubkey();
+        this.#keylimeMode();
         return this.#json(res, 200, keylimeSuccess({ supported_version: KEYLIME_API_VERSION }));
       case 'evidence':
         return this.#evidence(query, res);
@@ -270,25 +278,25 @@ export class ApiHandler {
     await this.#stream('log', body, res);
   }
 
-  /** The payload key's PEM; 503 `SERVE_UNAVAILABLE` outside Keylime mode. */
-  #keylimePubkey(): string {
-    if (this.#pubkey === undefined) throw new ServeError('SERVE_UNAVAILABLE', 'Keylime mode is off: start the daemon with --keylime (a payload key)');
-    return this.#pubkey;
+  /** Keylime mode's key and quotes; 503 `SERVE_UNAVAILABLE` outside Keylime mode. */
+  #keylimeMode(): KeylimeRoutes {
+    if (this.#keylime === undefined) throw new ServeError('SERVE_UNAVAILABLE', 'Keylime mode is off: start the daemon with --keylime (a payload key)');
+    return this.#keylime;
   }
 
   /**
-   * A quote answer. With `payloadPem` (the Keylime routes) PCR 16 is reset and extended with
+   * A quote answer. With `keylime` (the Keylime routes) PCR 16 is reset and extended with
    * H(payload key PEM) in the quoted bank and added to the selection whatever the mask, and
    * `pubkey` is that PEM, as the agent does (rust-keylime `keylime/src/tpm.rs`, `build_pcr_list`);
    * otherwise (`/v1/quote`) `pubkey` is the AK. `partial=1` leaves `pubkey` out.
    */
-  async #quote(query: Query, res: ServerResponse, payloadPem: string | undefined): Promise<void> {
+  async #quote(query: Query, res: ServerResponse, keylime: KeylimeRoutes | undefined): Promise<void> {
     const nonce = parseKeylimeNonce(query.text('nonce'));
     const mask = parseKeylimeMask(query.text('mask'));
     const requestedEntry = query.index('ima_ml_entry') ?? 0;
     const requestedBank = query.oneOf('bank', BANKS);
     const partial = query.oneOf('partial', ['0', '1']) === '1';
-    const quotes = this.#options.quotes;
+    const quotes = keylime?.quotes ?? this.#options.quotes;
     if (quotes === undefined) throw new ServeError('SERVE_UNAVAILABLE', 'this server has no TPM to quote with');
     const { store } = this.#options;
     const boot = store.currentBoot;
@@ -298,7 +306,7 @@ export class ApiHandler {
     // Quote first, then read the log: the log then holds at least every record the quote covers;
     // the verifier replays until the quote matches (kernel-ima.md §3.7, peers.md §1.3).
     const quote =
-      payloadPem === undefined
+      keylime === undefined
         ? await keylimeQuote(this.#options, quotes, { nonce, bank, pcrs: mask, boot })
         : await this.#withDataPcr(() =>
             keylimeQuote(this.#options, quotes, {
@@ -306,17 +314,17 @@ export class ApiHandler {
               bank,
               pcrs: [...new Set([...mask, KEYLIME_DATA_PCR])],
               boot,
-              bind: { pcr: KEYLIME_DATA_PCR, digests: keylimeBindingDigests(payloadPem, [bank]) },
+              bind: { binder: keylime.quotes, pcr: KEYLIME_DATA_PCR, digests: keylimeBindingDigests(keylime.pubkey, [bank]) },
             }),
           );
     // Keylime agent semantics: an entry past the end returns the whole list from 0 (peers.md §1.1).
     const entry = requestedEntry > (await logCount(this.#options, boot)) ? 0 : requestedEntry;
     const log = await openLog(this.#options, { boot, from: entry, format: 'ascii', bank: 'sha1' });
-    const pubkey = partial ? undefined : (payloadPem ?? akPublicPem(quote));
+    const pubkey = partial ? undefined : (keylime?.pubkey ?? akPublicPem(quote));
     const fields = keylimeQuoteFields(quote, bank, pubkey, Math.floor(bootRecord.firstSeen / 1000));
     const body = await primed(keylimeQuoteBody(fields, log.bytes(), entry));
     res.writeHead(200, { 'Content-Type': 'application/json' });
-    await this.#stream(payloadPem === undefined ? 'quote' : 'keylime-quote', body, res);
+    await this.#stream(keylime === undefined ? 'quote' : 'keylime-quote', body, res);
   }
 
   /** Runs `task` after every Keylime quote before it (one bind + quote + read at a time). */

@@ -8,9 +8,16 @@
  */
 import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import type { BankName } from '../ima/index.js';
-import { encodePcrBlob, parseSignature, parseTpm2bPublic, publicKeyFromTpm2b } from '../tpm/index.js';
+import {
+  encodePcrBlob,
+  parseSignature,
+  parseTpm2bPublic,
+  publicKeyFromTpm2b,
+  type PcrBinder,
+  type QuoteSource,
+  type QuoteWithPcrs,
+} from '../tpm/index.js';
 import { ServeError } from './errors.js';
-import type { FreshQuote } from './sources.js';
 
 /**
  * The PCR Keylime binds the agent's payload key in (keylime `config.TPM_DATA_PCR`): the verifier
@@ -29,6 +36,11 @@ export interface KeylimeOptions {
    * `crypto.rsa_import_pubkey`, which refuses other keys). Its SPKI PEM is the answers' `pubkey`.
    */
   readonly payloadKey: KeyObject;
+  /**
+   * What the Keylime routes quote with and bind PCR 16 through: in the daemon the one `TpmQuoter`
+   * (RSA AK in Keylime mode, as the verifier's default `accept_tpm_signing_algs` require).
+   */
+  readonly quotes: QuoteSource & PcrBinder;
 }
 
 /** The payload key's `pubkey` text (SPKI PEM); throws `SERVE_BAD_PAYLOAD_KEY` for a key that is not RSA. */
@@ -73,7 +85,7 @@ export function parseKeylimeMask(text: string | null): number[] {
 }
 
 /** `r<b64 TPMS_ATTEST>:<b64 TPMT_SIGNATURE>:<b64 PCR blob>` (rust-keylime `encode_quote_string`). */
-export function keylimeQuoteString(quote: FreshQuote): string {
+export function keylimeQuoteString(quote: QuoteWithPcrs): string {
   const b64 = (b: Uint8Array): string => Buffer.from(b).toString('base64');
   return `r${b64(quote.attest)}:${b64(quote.signature)}:${b64(encodePcrBlob(quote.pcrs))}`;
 }
@@ -83,7 +95,7 @@ export function keylimeQuoteString(quote: FreshQuote): string {
  * given (the agent leaves it out for `partial=1`), then `boottime` (seconds), which the verifier
  * reads to tell a reboot (keylime `cloud_verifier_common.process_quote_response`).
  */
-export function keylimeQuoteFields(quote: FreshQuote, bank: BankName, pubkey: string | undefined, bootTimeSeconds: number): Record<string, string | number> {
+export function keylimeQuoteFields(quote: QuoteWithPcrs, bank: BankName, pubkey: string | undefined, bootTimeSeconds: number): Record<string, string | number> {
   const ak = parseTpm2bPublic(quote.akPublic);
   const signature = parseSignature(quote.signature);
   return {
@@ -97,7 +109,7 @@ export function keylimeQuoteFields(quote: FreshQuote, bank: BankName, pubkey: st
 }
 
 /** The AK as PEM: the `pubkey` of imakeep's own `/v1/quote`, which a verifier without Keylime's registrar checks the quote with. */
-export function akPublicPem(quote: FreshQuote): string {
+export function akPublicPem(quote: QuoteWithPcrs): string {
   return String(publicKeyFromTpm2b(quote.akPublic).export({ type: 'spki', format: 'pem' }));
 }
 

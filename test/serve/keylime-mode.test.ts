@@ -14,8 +14,8 @@ import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { toHex } from '../../src/ima/index.js';
-import { publicKeyFromTpm2b } from '../../src/tpm/index.js';
-import { KEYLIME_API_VERSION, openPayloadKey, startApiServer, TpmQuoteSource } from '../../src/serve/index.js';
+import { publicKeyFromTpm2b, TpmQuoter } from '../../src/tpm/index.js';
+import { KEYLIME_API_VERSION, openPayloadKey, startApiServer } from '../../src/serve/index.js';
 import { errorCode, get, json, type Target } from './_http.js';
 import { expectedDataPcr, keylimeResults, text, verifiedQuote } from './_keylime.js';
 import { ServedDevice } from './_served.js';
@@ -35,7 +35,8 @@ describe('Keylime mode', () => {
     await device.cycle(30);
     await device.measure(5);
     payloadKey = openPayloadKey(join(served.work, 'payload.pem'));
-    ({ target } = await served.serve({ tail: device.tail(), quotes: new TpmQuoteSource(device.tpm, { alg: 'rsa' }), keylime: { payloadKey } }));
+    const quotes = new TpmQuoter(device.tpm, { alg: 'rsa' });
+    ({ target } = await served.serve({ tail: device.tail(), quotes, keylime: { payloadKey, quotes } }));
     pubkey = text(keylimeResults(await get(target, '/v2.2/keys/pubkey')), 'pubkey');
     // The AK a registrar holds: the deterministic RSA primary the quotes are signed with.
     const rsaAk = await device.tpm.createAk({ alg: 'rsa' });
@@ -133,7 +134,7 @@ describe('Keylime mode', () => {
     assert.equal(bad.status, 400);
     assert.equal(errorCode(bad), 'SERVE_BAD_PARAMETER');
     const socket = join(served.work, 'plain.sock');
-    const plain = await startApiServer({ store: served.device.store, quotes: new TpmQuoteSource(served.device.tpm) }, { socket });
+    const plain = await startApiServer({ store: served.device.store, quotes: new TpmQuoter(served.device.tpm) }, { socket });
     try {
       for (const path of ['/v2.2/quotes/integrity?nonce=a&mask=0x400&partial=0', '/v2.2/keys/pubkey', '/version']) {
         const reply = await get({ socket }, path);
@@ -158,7 +159,10 @@ describe('Keylime mode', () => {
     writeFileSync(junk, 'not a key');
     assert.throws(() => openPayloadKey(junk), { code: 'SERVE_BAD_PAYLOAD_KEY' });
     await assert.rejects(
-      startApiServer({ store: served.device.store, keylime: { payloadKey: generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey } }, { socket: join(served.work, 'ec.sock') }),
+      startApiServer(
+        { store: served.device.store, keylime: { payloadKey: generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey, quotes: new TpmQuoter(served.device.tpm) } },
+        { socket: join(served.work, 'ec.sock') },
+      ),
       { code: 'SERVE_BAD_PAYLOAD_KEY' },
     );
   });

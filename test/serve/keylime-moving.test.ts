@@ -11,8 +11,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AsciiListParser, PcrReplay, replayUntilMatch, toHex } from '../../src/ima/index.js';
-import { publicKeyFromTpm2b, type PcrValue } from '../../src/tpm/index.js';
-import { startApiServer, TpmQuoteSource, type ApiServer, type QuoteSource } from '../../src/serve/index.js';
+import { publicKeyFromTpm2b, TpmQuoter, type PcrBinder, type PcrValue, type QuoteSource } from '../../src/tpm/index.js';
+import { startApiServer, type ApiServer } from '../../src/serve/index.js';
 import { SimulatedDevice } from './_device.js';
 import { get, json, type Target } from './_http.js';
 import { expectedDataPcr, keylimeResults, text, verifiedQuote } from './_keylime.js';
@@ -46,27 +46,28 @@ describe('Keylime quote while IMA keeps extending PCR 10', () => {
     await device.cycle(40);
     await device.measure(7);
     // IMA extends right after every quote: a PCR_Read would see values the quote does not hold.
-    const moving = (tpm: QuoteSource): QuoteSource => ({
-      async quote(request) {
-        const quote = await tpm.quote(request);
-        await device.measure(3);
-        return quote;
-      },
-      async quoteAndRead(request) {
-        reads++;
-        return tpm.quoteAndRead(request);
-      },
+    const moving = (tpm: TpmQuoter): QuoteSource & PcrBinder => ({
+      activeBanks: () => tpm.activeBanks(),
       async readPcrs(pcrs) {
         pcrReads++;
         return tpm.readPcrs(pcrs);
       },
+      async quote(nonce, pcrs) {
+        const quote = await tpm.quote(nonce, pcrs);
+        await device.measure(3);
+        return quote;
+      },
+      async quoteAndRead(nonce, pcrs) {
+        reads++;
+        return tpm.quoteAndRead(nonce, pcrs);
+      },
       resetAndExtend: (pcr, digests) => tpm.resetAndExtend(pcr, digests),
     });
     target = { socket: join(work, 'api.sock') };
-    server = await startApiServer({ store: device.store, tail: device.tail({ batch: 5 }), quotes: moving(new TpmQuoteSource(device.tpm)) }, target);
+    server = await startApiServer({ store: device.store, tail: device.tail({ batch: 5 }), quotes: moving(new TpmQuoter(device.tpm)) }, target);
     keylimeTarget = { socket: join(work, 'keylime.sock') };
     keylimeServer = await startApiServer(
-      { store: device.store, tail: device.tail({ batch: 5 }), quotes: moving(new TpmQuoteSource(device.tpm, { alg: 'rsa' })), keylime: { payloadKey } },
+      { store: device.store, tail: device.tail({ batch: 5 }), keylime: { payloadKey, quotes: moving(new TpmQuoter(device.tpm, { alg: 'rsa' })) } },
       keylimeTarget,
     );
   });

@@ -10,8 +10,8 @@ import assert from 'node:assert/strict';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { join } from 'node:path';
 import { AsciiListParser, PcrReplay, formatAsciiLineBytes, toHex } from '../../src/ima/index.js';
-import { publicKeyFromTpm2b } from '../../src/tpm/index.js';
-import { startApiServer, TpmQuoteSource } from '../../src/serve/index.js';
+import { publicKeyFromTpm2b, TpmQuoter } from '../../src/tpm/index.js';
+import { startApiServer } from '../../src/serve/index.js';
 import type { SimulatedDevice } from './_device.js';
 import { errorCode, get, json, type Target } from './_http.js';
 import { expectedDataPcr, keylimeResults, text, verifiedQuote } from './_keylime.js';
@@ -27,8 +27,8 @@ describe('Keylime pull over imakeep', () => {
   before(async () => {
     served = await ServedDevice.start('keylime', { chunkRecords: 32 });
     device = served.device;
-    const quotes = new TpmQuoteSource(device.tpm, { alg: 'rsa' });
-    ({ target } = await served.serve({ tail: device.tail({ batch: 25 }), quotes, keylime: { payloadKey } }));
+    const quotes = new TpmQuoter(device.tpm, { alg: 'rsa' });
+    ({ target } = await served.serve({ tail: device.tail({ batch: 25 }), quotes, keylime: { payloadKey, quotes } }));
     const rsaAk = await device.tpm.createAk({ alg: 'rsa' });
     await device.tpm.flush(rsaAk.handle);
     ak = publicKeyFromTpm2b(rsaAk.public);
