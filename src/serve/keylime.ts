@@ -1,10 +1,11 @@
 /**
- * The Keylime agent's answers, field for field (rust-keylime `keylime-agent/src/quotes_handler.rs`
- * `integrity`, `keylime/src/quote.rs` `KeylimeQuote`, `keylime-agent/src/keys_handler.rs`
- * `pubkey`, `keylime-agent/src/version_handler.rs`), so an unmodified Keylime verifier can pull
- * quotes and incremental logs from imakeep. The only difference from the agent is the meaning of
- * `ima_ml_entry`: a GLOBAL index (Invariant 6), so the lines a verifier gets are the lines an
- * untrimmed list would have given, whatever was removed from the kernel.
+ * The Keylime agent's answers, field for field (docs/api.md#keylime-quote; rust-keylime
+ * `keylime-agent/src/quotes_handler.rs` `integrity`, `keylime/src/quote.rs` `KeylimeQuote`,
+ * `keylime-agent/src/keys_handler.rs` `pubkey`, `keylime-agent/src/version_handler.rs`), so an
+ * unmodified Keylime verifier can pull quotes and incremental logs from imakeep. The only
+ * difference from the agent is the meaning of `ima_ml_entry`: a GLOBAL index (Invariant 6), so the
+ * lines a verifier gets are the lines an untrimmed list would have given, whatever was removed
+ * from the kernel.
  */
 import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import type { BankName } from '../ima/index.js';
