@@ -46,6 +46,7 @@ export {
   type Checkpoint,
   type RemovalFlavor,
   type RemovalIntent,
+  type KernelHeadFacts,
   type StagedListState,
   type Journal,
   encodeMeta,
