@@ -144,7 +144,10 @@ export async function tieBreakByReplay(reads: TieBreakReads): Promise<'done' | '
  * - `staged-missing`: the journal says a staged list is there, the kernel has none;
  * - `staged-mismatch`: the kernel's staged list is not as long as the journal says.
  */
-export type RecoveryPauseReason = 'ambiguous' | 'kernel-diverged' | 'staged-missing' | 'staged-mismatch';
+export type RecoveryPauseReason = (typeof RECOVERY_PAUSE_REASONS)[number];
+
+/** Every {@link RecoveryPauseReason} (metric labels). */
+export const RECOVERY_PAUSE_REASONS = ['ambiguous', 'kernel-diverged', 'staged-missing', 'staged-mismatch'] as const;
 
 /** The kernel reads {@link resolveJournal} makes. */
 export interface RecoveryKernelReads {
