@@ -6,7 +6,7 @@
  * binary record size (write amplification) and sync calls per record.
  *
  * Kernel memory is the emulator's model (`.imakeep-sim/kmem`, src/kernel/kmem.ts from
- * kernel-ima.md §4.1), which hw/qemu/CALIBRATION.md measured exact for ima-ng with two banks on a
+ * docs/kernel.md#kernel-memory-per-record), which hw/qemu/CALIBRATION.md measured exact for ima-ng with two banks on a
  * real kernel (400 B/record for a 12-byte path; 320 B of it stays after `N` or a `D` without
  * `ima_flush_htable`). Each run has its own swtpm (banks sha1 + sha256: two digest slots per
  * record, as calibrated) and emulator, so PCR 10 starts from zero each time.
@@ -33,7 +33,7 @@ import { describeMachine, machineLine, type MachineDescription } from './_machin
 import { lineChartSvg, type ChartSeries } from './_plot.js';
 import { sampleProcess, type ProcessSample } from './_proc.js';
 import { straceUsable } from './_strace.js';
-import { startTpmMultiplexer } from './_tpm-mux.js';
+import { startTpmProxy } from '../hw/tpm-proxy.js';
 import { stopDeviceParts, type DeviceParts } from './_device-parts.js';
 import { getJson } from './_unix-http.js';
 import { benchWorkloads, driveWorkload, lastSecond, recordSupply, type Workload } from './_workload.js';
@@ -142,7 +142,7 @@ async function runOne(workload: Workload, mode: PressureMode, settings: Pressure
   try {
     parts.workDir = mkdtempSync(join(tmpdir(), 'imakeep-bench-pressure-'));
     parts.swtpm = await startSwtpm({ banks: ['sha1', 'sha256'] });
-    parts.mux = await startTpmMultiplexer(parts.swtpm.host, parts.swtpm.port);
+    parts.mux = await startTpmProxy(parts.swtpm.host, parts.swtpm.port);
     parts.tpm = Tpm.open(parts.mux.address);
     parts.emulator = await startSecurityfsEmulator({ tpm: parts.tpm, flushHtable: mode === 'staged' });
     const emulator = parts.emulator;
@@ -490,7 +490,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     command: `node dist/bench/memory-pressure.js ${argv.join(' ')}`.trim(),
     machine,
     kernelMemoryModel:
-      'emulator kmem = 8 KiB hash table + per record (src/kernel/kmem.ts, kernel-ima.md §4.1; ima-ng, 2 banks: 320 B entry + field data); ' +
+      'emulator kmem = 8 KiB hash table + per record (src/kernel/kmem.ts, docs/kernel.md#kernel-memory-per-record; ima-ng, 2 banks: 320 B entry + field data); ' +
       'matches the slab measured on Debian 6.1 under QEMU (hw/qemu/CALIBRATION.md: 400 B/record for a 12-byte path, 448 B for 53)',
     settings,
     workloads,

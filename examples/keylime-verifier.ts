@@ -1,6 +1,6 @@
 /**
  * Example: a verifier that pulls from an imakeep device the way Keylime's verifier pulls from its
- * agent (peers.md §1.3): `GET /v1/quote?nonce=&mask=&ima_ml_entry=<next>` with a fresh nonce each
+ * agent (keylime `keylime/cloud_verifier_common.py`; docs/api.md#keylime-quote): `GET /v1/quote?nonce=&mask=&ima_ml_entry=<next>` with a fresh nonce each
  * round, the quote checked against the enrolled AK, and only the new log lines replayed on top of
  * the PCR state kept from the round before. Because `ima_ml_entry` is a global index, the rounds
  * stay consistent however many records the device removed from its kernel in between.
@@ -73,7 +73,7 @@ export class KeylimeStyleVerifier {
   /** One attestation round; throws on any failure (Keylime would mark the agent failed). */
   async round(): Promise<RoundResult> {
     const nonce = randomBytes(16).toString('hex'); // alphanumeric, as the agent requires
-    const body = await getJson(this.#socket, `/v2.1/quotes/integrity?nonce=${nonce}&mask=0x400&ima_ml_entry=${this.#next}`);
+    const body = await getJson(this.#socket, `/v1/quote?nonce=${nonce}&mask=0x400&ima_ml_entry=${this.#next}`);
     const results = field(body, 'results');
     const quote = String(field(results, 'quote'));
     const bank = String(field(results, 'hash_alg')) as BankName;

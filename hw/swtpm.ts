@@ -1,7 +1,7 @@
 /**
  * A private swtpm for tests, benchmarks and the emulator: TPM 2.0 on free loopback ports, state in
  * a fresh temp dir, started with `--flags not-need-init,startup-clear` so it answers TPM commands
- * at once and nobody needs its control channel (tpm-node.md §2, §6).
+ * at once and nobody needs its control channel (docs/tpm.md#swtpm).
  *
  * Every instance is stopped by its pid (never by name), its temp dir removed; instances still
  * running when the node process exits are killed from a process 'exit' hook.
@@ -28,7 +28,7 @@ export class SwtpmError extends ImakeepError {
 export interface StartSwtpmOptions {
   /**
    * PCR banks to allocate with `swtpm_setup --pcr-banks` (about 1 s). Without it, a fresh state has
-   * all four banks sha1, sha256, sha384, sha512 (tpm-node.md §2).
+   * all four banks sha1, sha256, sha384, sha512 (docs/tpm.md#swtpm).
    */
   readonly banks?: readonly BankName[];
 }
@@ -95,23 +95,31 @@ function listenOn(port: number): Promise<Server | undefined> {
 const closeServer = (server: Server): Promise<void> => new Promise((resolve) => server.close(() => resolve()));
 
 /**
- * A free loopback port P whose successor P + 1 is free too: tpm2-tss's `swtpm` TCTI always talks
- * to the control channel on port + 1 (tcti-swtpm.c; measured: with any other control port
- * tpm2-tools fail "Failed to connect to control socket"). Both are held while checking, then released.
+ * Two loopback listeners on a free port P and its successor P + 1: tpm2-tss's `swtpm` TCTI always
+ * talks to the control channel on port + 1 (tcti-swtpm.c; measured: with any other control port
+ * tpm2-tools fail "Failed to connect to control socket"). The caller owns both servers.
  */
-async function pickPortPair(): Promise<[number, number]> {
+export async function listenOnPortPair(): Promise<[Server, Server]> {
   for (let tries = 0; tries < 50; tries++) {
     const data = await listenOn(0);
     const address = data?.address();
     if (data === undefined || typeof address !== 'object' || address === null) continue;
     const ctrl = address.port < 65535 ? await listenOn(address.port + 1) : undefined;
+    if (ctrl !== undefined) return [data, ctrl];
     await closeServer(data);
-    if (ctrl !== undefined) {
-      await closeServer(ctrl);
-      return [address.port, address.port + 1];
-    }
   }
   throw new SwtpmError('SWTPM_START_FAILED', 'found no free pair of consecutive loopback ports');
+}
+
+/** A free port pair for swtpm to bind: held while checking, then released. */
+async function pickPortPair(): Promise<[number, number]> {
+  const servers = await listenOnPortPair();
+  const ports = servers.map((server) => {
+    const address = server.address();
+    return typeof address === 'object' && address !== null ? address.port : 0;
+  });
+  await Promise.all(servers.map(closeServer));
+  return [ports[0] ?? 0, ports[1] ?? 0];
 }
 
 function runSetup(stateDir: string, banks: readonly BankName[]): void {

@@ -10,8 +10,8 @@
  */
 import { readFileSync, writeFileSync, renameSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
-import { BANKS, PcrReplay, bytesEqual, toHex, type BankMode, type BankName, type ImaRecord } from '../ima/index.js';
-import { encodePcrBlob, replayToQuote, type PcrValue } from '../tpm/index.js';
+import { BANKS, PcrReplay, bytesEqual, replayUntilFits, toHex, type BankMode, type BankName, type ImaRecord } from '../ima/index.js';
+import { encodePcrBlob, quoteTarget, verifySignedQuote, type PcrRef, type PcrValue, type SignedQuote } from '../tpm/index.js';
 import {
   KernelError,
   deleteStaged,
@@ -37,12 +37,14 @@ import {
 import { CollectorError } from './errors.js';
 import { kernelTail, listReader, recoveryPending, recoveryReads, type KernelLayout, type KernelReadOptions } from './kernel-log.js';
 import { CollectorMetrics, type MetricsSnapshot } from './metrics.js';
-import { verifyEvidence, type QuoteEvidence } from './quote.js';
 import { pcrsByBank, recordIdentity, resolveJournal, sameRecord, type RecoveryPauseReason } from './recovery.js';
 import { storedBytes, storedRange } from './stored.js';
 
 /** Default path of the kernel's boot id. */
 export const DEFAULT_BOOT_ID_PATH = '/proc/sys/kernel/random/boot_id';
+
+/** PCR `pcr` of each of `banks`: what the collector quotes and reads. */
+const inBanks = (banks: readonly BankName[], pcr: number): PcrRef[] => banks.map((bank) => ({ bank, pcr }));
 
 /** A condition that stops removal until it clears (reported in status). */
 export interface CollectorCondition {
@@ -79,7 +81,7 @@ export type CollectorStatus = {
   readonly staged: number | null;
   /** Records the kernel holds as of the last drain (drained − T). */
   readonly kernelRecords: number;
-  /** Modeled kernel memory of those records (kernel-ima.md §4.1), bytes. */
+  /** Modeled kernel memory of those records (docs/kernel.md#kernel-memory-per-record), bytes. */
   readonly kernelBytesModel: number;
   readonly lastCheckpoint: { readonly count: number } | null;
   /** Why removal is stopped for this boot (ESTALE: kexec/reboot under way), or null. */
@@ -227,7 +229,7 @@ export class Collector {
       const modes: Partial<Record<BankName, BankMode>> = {};
       for (const bank of banks) modes[bank] = this.#o.bankModes?.[bank] ?? 'native';
       // The boot's first quote only learns resetCount (a TPM reset is a reboot); it is not stored.
-      const probe = await this.#o.quotes.quote(chainedNonce(undefined, kernelBootId), banks, this.#pcr);
+      const probe = await this.#o.quotes.quote(chainedNonce(undefined, kernelBootId), inBanks(banks, this.#pcr));
       const info = {
         kernelBootId,
         firstSeen: this.#now(),
@@ -265,7 +267,7 @@ export class Collector {
     const { boot, banks } = this.#b;
     const store = this.#store;
     const journal = await store.journal(boot);
-    const tpm = { pcr: this.#pcr, readPcrs: async () => pcrsByBank(await this.#o.quotes.readPcrs(banks, this.#pcr), this.#pcr) };
+    const tpm = { pcr: this.#pcr, readPcrs: async () => pcrsByBank(await this.#o.quotes.readPcrs(inBanks(banks, this.#pcr)), this.#pcr) };
     const resolution = await resolveJournal(journal, recoveryReads(store, boot, this.#caps, this.#read, tpm));
     this.#removed = resolution.removed;
     this.#stored = await store.storedCount(boot);
@@ -395,7 +397,7 @@ export class Collector {
   }
 
   #sampleKmem(rec: ImaRecord): void {
-    // A running mean over the first records is enough for a threshold (kernel-ima.md §4.1).
+    // A running mean over the first records is enough for a threshold (docs/kernel.md#kernel-memory-per-record).
     if (this.#kmemSamples >= 4096) return;
     const k = recordKmem(rec, Math.max(1, this.#b.banks.length));
     this.#kmemPerRecord += (k.data + k.entry - this.#kmemPerRecord) / ++this.#kmemSamples;
@@ -422,7 +424,7 @@ export class Collector {
   async #attest(): Promise<boolean> {
     const { banks, record } = this.#b;
     const nonce = chainedNonce(this.#checkpoint, record.kernelBootId);
-    const quote = await this.#o.quotes.quote(nonce, banks, this.#pcr);
+    const quote = await this.#o.quotes.quote(nonce, inBanks(banks, this.#pcr));
     this.#metrics.quotes++;
     const resetCount = quote.parsed.clockInfo.resetCount;
     if (record.resetCount !== null && resetCount !== record.resetCount) {
@@ -435,7 +437,7 @@ export class Collector {
     await this.#seal();
     const { count: k, replay, pcrs } = await this.#match(quote);
     if (k > (this.#checkpoint?.count ?? 0)) {
-      verifyEvidence(quote, nonce, pcrs);
+      verifySignedQuote(quote, nonce, pcrs);
       const checkpoint: Checkpoint = { count: k, pcrs, attest: quote.attest, signature: quote.signature, akName: quote.akName, nonce, pcrBlob: encodePcrBlob(pcrs) };
       await this.#store.storeCheckpoint(this.#b.boot, checkpoint);
       if (this.#store.meta.akPublic === null) await this.#store.updateMeta({ akPublic: quote.akPublic });
@@ -449,10 +451,10 @@ export class Collector {
 
   /**
    * The smallest record count from the last checkpoint on whose replay gives the PCR values the
-   * quote attests (kernel-ima.md §3.7: replay until the quote matches; extra records are normal).
+   * quote attests (docs/ima-formats.md#pcr-replay: replay until the quote matches; extra records are normal).
    * Every record logged before the quote is stored by now, so no match is `QUOTE_MISMATCH`.
    */
-  async #match(quote: QuoteEvidence): Promise<{ count: number; replay: PcrReplay; pcrs: PcrValue[] }> {
+  async #match(quote: SignedQuote): Promise<{ count: number; replay: PcrReplay; pcrs: PcrValue[] }> {
     const { boot, modes, banks } = this.#b;
     const pcr = this.#pcr;
     const from = this.#checkpoint?.count ?? 0;
@@ -462,10 +464,10 @@ export class Collector {
     const records = async function* (store: ImaStore): AsyncGenerator<ImaRecord> {
       for await (const { record } of store.records(boot, from)) yield record;
     };
-    const pcrs = await replayToQuote(quote, replay, records(this.#store));
+    const pcrs = await replayUntilFits(quoteTarget(quote), replay, records(this.#store));
     if (pcrs !== undefined) return { count: replay.recordCount, replay, pcrs };
     // Name a bank whose TPM value differs from the replay of everything stored (informational).
-    const tpm = await this.#o.quotes.readPcrs(banks, pcr);
+    const tpm = await this.#o.quotes.readPcrs(inBanks(banks, pcr));
     const differs = tpm.find((v) => !bytesEqual(v.value, replay.value(v.bank, pcr))) ?? tpm[0];
     const bank = differs?.bank ?? banks[0] ?? 'sha256';
     throw new CollectorError(
@@ -486,7 +488,7 @@ export class Collector {
       const code = kernelCode(e);
       if (code === 'KERNEL_ESTALE' || code === 'KERNEL_EACCES') {
         // Measurement is suspended: kexec/reboot under way. The records travel to the next kernel,
-        // whose boot is a new segment: remove nothing more here (kernel-ima.md §1.8).
+        // whose boot is a new segment: remove nothing more here (docs/kernel.md#reboot-and-kexec).
         this.#halted = code;
         return;
       }
@@ -504,7 +506,7 @@ export class Collector {
     this.#metrics.busyRetries += result.attempts - 1;
   }
 
-  /** Flavour `n`: one writer window that checks the head and writes "n\n" (kernel-ima.md §1.4). */
+  /** Flavour `n`: one writer window that checks the head and writes "n\n" (docs/kernel.md#staging-requests). */
   async #removeN(): Promise<void> {
     const { boot } = this.#b;
     const T = this.#removed;

@@ -5,7 +5,7 @@
 import type { BankMode, BankName } from '../ima/index.js';
 import type { BusyRetryPolicy, KernelCapabilities, SecurityfsFiles } from '../kernel/index.js';
 import { DEFAULT_CHUNK_BOUNDS, type ChunkBounds, type ImaStore } from '../store/index.js';
-import type { QuoteSource } from './quote.js';
+import type { QuoteSource } from '../tpm/index.js';
 
 /** Removal flavour asked for: `auto` picks from what the kernel offers (design.md "Removal flavours"). */
 export type FlavorChoice = 'auto' | 'n' | 'staged' | 'none';
@@ -98,7 +98,7 @@ export const COLLECTOR_DEFAULTS = {
 
 /**
  * The flavour to use and why. `auto` prefers `staged` when `ima_flush_htable` is on (only `D`
- * then frees whole records, and `N` is refused, kernel-ima.md §1.4, §1.6), else `n` (one short
+ * then frees whole records, and `N` is refused, docs/kernel.md#staging-requests, #what-removal-frees), else `n` (one short
  * lock window, no kernel-side state left after a crash), else `staged`; `none` when the kernel
  * offers neither (before 7.2, or writes refused).
  */

@@ -1,5 +1,5 @@
 /**
- * PCR replay of a measurement list for every bank (kernel-ima.md §3.7): for each record, in order,
+ * PCR replay of a measurement list for every bank (docs/ima-formats.md#pcr-replay): for each record, in order,
  * PCR[bank][pcr] = H_bank(PCR ‖ extended digest), the extended digest being the bank's template
  * digest (native H_bank(template data), or the SHA-1 digest zero-padded) or, for a violation,
  * 0xFF..FF (0xFF x 20 ‖ 0.. for a padded bank).
@@ -50,7 +50,7 @@ interface BankReplay {
   /**
    * Per PCR index, its value in `[0, size)` followed by room for the digest extended next: the
    * extend hashes this one contiguous buffer and writes the result over its first half, so it
-   * allocates nothing and copies nothing but the digest (perf-baseline.md §1, hash.ts).
+   * allocates nothing and copies nothing but the digest (per-call overhead dominates: hash.ts).
    */
   readonly registers: Map<number, Uint8Array>;
   /** What a violation extends into this bank, computed once. */
@@ -248,7 +248,7 @@ export interface ReplayUntilMatchOptions {
  * equals the replay, and returns the record count at that point (the replay's `recordCount`,
  * which includes a checkpoint's records), the smallest such count; null if the records run out
  * first. Records after it are normal ("Replay the event log until the quote matches and then
- * discard extra events", kernel-ima.md §3.7).
+ * discard extra events", docs/ima-formats.md#pcr-replay).
  */
 export function replayUntilMatch(
   records: Iterable<ImaRecord>,
@@ -285,4 +285,53 @@ function untilMatchSetup(
 ): { replay: PcrReplay; pcr: number } {
   const banks = Object.fromEntries(BANKS.filter((b) => expected[b] !== undefined).map((b) => [b, 'native' as const]));
   return { replay: opts.replay ?? new PcrReplay({ banks }), pcr: opts.pcr ?? 10 };
+}
+
+/** One PCR's value as a replay holds it. */
+export interface ReplayedPcr {
+  readonly bank: BankName;
+  readonly pcr: number;
+  readonly value: Uint8Array;
+}
+
+/**
+ * What a replay is driven towards: PCRs and a test of their values. A TPM quote is one
+ * (`quoteTarget` of src/tpm: its selection, and "the values hash to its pcrDigest"); the quote
+ * carries only that digest (TPM 2.0 Part 1 §18.4.1), so the values it attests are found by replay.
+ */
+export interface ReplayTarget {
+  /** The PCRs tested, in the order `fits` expects them. */
+  readonly pcrs: readonly { readonly bank: BankName; readonly pcr: number }[];
+  fits(values: readonly ReplayedPcr[]): boolean;
+}
+
+/**
+ * Extends `replay` with `records` until the replayed values of the target's PCRs fit it, and
+ * returns those values (the target's order), or undefined when the records run out first. Tests
+ * before the first record and after each record of a target PCR, so `replay` is left at the
+ * shortest prefix that fits: the kernel adds a record to the list before it extends the PCR
+ * (security/integrity/ima/ima_queue.c, `ima_add_template_entry`: `ima_add_digest_entry`, then
+ * `ima_pcr_extend`), so the state a TPM quoted is the replay of some prefix of the log, and records
+ * after it are normal. Replaying instead of reading PCRs after the quote: on a busy device PCR 10
+ * moves between the two commands (measured on the emulator: quote + PCR_Read gave up after 5 rounds).
+ */
+export async function replayUntilFits(
+  target: ReplayTarget,
+  replay: PcrReplay,
+  records: AsyncIterable<ImaRecord> | Iterable<ImaRecord>,
+): Promise<ReplayedPcr[] | undefined> {
+  const targetPcrs = new Set(target.pcrs.map((r) => r.pcr));
+  const fitting = (): ReplayedPcr[] | undefined => {
+    const values = target.pcrs.map(({ bank, pcr }) => ({ bank, pcr, value: replay.value(bank, pcr) }));
+    return target.fits(values) ? values : undefined;
+  };
+  const first = fitting();
+  if (first !== undefined) return first;
+  for await (const record of records) {
+    replay.extend(record);
+    if (!targetPcrs.has(record.pcr)) continue;
+    const values = fitting();
+    if (values !== undefined) return values;
+  }
+  return undefined;
 }

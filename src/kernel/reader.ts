@@ -1,5 +1,5 @@
 /**
- * Incremental reader of a kernel measurement list (kernel-ima.md §1.10 items 1-3).
+ * Incremental reader of a kernel measurement list (docs/kernel.md#reading-the-list).
  *
  * The kernel's seq_file walks the list from its head on every read(2) and returns about one page
  * per call, whatever the buffer size; so a drain opens the file once per batch, reads sequentially
@@ -7,7 +7,7 @@
  * for the next drain, which starts there with pread (seq_file positions by byte offset). A record
  * cut at the end of what the kernel returned is "not yet": it is read again, whole, next time.
  */
-import { BinaryListParser, type ParsedRecord } from '../ima/binary.js';
+import { BinaryListParser, binaryRecordLength, type ParsedRecord } from '../ima/binary.js';
 import { KernelError, toKernelError } from './errors.js';
 import { nodeSecurityfsFiles, type SecurityfsFiles } from './files.js';
 import { retryOnBusy, type BusyRetryPolicy } from './retry.js';
@@ -150,9 +150,4 @@ export class MeasurementListReader {
     const end = { index: start.index + records.length, offset: start.offset + bytes };
     return { records, start, end, full: records.length === max };
   }
-}
-
-/** Bytes of a parsed record in its binary list (kernel-ima.md §3.2: no data length for `ima`). */
-export function binaryRecordLength(rec: ParsedRecord): number {
-  return 4 + rec.digest.length + 4 + rec.template.length + (rec.template === 'ima' ? 0 : 4) + rec.data.length;
 }

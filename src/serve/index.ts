@@ -4,7 +4,7 @@
  * status and metrics, over a unix socket or loopback/TLS TCP (design.md "Serving").
  */
 export { ServeError, SERVE_ERROR_STATUS, type ServeErrorCode, type ServeErrorDetails } from './errors.js';
-export type { FreshQuote, KernelTail, MetricSample, QuoteSource, StatusSource, TailBatch } from './sources.js';
+export type { KernelTail, MetricSample, StatusSource, TailBatch } from './sources.js';
 export {
   bootBanks,
   logBatches,
@@ -29,15 +29,20 @@ export {
 } from './bundle.js';
 export { buildBundle, DEFAULT_BUNDLE_LIMITS, type BuiltBundle, type BundleLimits } from './evidence.js';
 export {
+  KEYLIME_API_VERSION,
+  KEYLIME_DATA_PCR,
   MAX_KEYLIME_NONCE,
+  keylimeBindingDigests,
   keylimeQuoteBody,
   keylimeQuoteFields,
   keylimeQuoteString,
   parseKeylimeMask,
   parseKeylimeNonce,
+  payloadPublicPem,
+  type KeylimeOptions,
 } from './keylime.js';
+export { openPayloadKey } from './keylime-key.js';
 export { formatPrometheus, PROMETHEUS_CONTENT_TYPE } from './metrics.js';
 export { ApiHandler, type ApiOptions } from './http.js';
 export { DEFAULT_SERVER_LIMITS, isLoopback, startApiServer, type ApiServer, type ListenAddress, type ServerLimits, type TlsFiles } from './server.js';
-export { TpmQuoteSource, type TpmQuoteSourceOptions } from './tpm-quotes.js';
 export { bootSummaries, type BootSummary } from './boot-summary.js';

@@ -1,10 +1,10 @@
 /**
- * imakeep's own TPM 2.0 client: the handful of commands attestation needs (PCR_Read, PCR_Extend,
+ * imakeep's own TPM 2.0 client: the handful of commands attestation needs (PCR_Read, PCR_Extend, PCR_Reset,
  * CreatePrimary, Quote, FlushContext, GetCapability, GetRandom, ReadPublic, Startup) as data, over
  * swtpm TCP or `/dev/tpmrm0`, plus offline quote verification with `node:crypto` and the
- * tpm2-tools PCR file format. No runtime dependencies (tpm-node.md §0).
+ * tpm2-tools PCR file format. No runtime dependencies (docs/tpm.md).
  */
-export type { BankName } from '../ima/record.js';
+export type { BankName } from '../base/banks.js';
 export * from './errors.js';
 export { TpmReader, TpmWriter } from './marshal.js';
 export { TPM_ALG, TPM_CAP, TPM_CC, TPM_ECC, TPM_RH, TPM_ST, TPM_SU, TRANSIENT_FIRST, BANK_ALG, bankOfAlg } from './constants.js';
@@ -16,4 +16,4 @@ export * from './tpm.js';
 export * from './verify.js';
 export * from './pcr-blob.js';
 export * from './quoter.js';
-export * from './quote-replay.js';
+export * from './quote.js';

@@ -2,7 +2,7 @@
  * TPM structures shared by the commands and the offline verifier, each with the Part 2 section
  * that defines its layout. Parsers throw `TpmProtocolError` (`TPM_BAD_RESPONSE`) on malformed input.
  */
-import type { BankName } from '../ima/record.js';
+import type { BankName } from '../base/banks.js';
 import { BANK_ALG, TPM_ALG, TPM_ECC, TPM_ST, bankOfAlg } from './constants.js';
 import { TpmProtocolError } from './errors.js';
 import { TpmReader, type TpmWriter } from './marshal.js';
@@ -169,13 +169,13 @@ export type AkAlgorithm = 'ecc' | 'rsa';
 
 /**
  * TPMA_OBJECT of an attestation key: fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth |
- * noDA | restricted | sign = 0x00050472 (Part 2 §8.3; tpm-node.md §4, the shape tpm2_createak makes).
+ * noDA | restricted | sign = 0x00050472 (Part 2 §8.3; docs/tpm.md#the-attestation-key, the shape tpm2_createak makes).
  */
 export const AK_ATTRIBUTES = 0x00050472;
 
 /**
  * Writes the `TPMT_PUBLIC` template of a restricted signing key: ECC NIST P-256 with ECDSA-SHA256,
- * or RSA-2048 with RSASSA-SHA256 (tpm-node.md §4, byte-checked against tpm2_createprimary).
+ * or RSA-2048 with RSASSA-SHA256 (docs/tpm.md#the-attestation-key, byte-checked against tpm2_createprimary).
  * The `unique` fields are empty, so a primary from this template is the same key on every call.
  */
 export function writeAkTemplate(w: TpmWriter, alg: AkAlgorithm): void {

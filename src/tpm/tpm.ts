@@ -1,9 +1,9 @@
 /**
  * `Tpm`: the commands imakeep needs, over any `TpmTransport`, with bounded retries of the TPM's
- * "try again" warnings and the Keylime-style quote flow (peers.md §1.1, aesthetics.md §8.6).
+ * "try again" warnings and the Keylime-style quote flow (rust-keylime `keylime/src/tpm.rs`; docs/tpm.md).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BANKS, DIGEST_SIZE, type BankName } from '../ima/record.js';
+import { BANKS, DIGEST_SIZE, type BankName } from '../base/banks.js';
 import { decodeResponse, encodeCommand, type TpmCommand } from './command.js';
 import {
   CreatePrimary,
@@ -12,6 +12,7 @@ import {
   GetRandom,
   PcrExtend,
   PcrRead,
+  PcrReset,
   Quote,
   ReadPublic,
   type ReadPublicResponse,
@@ -25,14 +26,13 @@ import {
   type PcrRef,
   type PcrSelection,
   type PcrValue,
-  type QuoteAttest,
   parseQuoteAttest,
   readSignature,
   refsOf,
   selectionOf,
 } from './structures.js';
 import { openTpmTransport, type TpmTransport } from './transport.js';
-import { quoteFits } from './quote-replay.js';
+import { quoteFits, type QuoteWithPcrs } from './quote.js';
 
 /** Options of `Tpm`. */
 export interface TpmOptions {
@@ -63,7 +63,7 @@ export interface CreateAkOptions {
   readonly alg?: AkAlgorithm;
   /**
    * Default `endorsement`: quotes then carry the real resetCount, restartCount and
-   * firmwareVersion; the owner hierarchy obfuscates them (tpm-node.md §2).
+   * firmwareVersion; the owner hierarchy obfuscates them (docs/tpm.md#the-attestation-key).
    */
   readonly hierarchy?: AkHierarchy;
 }
@@ -77,20 +77,6 @@ export interface QuoteOptions {
   readonly ak: AttestationKey;
   /** Quote + read rounds before giving up with `TPM_PCRS_UNSTABLE`. Default 5 (as Keylime). */
   readonly attempts?: number;
-}
-
-/** A quote with the PCR values that match it. */
-export interface TpmQuote {
-  /** `TPMS_ATTEST` bytes exactly as the TPM signed them. */
-  readonly attest: Uint8Array;
-  /** `TPMT_SIGNATURE` bytes exactly as returned. */
-  readonly signature: Uint8Array;
-  /** `attest`, parsed. */
-  readonly parsed: QuoteAttest;
-  /** The quoted PCRs, read right after the quote, in quote order; they hash to `parsed.pcrDigest`. */
-  readonly pcrs: readonly PcrValue[];
-  /** Quote rounds it took (1 unless a PCR changed in between). */
-  readonly attempts: number;
 }
 
 const HIERARCHY_HANDLE: Readonly<Record<AkHierarchy, number>> = {
@@ -228,6 +214,11 @@ export class Tpm {
     await this.execute(PcrExtend, { pcr, digests: list });
   }
 
+  /** Resets one PCR to its default value in every bank (TPM2_PCR_Reset; PCR 16 or 23 at locality 0). */
+  async pcrReset(pcr: number): Promise<void> {
+    await this.execute(PcrReset, { pcr });
+  }
+
   /** Up to `n` random bytes from the TPM (it may return fewer than asked). */
   getRandom(n: number): Promise<Uint8Array> {
     return this.execute(GetRandom, { bytesRequested: n });
@@ -235,7 +226,7 @@ export class Tpm {
 
   /**
    * Creates the attestation key as a primary object: the same template and hierarchy seed give the
-   * same key every time, so no key blob needs storing (tpm-node.md §4). Flush it when done.
+   * same key every time, so no key blob needs storing (docs/tpm.md#the-attestation-key). Flush it when done.
    */
   async createAk(options: CreateAkOptions = {}): Promise<AttestationKey> {
     const alg = options.alg ?? 'ecc';
@@ -291,7 +282,7 @@ export class Tpm {
    * otherwise hand the verifier values the quote does not cover (rust-keylime
    * `perform_quote_and_pcr_read`). Throws `TpmPcrsUnstableError` when they never agree.
    */
-  async quote(options: QuoteOptions): Promise<TpmQuote> {
+  async quote(options: QuoteOptions): Promise<QuoteWithPcrs & { readonly attempts: number }> {
     const selections = selectionOf(options.pcrs);
     const attempts = options.attempts ?? 5;
     for (let attempt = 1; attempt <= attempts; attempt++) {
@@ -301,10 +292,10 @@ export class Tpm {
         selections,
       });
       const parsed = parseQuoteAttest(attest);
-      const hashAlg = readSignature(new TpmReader(signature)).hashAlg;
+      const digestAlg = readSignature(new TpmReader(signature)).hashAlg;
       const pcrs = await this.pcrRead(options.pcrs);
-      if (quoteFits({ parsed, digestAlg: hashAlg }, pcrs)) {
-        return { attest, signature, parsed, pcrs, attempts: attempt };
+      if (quoteFits({ parsed, digestAlg }, pcrs)) {
+        return { attest, signature, parsed, digestAlg, akName: options.ak.name, akPublic: options.ak.public, pcrs, attempts: attempt };
       }
     }
     throw new TpmPcrsUnstableError('quote and PCR_Read', attempts);
