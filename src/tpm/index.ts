@@ -6,7 +6,7 @@
  * MakeCredential with `node:crypto`, and the tpm2-tools PCR and credential file formats. No
  * runtime dependencies (tpm-node.md §0).
  */
-export type { BankName } from '../ima/record.js';
+export type { BankName } from '../base/banks.js';
 export * from './errors.js';
 export { TpmReader, TpmWriter } from './marshal.js';
 export { TPM_ALG, TPM_CAP, TPM_CC, TPM_ECC, TPM_PT, TPM_RH, TPM_SE, TPM_ST, TPM_SU, TRANSIENT_FIRST, BANK_ALG, bankOfAlg } from './constants.js';
@@ -18,7 +18,7 @@ export * from './tpm.js';
 export * from './verify.js';
 export * from './pcr-blob.js';
 export * from './quoter.js';
-export * from './quote-replay.js';
+export * from './quote.js';
 export * from './session.js';
 export * from './nv.js';
 export * from './ek.js';
