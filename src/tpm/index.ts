@@ -4,7 +4,7 @@
  * NV_Read, StartAuthSession, PolicySecret, PolicyOR, ActivateCredential for EKs and credential
  * activation) as data, over swtpm TCP or `/dev/tpmrm0`, plus offline quote verification and
  * MakeCredential with `node:crypto`, and the tpm2-tools PCR and credential file formats. No
- * runtime dependencies (tpm-node.md §0).
+ * runtime dependencies (docs/tpm.md).
  */
 export type { BankName } from '../base/banks.js';
 export * from './errors.js';
