@@ -90,13 +90,7 @@ const label = (s: string): Buffer => Buffer.from(`${s}\0`, 'latin1');
  */
 export function kdfa(hashAlg: number, key: Uint8Array, use: string, contextU: Uint8Array, contextV: Uint8Array, bits: number): Uint8Array {
   const { name } = hashOfAlg(hashAlg);
-  const parts: Buffer[] = [];
-  for (let i = 1, have = 0; have * 8 < bits; i++) {
-    const block = createHmac(name, key).update(u32(i)).update(label(use)).update(contextU).update(contextV).update(u32(bits)).digest();
-    parts.push(block);
-    have += block.length;
-  }
-  return new Uint8Array(Buffer.concat(parts).subarray(0, bits / 8));
+  return counterKdf(bits, (i) => createHmac(name, key).update(i).update(label(use)).update(contextU).update(contextV).update(u32(bits)).digest());
 }
 
 /**
@@ -105,11 +99,16 @@ export function kdfa(hashAlg: number, key: Uint8Array, use: string, contextU: Ui
  */
 export function kdfe(hashAlg: number, z: Uint8Array, use: string, partyU: Uint8Array, partyV: Uint8Array, bits: number): Uint8Array {
   const { name } = hashOfAlg(hashAlg);
+  return counterKdf(bits, (i) => createHash(name).update(i).update(z).update(label(use)).update(partyU).update(partyV).digest());
+}
+
+/** The blocks `block([1]₃₂)`, `block([2]₃₂)`, ... concatenated and cut to `bits` (both KDFs' counter mode). */
+function counterKdf(bits: number, block: (counter: Buffer) => Buffer): Uint8Array {
   const parts: Buffer[] = [];
   for (let i = 1, have = 0; have * 8 < bits; i++) {
-    const block = createHash(name).update(u32(i)).update(z).update(label(use)).update(partyU).update(partyV).digest();
-    parts.push(block);
-    have += block.length;
+    const b = block(u32(i));
+    parts.push(b);
+    have += b.length;
   }
   return new Uint8Array(Buffer.concat(parts).subarray(0, bits / 8));
 }
