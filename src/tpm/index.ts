@@ -1,6 +1,6 @@
 /**
  * imakeep's own TPM 2.0 client: the handful of commands attestation needs (PCR_Read, PCR_Extend,
- * CreatePrimary, Quote, FlushContext, GetCapability, GetRandom, ReadPublic, Startup; NV_ReadPublic,
+ * PCR_Reset, CreatePrimary, Quote, FlushContext, GetCapability, GetRandom, ReadPublic, Startup; NV_ReadPublic,
  * NV_Read, StartAuthSession, PolicySecret, PolicyOR, ActivateCredential for EKs and credential
  * activation) as data, over swtpm TCP or `/dev/tpmrm0`, plus offline quote verification and
  * MakeCredential with `node:crypto`, and the tpm2-tools PCR and credential file formats. No
