@@ -31,7 +31,7 @@ export class FieldReader {
     throw FieldReader.corrupt(`${this.where} .${name}`, `is not ${want}`);
   }
 
-  /** True if the map has the field (an optional field added by a later version). */
+  /** True if the map has the field (a field added to a value later is absent from older values). */
   has(name: string): boolean {
     return Object.hasOwn(this.#fields, name);
   }
