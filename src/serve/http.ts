@@ -191,8 +191,6 @@ export class ApiHandler {
   #abortedStreams = 0;
   /** Keylime mode: the payload key's PEM and what its routes quote with. */
   readonly #keylime: KeylimeRoutes | undefined;
-  /** Keylime quotes in turn: each resets and re-extends PCR 16, which another must not see half done. */
-  #dataPcrTail: Promise<unknown> = Promise.resolve();
 
   /** Throws `SERVE_BAD_PAYLOAD_KEY` for a Keylime payload key that is not RSA. */
   constructor(options: ApiOptions) {
@@ -308,15 +306,13 @@ export class ApiHandler {
     const quote =
       keylime === undefined
         ? await keylimeQuote(this.#options, quotes, { nonce, bank, pcrs: mask, boot })
-        : await this.#withDataPcr(() =>
-            keylimeQuote(this.#options, quotes, {
-              nonce,
-              bank,
-              pcrs: [...new Set([...mask, KEYLIME_DATA_PCR])],
-              boot,
-              bind: { binder: keylime.quotes, pcr: KEYLIME_DATA_PCR, digests: keylimeBindingDigests(keylime.pubkey, [bank]) },
-            }),
-          );
+        : await keylimeQuote(this.#options, quotes, {
+            nonce,
+            bank,
+            pcrs: [...new Set([...mask, KEYLIME_DATA_PCR])],
+            boot,
+            bind: { binder: keylime.quotes, pcr: KEYLIME_DATA_PCR, digests: keylimeBindingDigests(keylime.pubkey, [bank]) },
+          });
     // Keylime agent semantics: an entry past the end returns the whole list from 0 (rust-keylime `keylime/src/ima/measurement_list.rs`).
     const entry = requestedEntry > (await logCount(this.#options, boot)) ? 0 : requestedEntry;
     const log = await openLog(this.#options, { boot, from: entry, format: 'ascii', bank: 'sha1' });
@@ -325,13 +321,6 @@ export class ApiHandler {
     const body = await primed(keylimeQuoteBody(fields, log.bytes(), entry));
     res.writeHead(200, { 'Content-Type': 'application/json' });
     await this.#stream(keylime === undefined ? 'quote' : 'keylime-quote', body, res);
-  }
-
-  /** Runs `task` after every Keylime quote before it (one bind + quote + read at a time). */
-  #withDataPcr<T>(task: () => Promise<T>): Promise<T> {
-    const result = this.#dataPcrTail.then(task, task);
-    this.#dataPcrTail = result.catch(() => undefined);
-    return result;
   }
 
   async #evidence(query: Query, res: ServerResponse): Promise<void> {
