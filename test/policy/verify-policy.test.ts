@@ -58,7 +58,7 @@ describe('imakeep verify --policy', () => {
   it('a policy of every record passes: exit 0, a summary per boot', () => {
     const policy = join(work, 'all.json');
     writeFileSync(policy, formatRuntimePolicy(policyFrom([...boot0, ...boot1])));
-    const r = imakeep('verify', ...files, '--policy', policy);
+    const r = imakeep('verify', ...files, '--trust-on-first-use', '--policy', policy); // the device (and its AK) is gone: trusted on first use
     assert.equal(r.status, 0, r.stdout + r.stderr);
     const summaries = r.stdout.split('\n').filter((l) => l.startsWith('policy boot'));
     assert.equal(summaries.length, 2, r.stdout);
@@ -69,7 +69,7 @@ describe('imakeep verify --policy', () => {
   it("a policy of boot 0 flags boot 1's records; --json adds the policy verdict as a second line", () => {
     const policy = join(work, 'boot0.json');
     writeFileSync(policy, formatRuntimePolicy(policyFrom(boot0)));
-    const r = imakeep('verify', ...files, '--policy', policy, '--json');
+    const r = imakeep('verify', ...files, '--trust-on-first-use', '--policy', policy, '--json');
     assert.equal(r.status, 1, r.stderr);
     const [verified, judged] = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     assert.equal(verified?.ok, true);
@@ -83,6 +83,6 @@ describe('imakeep verify --policy', () => {
   });
 
   it('--policy with a LOG is a usage error', () => {
-    assert.equal(imakeep('verify', join(work, 'log.bin'), '--quote', join(work, 'q.json'), '--policy', join(work, 'all.json')).status, 2);
+    assert.equal(imakeep('verify', join(work, 'log.bin'), '--quote', join(work, 'q.json'), '--trust-on-first-use', '--policy', join(work, 'all.json')).status, 2);
   });
 });
