@@ -35,13 +35,3 @@ export {
   type CollectorStatus,
   type CycleReport,
 } from './collector.js';
-export {
-  DAEMON_MALLOC_ENV,
-  DAEMON_NODE_FLAGS,
-  DaemonApiError,
-  daemonGet,
-  daemonPaths,
-  missingDaemonEnv,
-  parseCrashAt,
-  type DaemonPaths,
-} from './daemon.js';

@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { ImaWorkload, PcrReplay, encodeBinaryList, type ImaRecord } from '../../src/ima/index.js';
 import type { KernelCapabilities } from '../../src/kernel/index.js';
 import { ChunkBuilder, openStore } from '../../src/store/index.js';
-import { SAMPLE_WINDOW, Timing, chooseFlavor, judgeRemoval, parseCrashAt, storedBytes } from '../../src/collector/index.js';
+import { SAMPLE_WINDOW, Timing, chooseFlavor, judgeRemoval, storedBytes } from '../../src/collector/index.js';
+import { parseCrashAt } from '../../src/testing/index.js';
 
 function records(n: number, seed = 1): ImaRecord[] {
   return [...new ImaWorkload({ seed, template: 'mixed', violationRate: 0.05 }).records(n)];
