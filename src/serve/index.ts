@@ -29,13 +29,19 @@ export {
 } from './bundle.js';
 export { buildBundle, DEFAULT_BUNDLE_LIMITS, type BuiltBundle, type BundleLimits } from './evidence.js';
 export {
+  KEYLIME_API_VERSION,
+  KEYLIME_DATA_PCR,
   MAX_KEYLIME_NONCE,
+  keylimeBindingDigests,
   keylimeQuoteBody,
   keylimeQuoteFields,
   keylimeQuoteString,
   parseKeylimeMask,
   parseKeylimeNonce,
+  payloadPublicPem,
+  type KeylimeOptions,
 } from './keylime.js';
+export { openPayloadKey } from './keylime-key.js';
 export { formatPrometheus, PROMETHEUS_CONTENT_TYPE } from './metrics.js';
 export { ApiHandler, type ApiOptions } from './http.js';
 export { DEFAULT_SERVER_LIMITS, isLoopback, startApiServer, type ApiServer, type ListenAddress, type ServerLimits, type TlsFiles } from './server.js';

@@ -49,6 +49,16 @@ export interface QuoteSource {
   quoteAndRead(nonce: Uint8Array, pcrs: readonly PcrRef[]): Promise<QuoteWithPcrs>;
 }
 
+/**
+ * A PCR its owner resets and extends with data before quoting it: Keylime's data PCR 16, which
+ * binds the agent's payload key into every quote (rust-keylime `keylime/src/tpm.rs`,
+ * `build_pcr_list`). `TpmQuoter` does it in its queue, between other users' operations.
+ */
+export interface PcrBinder {
+  /** PCR_Reset of `pcr` (Part 3 §22.3), then one PCR_Extend with `digests`, one per bank. */
+  resetAndExtend(pcr: number, digests: Partial<Record<BankName, Uint8Array>>): Promise<void>;
+}
+
 /** What of a quote checking PCR values against it needs: its selection and digest, and the digest's hash. */
 export interface QuotedDigest {
   readonly parsed: { readonly pcrSelections: readonly PcrSelection[]; readonly pcrDigest: Uint8Array };
