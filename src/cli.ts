@@ -6,7 +6,9 @@
  * Every error, in every verb: exit status 1 (2 for usage), one line on stderr
  * `imakeep: CODE: message`, no stack trace unless `--debug`; a usage error names where the usage
  * is: `imakeep: USAGE: message (imakeep VERB --help)`. `--help` or `-h` anywhere after the verb
- * prints the verb module's `usage` and exits 0, without running the verb.
+ * prints the verb module's `usage` and exits 0, without running the verb. A reader of stdout that
+ * goes away (`imakeep convert FILE --to ascii | head -1`: EPIPE) ends the command quietly with
+ * status 0, as it ends `cat`: the output was wanted only that far.
  */
 import { ImakeepError, UsageError } from './errors.js';
 import type { CliVerb } from './cli/_verb.js';
@@ -29,11 +31,17 @@ const VERBS: Record<string, { summary: string; load: () => Promise<VerbModule> }
   export: { summary: 'write an evidence bundle from a cursor to a file', load: () => import('./cli/export.js') },
   verify: { summary: 'verify evidence bundles or a log offline', load: () => import('./cli/verify.js') },
   policy: { summary: 'judge a log against a Keylime runtime policy; make one', load: () => import('./cli/policy.js') },
+  enroll: { summary: 'enroll a device: EK certificate, AK, credential activation', load: () => import('./cli/enroll.js') },
 };
 
 function usage(): string {
   const lines = Object.entries(VERBS).map(([name, v]) => `  ${name.padEnd(10)} ${v.summary}`);
   return ['usage: imakeep <verb> [options]   (--debug for stack traces)', '', ...lines, ''].join('\n');
+}
+
+/** True for the error of a write to a pipe whose reader closed it. */
+function isReaderGone(e: unknown): boolean {
+  return e instanceof Error && (e as NodeJS.ErrnoException).code === 'EPIPE';
 }
 
 /** Runs the command line `argv` (without `node` and the script) and returns the exit status. */
@@ -56,6 +64,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     return await mod.default(rest);
   } catch (e) {
+    if (isReaderGone(e)) return 0;
     if (debug) process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
     if (e instanceof ImakeepError) {
       // One line, always: point at the verb's usage rather than print it.
@@ -69,4 +78,9 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+// EPIPE on stdout also arrives as an 'error' event (unhandled, it would print a stack trace).
+process.stdout.on('error', (e) => {
+  if (!isReaderGone(e)) throw e;
+  process.exit(0);
+});
 process.exitCode = await main(process.argv.slice(2));

@@ -2,7 +2,7 @@
  * What the daemon publishes about itself: the collector's status and the process's memory, as the
  * JSON of `GET /v1/status` and the samples of `GET /metrics` (Prometheus text format 0.0.4).
  */
-import type { CollectorStatus } from '../collector/index.js';
+import { RECOVERY_PAUSE_REASONS, type CollectorStatus } from '../collector/index.js';
 import type { MetricSample, StatusSource } from '../serve/index.js';
 
 /** Prometheus samples of a collector status. */
@@ -23,6 +23,9 @@ export function statusSamples(s: CollectorStatus): MetricSample[] {
     ...(['p50', 'p99', 'max'] as const).map((q) => g('imakeep_writer_lock_hold_ms', 'Writer-lock hold time per kernel write.', m.writerLockHoldMs[q], { quantile: q })),
     ...(['p50', 'p99', 'max'] as const).map((q) => g('imakeep_cycle_ms', 'Cycle duration.', m.cycleMs[q], { quantile: q })),
     ...Object.entries(m.errors).map(([code, n]) => c('imakeep_errors_total', 'Cycle failures by error code.', n, { code })),
+    ...RECOVERY_PAUSE_REASONS.map((reason) =>
+      g('imakeep_removal_paused', 'A pending removal left undecided (1): removal and the kernel part of the log wait, by reason.', s.recovery?.reason === reason ? 1 : 0, { reason }),
+    ),
   ];
 }
 

@@ -52,7 +52,9 @@ export interface QuoteSource {
 /**
  * A PCR its owner resets and extends with data before quoting it: Keylime's data PCR 16, which
  * binds the agent's payload key into every quote (rust-keylime `keylime/src/tpm.rs`,
- * `build_pcr_list`). `TpmQuoter` does it in its queue, between other users' operations.
+ * `build_pcr_list`). `TpmQuoter` does both commands as one operation of its queue, so no quote or
+ * read of any user of the TPM sees the PCR reset but not yet extended; every binding of the same
+ * data leaves the same value, so concurrent verifiers' quotes all see it.
  */
 export interface PcrBinder {
   /** PCR_Reset of `pcr` (Part 3 §22.3), then one PCR_Extend with `digests`, one per bank. */
