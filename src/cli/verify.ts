@@ -1,21 +1,23 @@
 /**
  * `imakeep verify`: offline verification, without the device.
  *
- *   imakeep verify BUNDLE... (--ak PEM | --trust-on-first-use) [--strict] [--from-checkpoint STATE.json] [--state-out FILE] [--json]
- *   imakeep verify LOG --quote QUOTE.json (--ak PEM | --trust-on-first-use) [--nonce TEXT] [--format binary|ascii] [--json]
+ *   imakeep verify BUNDLE... (--ak PEM | --enrollment FILE | --trust-on-first-use) [--strict] [--from-checkpoint STATE.json] [--state-out FILE] [--json]
+ *   imakeep verify LOG --quote QUOTE.json (--ak PEM | --enrollment FILE | --trust-on-first-use) [--nonce TEXT] [--format binary|ascii] [--json]
  *
  * Bundles (from `imakeep export` or `GET /v1/evidence`) are verified in the order given, the state
  * carried from one to the next; `--state-out` saves the state, `--from-checkpoint` starts from a
  * saved one. A LOG (a kernel-format list, e.g. from `GET /v1/log`) is checked against a quote saved
- * from `GET /v1/quote` (Keylime format). The AK must be trusted: `--ak` pins it; without it
- * `VERIFY_AK`, unless `--trust-on-first-use` takes the evidence's own AK (and the output says so).
- * `--strict` refuses evidence quoted with the version-1 nonce (`VERIFY_UNSIGNED`), which is
- * otherwise accepted with the fields no signature covers listed. Exit 0 when everything verifies;
- * 1 with the first failure.
+ * from `GET /v1/quote` (Keylime format). The AK must be trusted: `--ak` pins it, or `--enrollment`
+ * gives the AK an enrollment record (`imakeep enroll finish`) proved is on the device's TPM;
+ * without either `VERIFY_AK`, unless `--trust-on-first-use` takes the evidence's own AK (and the
+ * output says so). `--strict` refuses evidence quoted with the version-1 nonce (`VERIFY_UNSIGNED`),
+ * which is otherwise accepted with the fields no signature covers listed. Exit 0 when everything
+ * verifies; 1 with the first failure.
  */
 import { createReadStream } from 'node:fs';
 import { open, readFile, writeFile } from 'node:fs/promises';
-import { createPublicKey } from 'node:crypto';
+import { type KeyObject, createPublicKey } from 'node:crypto';
+import { decodeEnrollmentRecord, trustedAkOfEnrollment } from '../enroll/index.js';
 import { UsageError } from '../errors.js';
 import { recordBatches } from '../ima/index.js';
 import { decodePcrBlob } from '../tpm/index.js';
@@ -33,8 +35,15 @@ import { choiceOption, parseVerbArgs, writeStdout } from './_verb.js';
 import { judgeBundleFiles } from './policy.js';
 
 /** Usage of `imakeep verify`. */
-export const usage = `usage: imakeep verify BUNDLE... (--ak PEM | --trust-on-first-use) [--strict] [--from-checkpoint STATE.json] [--state-out FILE] [--policy FILE] [--json]
-       imakeep verify LOG --quote QUOTE.json (--ak PEM | --trust-on-first-use) [--nonce TEXT] [--format binary|ascii] [--json]`;
+export const usage = `usage: imakeep verify BUNDLE... (--ak PEM | --enrollment FILE | --trust-on-first-use) [--strict] [--from-checkpoint STATE.json] [--state-out FILE] [--policy FILE] [--json]
+       imakeep verify LOG --quote QUOTE.json (--ak PEM | --enrollment FILE | --trust-on-first-use) [--nonce TEXT] [--format binary|ascii] [--json]`;
+
+/** The trusted AK of `--ak PEM`, or of `--enrollment FILE` (the AK the record proved), if either is given. */
+async function trustedAkOption(ak: string | undefined, enrollment: string | undefined): Promise<KeyObject | undefined> {
+  if (ak !== undefined && enrollment !== undefined) throw new UsageError('give --ak or --enrollment, not both');
+  if (enrollment !== undefined) return trustedAkOfEnrollment(decodeEnrollmentRecord(await readFile(enrollment, 'utf8')));
+  return ak === undefined ? undefined : trustedAkFromPem(await readFile(ak));
+}
 
 /**
  * True if the file starts like an evidence bundle: a CBOR map header (0xa1..0xbf) and its first
@@ -80,6 +89,7 @@ export default async function verify(argv: string[]): Promise<number> {
     ak: { type: 'string' },
     'trust-on-first-use': { type: 'boolean' },
     strict: { type: 'boolean' },
+    enrollment: { type: 'string' },
     json: { type: 'boolean' },
     'from-checkpoint': { type: 'string' },
     'state-out': { type: 'string' },
@@ -89,9 +99,9 @@ export default async function verify(argv: string[]): Promise<number> {
     policy: { type: 'string' },
   });
   if (positionals.length === 0) throw new UsageError('give at least one BUNDLE or LOG');
-  const trustedAk = values.ak === undefined ? undefined : trustedAkFromPem(await readFile(values.ak));
+  const trustedAk = await trustedAkOption(values.ak, values.enrollment);
   const trustOnFirstUse = values['trust-on-first-use'] === true && trustedAk === undefined;
-  const akWords = trustOnFirstUse ? 'trusted on first use (not pinned: give --ak)' : 'trusted (pinned by --ak)';
+  const akWords = trustOnFirstUse ? 'trusted on first use (not pinned: give --ak or --enrollment)' : `trusted (pinned by ${values.enrollment === undefined ? '--ak' : '--enrollment'})`;
   const json = values.json === true;
   try {
     if (trustedAk === undefined && !trustOnFirstUse) throw noTrustedAk();
