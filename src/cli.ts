@@ -32,6 +32,7 @@ const VERBS: Record<string, { summary: string; load: () => Promise<VerbModule> }
   verify: { summary: 'verify evidence bundles or a log offline', load: () => import('./cli/verify.js') },
   policy: { summary: 'judge a log against a Keylime runtime policy; make one', load: () => import('./cli/policy.js') },
   enroll: { summary: 'enroll a device: EK certificate, AK, credential activation', load: () => import('./cli/enroll.js') },
+  keylime: { summary: 'register with a Keylime registrar (the body, or register and activate)', load: () => import('./cli/keylime.js') },
 };
 
 function usage(): string {
