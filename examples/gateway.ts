@@ -11,11 +11,11 @@
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { Collector, TpmQuoteSource as CollectorQuotes, type CycleReport, type CollectorStatus } from '../src/collector/index.js';
-import { startApiServer, TpmQuoteSource as VerifierQuotes, type ApiServer, type KernelTail, type MetricSample } from '../src/serve/index.js';
+import { Collector, type CycleReport, type CollectorStatus } from '../src/collector/index.js';
+import { startApiServer, type ApiServer, type KernelTail, type MetricSample } from '../src/serve/index.js';
 import type { BankName } from '../src/ima/index.js';
 import { openStore, type ImaStore } from '../src/store/index.js';
-import { Tpm } from '../src/tpm/index.js';
+import { Tpm, TpmQuoter } from '../src/tpm/index.js';
 
 /** Options of {@link Gateway.start}. */
 export interface GatewayOptions {
@@ -76,7 +76,7 @@ export class Gateway {
     try {
       const collector = await Collector.open({
         store,
-        quotes: new CollectorQuotes(tpm, { releaseAfterUse: false }),
+        quotes: new TpmQuoter(tpm, { releaseAfterUse: false }),
         securityfsRoot: options.securityfsRoot,
         bootIdPath: options.bootIdPath,
         cmdlinePath: options.cmdlinePath,
@@ -86,7 +86,7 @@ export class Gateway {
         {
           store,
           tail: kernelTail(collector),
-          quotes: new VerifierQuotes(tpm),
+          quotes: new TpmQuoter(tpm),
           status: { status: async () => ({ ...collector.status() }), metrics: async () => collectorSamples(collector.status()) },
         },
         { socket: options.socket ?? join(options.storeDir, 'imakeep.sock') },

@@ -14,7 +14,6 @@ import {
   COLLECTOR_DEFAULTS,
   COLLECTOR_STEPS,
   Collector,
-  TpmQuoteSource,
   daemonPaths,
   missingDaemonEnv,
   parseCrashAt,
@@ -24,7 +23,7 @@ import {
 } from '../collector/index.js';
 import { openStore } from '../store/index.js';
 import { Tpm, TpmQuoter } from '../tpm/index.js';
-import { startApiServer, TpmQuoteSource as ServeQuoteSource, type MetricSample } from '../serve/index.js';
+import { startApiServer, type MetricSample } from '../serve/index.js';
 import { banksOption, choiceOption, integerOption, interruptSignal, parseVerbArgs, requireOptions, type CliVerb } from './_verb.js';
 
 /** Usage of `imakeep run`. */
@@ -120,7 +119,7 @@ const run: CliVerb = async (argv) => {
   try {
     const collector = await Collector.open({
       store,
-      quotes: new TpmQuoteSource(quoter),
+      quotes: quoter,
       securityfsRoot: values.securityfs,
       cmdlinePath: values['cmdline-file'],
       bootIdPath: values['boot-id-file'],
@@ -147,7 +146,7 @@ const run: CliVerb = async (argv) => {
           status: async () => ({ ...collector.status(), process: processMemory() }),
           metrics: async () => [...statusSamples(collector.status()), ...processSamples(processMemory())],
         },
-        quotes: new ServeQuoteSource(quoter),
+        quotes: quoter,
       },
       { socket },
     );

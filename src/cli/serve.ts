@@ -12,9 +12,9 @@
  */
 import { UsageError } from '../errors.js';
 import { DEFAULT_BOOT_ID_PATH, daemonPaths, runningKernelTail } from '../collector/index.js';
-import { startApiServer, TpmQuoteSource, type ListenAddress } from '../serve/index.js';
+import { startApiServer, type ListenAddress } from '../serve/index.js';
 import { openStore } from '../store/index.js';
-import { Tpm } from '../tpm/index.js';
+import { Tpm, TpmQuoter } from '../tpm/index.js';
 import { interruptSignal, parseVerbArgs, requireOptions } from './_verb.js';
 
 /** Usage of `imakeep serve`. */
@@ -62,7 +62,7 @@ export default async function serve(argv: string[]): Promise<number> {
   const stop = interruptSignal();
   try {
     const tail = values.securityfs === undefined ? undefined : await runningKernelTail(store, values.securityfs, values['boot-id-file'] ?? DEFAULT_BOOT_ID_PATH);
-    const server = await startApiServer({ store, tail, quotes: tpm === undefined ? undefined : new TpmQuoteSource(tpm) }, address);
+    const server = await startApiServer({ store, tail, quotes: tpm === undefined ? undefined : new TpmQuoter(tpm) }, address);
     process.stdout.write(`imakeep serve: ${server.address}\n`);
     await stop.interrupted;
     await server.close();

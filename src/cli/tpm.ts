@@ -100,7 +100,7 @@ async function quote(argv: string[]): Promise<number> {
   const pcrs = parsePcrSpec(values.pcrs ?? 'sha256:10');
   const tpm = Tpm.open(tpmAddress(values.tpm));
   try {
-    const q = await tpm.withAk({ alg }, async (ak) => ({ ...(await tpm.quote({ nonce, pcrs, ak })), akPublic: ak.public }));
+    const q = await tpm.withAk({ alg }, (ak) => tpm.quote({ nonce, pcrs, ak }));
     const pem = publicKeyFromTpm2b(q.akPublic).export({ type: 'spki', format: 'pem' });
     await mkdir(out, { recursive: true });
     await Promise.all([

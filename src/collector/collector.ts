@@ -10,8 +10,8 @@
  */
 import { readFileSync, writeFileSync, renameSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
-import { BANKS, PcrReplay, bytesEqual, toHex, type BankMode, type BankName, type ImaRecord } from '../ima/index.js';
-import { encodePcrBlob, replayToQuote, type PcrValue } from '../tpm/index.js';
+import { BANKS, PcrReplay, bytesEqual, replayUntilFits, toHex, type BankMode, type BankName, type ImaRecord } from '../ima/index.js';
+import { encodePcrBlob, quoteTarget, verifySignedQuote, type PcrRef, type PcrValue, type SignedQuote } from '../tpm/index.js';
 import {
   KernelError,
   deleteStaged,
@@ -37,7 +37,6 @@ import {
 import { CollectorError } from './errors.js';
 import { kernelTail, listReader, type KernelLayout, type KernelReadOptions } from './kernel-log.js';
 import { CollectorMetrics, type MetricsSnapshot } from './metrics.js';
-import { verifyEvidence, type QuoteEvidence } from './quote.js';
 import { judgeRemoval, pcrsByBank, sameRecord, tieBreakByReplay } from './recovery.js';
 import { storedBytes, storedRange } from './stored.js';
 
@@ -48,6 +47,9 @@ export const DEFAULT_BOOT_ID_PATH = '/proc/sys/kernel/random/boot_id';
 const RECOVERY_HEAD_RECORDS = 1024;
 /** Replay rounds of the recovery tie-break while records keep arriving. */
 const RECOVERY_REPLAY_ROUNDS = 5;
+
+/** PCR `pcr` of each of `banks`: what the collector quotes and reads. */
+const inBanks = (banks: readonly BankName[], pcr: number): PcrRef[] => banks.map((bank) => ({ bank, pcr }));
 
 /** A condition that stops removal until it clears (reported in status). */
 export interface CollectorCondition {
@@ -218,7 +220,7 @@ export class Collector {
       const modes: Partial<Record<BankName, BankMode>> = {};
       for (const bank of banks) modes[bank] = this.#o.bankModes?.[bank] ?? 'native';
       // The boot's first quote only learns resetCount (a TPM reset is a reboot); it is not stored.
-      const probe = await this.#o.quotes.quote(chainedNonce(undefined, kernelBootId), banks, this.#pcr);
+      const probe = await this.#o.quotes.quote(chainedNonce(undefined, kernelBootId), inBanks(banks, this.#pcr));
       const info = {
         kernelBootId,
         firstSeen: this.#now(),
@@ -334,7 +336,7 @@ export class Collector {
         atT: (await replayAt(this.#store, boot, T, this.#b.modes)).toState(),
         atTn: (await replayAt(this.#store, boot, T + n, this.#b.modes)).toState(),
         kernelList: () => this.#kernelBatches(),
-        readPcrs: async () => pcrsByBank(await this.#o.quotes.readPcrs(this.#b.banks, this.#pcr), this.#pcr),
+        readPcrs: async () => pcrsByBank(await this.#o.quotes.readPcrs(inBanks(this.#b.banks, this.#pcr)), this.#pcr),
         pcr: this.#pcr,
         attempts: RECOVERY_REPLAY_ROUNDS,
       });
@@ -472,7 +474,7 @@ export class Collector {
   async #attest(): Promise<boolean> {
     const { banks, record } = this.#b;
     const nonce = chainedNonce(this.#checkpoint, record.kernelBootId);
-    const quote = await this.#o.quotes.quote(nonce, banks, this.#pcr);
+    const quote = await this.#o.quotes.quote(nonce, inBanks(banks, this.#pcr));
     this.#metrics.quotes++;
     const resetCount = quote.parsed.clockInfo.resetCount;
     if (record.resetCount !== null && resetCount !== record.resetCount) {
@@ -485,7 +487,7 @@ export class Collector {
     await this.#seal();
     const { count: k, replay, pcrs } = await this.#match(quote);
     if (k > (this.#checkpoint?.count ?? 0)) {
-      verifyEvidence(quote, nonce, pcrs);
+      verifySignedQuote(quote, nonce, pcrs);
       const checkpoint: Checkpoint = { count: k, pcrs, attest: quote.attest, signature: quote.signature, akName: quote.akName, nonce, pcrBlob: encodePcrBlob(pcrs) };
       await this.#store.storeCheckpoint(this.#b.boot, checkpoint);
       if (this.#store.meta.akPublic === null) await this.#store.updateMeta({ akPublic: quote.akPublic });
@@ -502,7 +504,7 @@ export class Collector {
    * quote attests (kernel-ima.md §3.7: replay until the quote matches; extra records are normal).
    * Every record logged before the quote is stored by now, so no match is `QUOTE_MISMATCH`.
    */
-  async #match(quote: QuoteEvidence): Promise<{ count: number; replay: PcrReplay; pcrs: PcrValue[] }> {
+  async #match(quote: SignedQuote): Promise<{ count: number; replay: PcrReplay; pcrs: PcrValue[] }> {
     const { boot, modes, banks } = this.#b;
     const pcr = this.#pcr;
     const from = this.#checkpoint?.count ?? 0;
@@ -512,10 +514,10 @@ export class Collector {
     const records = async function* (store: ImaStore): AsyncGenerator<ImaRecord> {
       for await (const { record } of store.records(boot, from)) yield record;
     };
-    const pcrs = await replayToQuote(quote, replay, records(this.#store));
+    const pcrs = await replayUntilFits(quoteTarget(quote), replay, records(this.#store));
     if (pcrs !== undefined) return { count: replay.recordCount, replay, pcrs };
     // Name a bank whose TPM value differs from the replay of everything stored (informational).
-    const tpm = await this.#o.quotes.readPcrs(banks, pcr);
+    const tpm = await this.#o.quotes.readPcrs(inBanks(banks, pcr));
     const differs = tpm.find((v) => !bytesEqual(v.value, replay.value(v.bank, pcr))) ?? tpm[0];
     const bank = differs?.bank ?? banks[0] ?? 'sha256';
     throw new CollectorError(

@@ -5,7 +5,7 @@
 import type { BankMode, BankName } from '../ima/index.js';
 import type { BusyRetryPolicy, KernelCapabilities, SecurityfsFiles } from '../kernel/index.js';
 import { DEFAULT_CHUNK_BOUNDS, type ChunkBounds, type ImaStore } from '../store/index.js';
-import type { QuoteSource } from './quote.js';
+import type { QuoteSource } from '../tpm/index.js';
 
 /** Removal flavour asked for: `auto` picks from what the kernel offers (design.md "Removal flavours"). */
 export type FlavorChoice = 'auto' | 'n' | 'staged' | 'none';

@@ -15,7 +15,6 @@ export {
   type FlavorChoice,
 } from './config.js';
 export { SAMPLE_WINDOW, Timing, type MetricsSnapshot, type TimingSummary } from './metrics.js';
-export { TpmQuoteSource, verifyEvidence, type QuoteEvidence, type QuoteSource, type TpmQuoteSourceOptions } from './quote.js';
 export { judgeRemoval, sameRecord, type RemovalEvidence, type RemovalJudgement } from './recovery.js';
 export {
   kernelSegments,

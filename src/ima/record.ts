@@ -6,18 +6,7 @@
  * stored twice.
  */
 
-/** PCR banks imakeep replays (TPM_ALG_SHA1/256/384/512). */
-export type BankName = 'sha1' | 'sha256' | 'sha384' | 'sha512';
-
-export const BANKS: readonly BankName[] = ['sha1', 'sha256', 'sha384', 'sha512'];
-
-/** Digest size in bytes of each bank (TCG Algorithm Registry). */
-export const DIGEST_SIZE: Readonly<Record<BankName, number>> = {
-  sha1: 20,
-  sha256: 32,
-  sha384: 48,
-  sha512: 64,
-};
+export { BANKS, DIGEST_SIZE, type BankName } from '../base/banks.js';
 
 /**
  * How the kernel extended a bank: `native` = H_bank(template data) (kernels >= 5.8, for banks whose

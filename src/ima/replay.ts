@@ -286,3 +286,52 @@ function untilMatchSetup(
   const banks = Object.fromEntries(BANKS.filter((b) => expected[b] !== undefined).map((b) => [b, 'native' as const]));
   return { replay: opts.replay ?? new PcrReplay({ banks }), pcr: opts.pcr ?? 10 };
 }
+
+/** One PCR's value as a replay holds it. */
+export interface ReplayedPcr {
+  readonly bank: BankName;
+  readonly pcr: number;
+  readonly value: Uint8Array;
+}
+
+/**
+ * What a replay is driven towards: PCRs and a test of their values. A TPM quote is one
+ * (`quoteTarget` of src/tpm: its selection, and "the values hash to its pcrDigest"); the quote
+ * carries only that digest (TPM 2.0 Part 1 §18.4.1), so the values it attests are found by replay.
+ */
+export interface ReplayTarget {
+  /** The PCRs tested, in the order `fits` expects them. */
+  readonly pcrs: readonly { readonly bank: BankName; readonly pcr: number }[];
+  fits(values: readonly ReplayedPcr[]): boolean;
+}
+
+/**
+ * Extends `replay` with `records` until the replayed values of the target's PCRs fit it, and
+ * returns those values (the target's order), or undefined when the records run out first. Tests
+ * before the first record and after each record of a target PCR, so `replay` is left at the
+ * shortest prefix that fits: the kernel adds a record to the list before it extends the PCR
+ * (security/integrity/ima/ima_queue.c, `ima_add_template_entry`: `ima_add_digest_entry`, then
+ * `ima_pcr_extend`), so the state a TPM quoted is the replay of some prefix of the log, and records
+ * after it are normal. Replaying instead of reading PCRs after the quote: on a busy device PCR 10
+ * moves between the two commands (measured on the emulator: quote + PCR_Read gave up after 5 rounds).
+ */
+export async function replayUntilFits(
+  target: ReplayTarget,
+  replay: PcrReplay,
+  records: AsyncIterable<ImaRecord> | Iterable<ImaRecord>,
+): Promise<ReplayedPcr[] | undefined> {
+  const targetPcrs = new Set(target.pcrs.map((r) => r.pcr));
+  const fitting = (): ReplayedPcr[] | undefined => {
+    const values = target.pcrs.map(({ bank, pcr }) => ({ bank, pcr, value: replay.value(bank, pcr) }));
+    return target.fits(values) ? values : undefined;
+  };
+  const first = fitting();
+  if (first !== undefined) return first;
+  for await (const record of records) {
+    replay.extend(record);
+    if (!targetPcrs.has(record.pcr)) continue;
+    const values = fitting();
+    if (values !== undefined) return values;
+  }
+  return undefined;
+}

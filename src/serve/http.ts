@@ -27,7 +27,8 @@ import { keylimeQuoteBody, keylimeQuoteFields, parseKeylimeMask, parseKeylimeNon
 import { keylimeQuote } from './keylime-quote.js';
 import { bootBanks, logCount, openLog, type LogFormat, type LogSource } from './log-stream.js';
 import { formatPrometheus, PROMETHEUS_CONTENT_TYPE } from './metrics.js';
-import type { MetricSample, QuoteSource, StatusSource } from './sources.js';
+import type { QuoteSource } from '../tpm/index.js';
+import type { MetricSample, StatusSource } from './sources.js';
 
 /** What the API serves from. */
 export interface ApiOptions extends LogSource {

@@ -4,7 +4,7 @@
  * status and metrics, over a unix socket or loopback/TLS TCP (design.md "Serving").
  */
 export { ServeError, SERVE_ERROR_STATUS, type ServeErrorCode, type ServeErrorDetails } from './errors.js';
-export type { FreshQuote, KernelTail, MetricSample, QuoteSource, StatusSource, TailBatch } from './sources.js';
+export type { KernelTail, MetricSample, StatusSource, TailBatch } from './sources.js';
 export {
   bootBanks,
   logBatches,
@@ -39,5 +39,4 @@ export {
 export { formatPrometheus, PROMETHEUS_CONTENT_TYPE } from './metrics.js';
 export { ApiHandler, type ApiOptions } from './http.js';
 export { DEFAULT_SERVER_LIMITS, isLoopback, startApiServer, type ApiServer, type ListenAddress, type ServerLimits, type TlsFiles } from './server.js';
-export { TpmQuoteSource, type TpmQuoteSourceOptions } from './tpm-quotes.js';
 export { bootSummaries, type BootSummary } from './boot-summary.js';

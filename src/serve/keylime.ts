@@ -6,9 +6,8 @@
  * are the lines an untrimmed list would have given, whatever was removed from the kernel.
  */
 import type { BankName } from '../ima/index.js';
-import { encodePcrBlob, parseSignature, parseTpm2bPublic, publicKeyFromTpm2b } from '../tpm/index.js';
+import { encodePcrBlob, parseSignature, parseTpm2bPublic, publicKeyFromTpm2b, type QuoteWithPcrs } from '../tpm/index.js';
 import { ServeError } from './errors.js';
-import type { FreshQuote } from './sources.js';
 
 /** Longest nonce the agent accepts: alphanumeric, at most 64 characters (rust-keylime quotes_handler.rs). */
 export const MAX_KEYLIME_NONCE = 64;
@@ -34,13 +33,13 @@ export function parseKeylimeMask(text: string | null): number[] {
 }
 
 /** `r<b64 TPMS_ATTEST>:<b64 TPMT_SIGNATURE>:<b64 PCR blob>` (rust-keylime `encode_quote_string`). */
-export function keylimeQuoteString(quote: FreshQuote): string {
+export function keylimeQuoteString(quote: QuoteWithPcrs): string {
   const b64 = (b: Uint8Array): string => Buffer.from(b).toString('base64');
   return `r${b64(quote.attest)}:${b64(quote.signature)}:${b64(encodePcrBlob(quote.pcrs))}`;
 }
 
 /** The fields of a Keylime quote response other than the log, in the agent's order. */
-export function keylimeQuoteFields(quote: FreshQuote, bank: BankName, bootTimeSeconds: number): Record<string, string | number> {
+export function keylimeQuoteFields(quote: QuoteWithPcrs, bank: BankName, bootTimeSeconds: number): Record<string, string | number> {
   const ak = parseTpm2bPublic(quote.akPublic);
   const signature = parseSignature(quote.signature);
   return {

@@ -4,7 +4,6 @@
  * them over its kernel reader and TPM and passes them in; tests pass in-memory implementations.
  */
 import type { ImaRecord } from '../ima/index.js';
-import type { PcrRef, PcrValue, SignedQuote } from '../tpm/index.js';
 
 /** Records read from the kernel in one go, with the global index of the first one. */
 export interface TailBatch {
@@ -53,24 +52,4 @@ export interface StatusSource {
   status(): Promise<Readonly<Record<string, unknown>>>;
   /** Samples appended to `GET /metrics`. */
   metrics(): Promise<readonly MetricSample[]>;
-}
-
-/** A fresh quote for a verifier, as the TPM gave it. */
-export interface FreshQuote {
-  /** `TPMS_ATTEST` bytes exactly as signed. */
-  readonly attest: Uint8Array;
-  /** `TPMT_SIGNATURE` bytes. */
-  readonly signature: Uint8Array;
-  /** The quoted PCR values, in quote order (they hash to the attest's pcrDigest). */
-  readonly pcrs: readonly PcrValue[];
-  /** The AK's `TPM2B_PUBLIC` bytes. */
-  readonly akPublic: Uint8Array;
-}
-
-/** Takes quotes with a verifier's nonce (in the daemon: the one `TpmQuoter` the collector quotes with too). */
-export interface QuoteSource {
-  /** TPM2_Quote of `pcrs` with `nonce` as qualifying data; no PCR is read (the server replays the log). */
-  quote(request: { readonly nonce: Uint8Array; readonly pcrs: readonly PcrRef[] }): Promise<SignedQuote>;
-  /** Quote, then PCR_Read until the values match it (PCRs no log replays). */
-  quoteAndRead(request: { readonly nonce: Uint8Array; readonly pcrs: readonly PcrRef[] }): Promise<FreshQuote>;
 }

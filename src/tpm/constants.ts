@@ -2,7 +2,7 @@
  * TPM 2.0 constants this client uses (TPM 2.0 Library Part 2 §6: TPM_ST, TPM_CC, TPM_RH, TPM_CAP,
  * TPM_SU; TCG Algorithm Registry: TPM_ALG_ID, TPM_ECC_CURVE). Only what the commands here need.
  */
-import { BANKS, type BankName } from '../ima/record.js';
+import { BANKS, type BankName } from '../base/banks.js';
 
 /** Structure tags (Part 2 §6.9). */
 export const TPM_ST = {

@@ -4,7 +4,7 @@
  * swtpm TCP or `/dev/tpmrm0`, plus offline quote verification with `node:crypto` and the
  * tpm2-tools PCR file format. No runtime dependencies (tpm-node.md §0).
  */
-export type { BankName } from '../ima/record.js';
+export type { BankName } from '../base/banks.js';
 export * from './errors.js';
 export { TpmReader, TpmWriter } from './marshal.js';
 export { TPM_ALG, TPM_CAP, TPM_CC, TPM_ECC, TPM_RH, TPM_ST, TPM_SU, TRANSIENT_FIRST, BANK_ALG, bankOfAlg } from './constants.js';
@@ -16,4 +16,4 @@ export * from './tpm.js';
 export * from './verify.js';
 export * from './pcr-blob.js';
 export * from './quoter.js';
-export * from './quote-replay.js';
+export * from './quote.js';

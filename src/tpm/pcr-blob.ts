@@ -12,7 +12,7 @@
  * file tpm2_quote 5.4 wrote here (668 bytes for 3 PCRs).
  */
 import { ImakeepError } from '../errors.js';
-import { DIGEST_SIZE } from '../ima/record.js';
+import { DIGEST_SIZE } from '../base/banks.js';
 import { type PcrRef, type PcrSelection, type PcrValue, refsOf, selectionOf } from './structures.js';
 
 /** A PCR file that does not have tpm2-tools' layout. Code `TPM_BAD_PCR_BLOB`. */

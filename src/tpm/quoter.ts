@@ -5,10 +5,11 @@
  * transient objects (the kernel resource manager flushes on fd close), and a close by one user
  * between another's CreatePrimary and Quote made that user's AK vanish.
  */
-import type { BankName } from '../ima/record.js';
+import type { BankName } from '../base/banks.js';
 import { Quote } from './commands.js';
 import { TpmError } from './errors.js';
-import { parseQuoteAttest, selectionOf, type AkAlgorithm, type PcrRef, type PcrValue, type QuoteAttest } from './structures.js';
+import type { QuoteSource, QuoteWithPcrs, SignedQuote } from './quote.js';
+import { parseQuoteAttest, selectionOf, type AkAlgorithm, type PcrRef, type PcrValue } from './structures.js';
 import type { AkHierarchy, AttestationKey, Tpm } from './tpm.js';
 import { parseSignature } from './verify.js';
 
@@ -25,27 +26,6 @@ export interface TpmQuoterOptions {
   readonly releaseAfterUse?: boolean;
 }
 
-/** A quote as signed, its signature not yet checked; no PCR values (see `replayToQuote`). */
-export interface SignedQuote {
-  /** TPMS_ATTEST exactly as signed. */
-  readonly attest: Uint8Array;
-  /** TPMT_SIGNATURE. */
-  readonly signature: Uint8Array;
-  /** `attest`, parsed: selection, pcrDigest, clockInfo (resetCount changes on every TPM reset). */
-  readonly parsed: QuoteAttest;
-  /** Hash algorithm of the signature scheme: the pcrDigest's (TPM 2.0 Part 3 §18.4.1). */
-  readonly digestAlg: number;
-  /** The AK's TPM Name and public area (TPM2B_PUBLIC contents as the TPM returned them). */
-  readonly akName: Uint8Array;
-  readonly akPublic: Uint8Array;
-}
-
-/** A quote with the PCR values read after it that hash to its pcrDigest. */
-export interface ReadQuote extends SignedQuote {
-  /** The quoted PCRs in quote order. */
-  readonly pcrs: readonly PcrValue[];
-}
-
 /** The operations queued on each `Tpm`, shared by every quoter over it. */
 const queues = new WeakMap<Tpm, { tail: Promise<unknown> }>();
 
@@ -54,7 +34,7 @@ const queues = new WeakMap<Tpm, { tail: Promise<unknown> }>();
  * at a time, across all quoters over the same `Tpm` (the queue belongs to the `Tpm`, so two
  * quoters built on one connection still cannot interleave: safe by construction).
  */
-export class TpmQuoter {
+export class TpmQuoter implements QuoteSource {
   readonly #tpm: Tpm;
   readonly #ak: { readonly alg: AkAlgorithm; readonly hierarchy: AkHierarchy };
   readonly #release: boolean;
@@ -96,11 +76,8 @@ export class TpmQuoter {
    * Quote, then PCR_Read, until they agree (`Tpm.quote`): for PCRs no log replays. Throws
    * `TPM_PCRS_UNSTABLE` when a PCR keeps moving.
    */
-  quoteAndRead(nonce: Uint8Array, pcrs: readonly PcrRef[]): Promise<ReadQuote> {
-    return this.#withAk(async (ak) => {
-      const q = await this.#tpm.quote({ nonce, pcrs, ak });
-      return { attest: q.attest, signature: q.signature, parsed: q.parsed, digestAlg: parseSignature(q.signature).hashAlg, akName: ak.name, akPublic: ak.public, pcrs: q.pcrs };
-    });
+  quoteAndRead(nonce: Uint8Array, pcrs: readonly PcrRef[]): Promise<QuoteWithPcrs> {
+    return this.#withAk((ak) => this.#tpm.quote({ nonce, pcrs, ak }));
   }
 
   /** Closes the connection after the operations queued so far. */

@@ -2,7 +2,7 @@
  * TPM structures shared by the commands and the offline verifier, each with the Part 2 section
  * that defines its layout. Parsers throw `TpmProtocolError` (`TPM_BAD_RESPONSE`) on malformed input.
  */
-import type { BankName } from '../ima/record.js';
+import type { BankName } from '../base/banks.js';
 import { BANK_ALG, TPM_ALG, TPM_ECC, TPM_ST, bankOfAlg } from './constants.js';
 import { TpmProtocolError } from './errors.js';
 import { TpmReader, type TpmWriter } from './marshal.js';

@@ -3,7 +3,7 @@
  * "try again" warnings and the Keylime-style quote flow (peers.md §1.1, aesthetics.md §8.6).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BANKS, DIGEST_SIZE, type BankName } from '../ima/record.js';
+import { BANKS, DIGEST_SIZE, type BankName } from '../base/banks.js';
 import { decodeResponse, encodeCommand, type TpmCommand } from './command.js';
 import {
   CreatePrimary,
@@ -25,14 +25,13 @@ import {
   type PcrRef,
   type PcrSelection,
   type PcrValue,
-  type QuoteAttest,
   parseQuoteAttest,
   readSignature,
   refsOf,
   selectionOf,
 } from './structures.js';
 import { openTpmTransport, type TpmTransport } from './transport.js';
-import { quoteFits } from './quote-replay.js';
+import { quoteFits, type QuoteWithPcrs } from './quote.js';
 
 /** Options of `Tpm`. */
 export interface TpmOptions {
@@ -77,20 +76,6 @@ export interface QuoteOptions {
   readonly ak: AttestationKey;
   /** Quote + read rounds before giving up with `TPM_PCRS_UNSTABLE`. Default 5 (as Keylime). */
   readonly attempts?: number;
-}
-
-/** A quote with the PCR values that match it. */
-export interface TpmQuote {
-  /** `TPMS_ATTEST` bytes exactly as the TPM signed them. */
-  readonly attest: Uint8Array;
-  /** `TPMT_SIGNATURE` bytes exactly as returned. */
-  readonly signature: Uint8Array;
-  /** `attest`, parsed. */
-  readonly parsed: QuoteAttest;
-  /** The quoted PCRs, read right after the quote, in quote order; they hash to `parsed.pcrDigest`. */
-  readonly pcrs: readonly PcrValue[];
-  /** Quote rounds it took (1 unless a PCR changed in between). */
-  readonly attempts: number;
 }
 
 const HIERARCHY_HANDLE: Readonly<Record<AkHierarchy, number>> = {
@@ -291,7 +276,7 @@ export class Tpm {
    * otherwise hand the verifier values the quote does not cover (rust-keylime
    * `perform_quote_and_pcr_read`). Throws `TpmPcrsUnstableError` when they never agree.
    */
-  async quote(options: QuoteOptions): Promise<TpmQuote> {
+  async quote(options: QuoteOptions): Promise<QuoteWithPcrs & { readonly attempts: number }> {
     const selections = selectionOf(options.pcrs);
     const attempts = options.attempts ?? 5;
     for (let attempt = 1; attempt <= attempts; attempt++) {
@@ -301,10 +286,10 @@ export class Tpm {
         selections,
       });
       const parsed = parseQuoteAttest(attest);
-      const hashAlg = readSignature(new TpmReader(signature)).hashAlg;
+      const digestAlg = readSignature(new TpmReader(signature)).hashAlg;
       const pcrs = await this.pcrRead(options.pcrs);
-      if (quoteFits({ parsed, digestAlg: hashAlg }, pcrs)) {
-        return { attest, signature, parsed, pcrs, attempts: attempt };
+      if (quoteFits({ parsed, digestAlg }, pcrs)) {
+        return { attest, signature, parsed, digestAlg, akName: options.ak.name, akPublic: options.ak.public, pcrs, attempts: attempt };
       }
     }
     throw new TpmPcrsUnstableError('quote and PCR_Read', attempts);

@@ -11,8 +11,8 @@ import { startSwtpm, type SwtpmInstance } from '../../hw/swtpm.js';
 import { startTpmMultiplexer } from '../../bench/_tpm-mux.js';
 import { ImaWorkload, PcrReplay, parseBinaryList, type BankName, type ImaRecord } from '../../src/ima/index.js';
 import { openStore, type ImaStore } from '../../src/store/index.js';
-import { Tpm } from '../../src/tpm/index.js';
-import { Collector, TpmQuoteSource, type CollectorOptions, type QuoteSource } from '../../src/collector/index.js';
+import { Tpm, TpmQuoter, type QuoteSource } from '../../src/tpm/index.js';
+import { Collector, type CollectorOptions } from '../../src/collector/index.js';
 import { openLog, type KernelTail, type LogQuery } from '../../src/serve/index.js';
 
 /** Banks the rig's TPM extends and the collector quotes. */
@@ -109,7 +109,7 @@ export async function startRig(opts: RigOptions = {}): Promise<Rig> {
       collector(overrides = {}, quotes) {
         return Collector.open({
           store: rig.store,
-          quotes: quotes ?? new TpmQuoteSource(tpm),
+          quotes: quotes ?? new TpmQuoter(tpm),
           securityfsRoot: emu.securityfsRoot,
           cmdlinePath,
           bootIdPath,

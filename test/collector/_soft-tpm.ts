@@ -1,5 +1,5 @@
 /**
- * A software stand-in for the TPM behind the collector's QuoteSource seam, for runs too long for
+ * A software stand-in for the TPM behind the quote port (`QuoteSource` of src/tpm), for runs too long for
  * swtpm (1M records: one PCR_Extend per record costs ~0.2 ms on swtpm). Its PCR 10 is a PcrReplay
  * the harness extends after it logs records (log before extend, like the kernel); its quotes are
  * real TPMS_ATTEST structures signed with a software ECC P-256 key whose TPM2B_PUBLIC is built like
@@ -20,9 +20,12 @@ import {
   selectionOf,
   tpmName,
   writePcrSelections,
+  type PcrRef,
   type PcrValue,
+  type QuoteSource,
+  type QuoteWithPcrs,
+  type SignedQuote,
 } from '../../src/tpm/index.js';
-import type { QuoteEvidence, QuoteSource } from '../../src/collector/index.js';
 
 const BANKS: readonly BankName[] = ['sha1', 'sha256'];
 
@@ -65,14 +68,14 @@ export class SoftQuoteSource implements QuoteSource {
     return BANKS;
   }
 
-  async readPcrs(banks: readonly BankName[], pcr: number): Promise<readonly PcrValue[]> {
-    return banks.map((bank) => ({ bank, pcr, value: this.#replay.value(bank, pcr) }));
+  async readPcrs(pcrs: readonly PcrRef[]): Promise<readonly PcrValue[]> {
+    return pcrs.map(({ bank, pcr }) => ({ bank, pcr, value: this.#replay.value(bank, pcr) }));
   }
 
-  async quote(nonce: Uint8Array, banks: readonly BankName[], pcr: number): Promise<QuoteEvidence> {
+  async quote(nonce: Uint8Array, pcrs: readonly PcrRef[]): Promise<SignedQuote> {
     this.quotes++;
-    const selections = selectionOf(banks.map((bank) => ({ bank, pcr })));
-    const values = await this.readPcrs(banks, pcr);
+    const selections = selectionOf(pcrs);
+    const values = await this.readPcrs(pcrs);
     const w = new TpmWriter().u32(TPM_GENERATED_VALUE).u16(TPM_ST.ATTEST_QUOTE).tpm2b(this.#akName).tpm2b(nonce);
     w.u64(BigInt(this.quotes)).u32(1).u32(0).u8(1).u64(0n);
     writePcrSelections(w, selections);
@@ -81,5 +84,10 @@ export class SoftQuoteSource implements QuoteSource {
     const rs = sign('sha256', attest, { key: this.#key, dsaEncoding: 'ieee-p1363' });
     const signature = new TpmWriter().u16(TPM_ALG.ECDSA).u16(TPM_ALG.SHA256).tpm2b(rs.subarray(0, 32)).tpm2b(rs.subarray(32)).finish();
     return { attest, signature, parsed: parseQuoteAttest(attest), digestAlg: TPM_ALG.SHA256, akName: this.#akName, akPublic: this.#akPublic };
+  }
+
+  /** Nothing extends behind the harness's back: the values read right after the quote are the quoted ones. */
+  async quoteAndRead(nonce: Uint8Array, pcrs: readonly PcrRef[]): Promise<QuoteWithPcrs> {
+    return { ...(await this.quote(nonce, pcrs)), pcrs: await this.readPcrs(pcrs) };
   }
 }

@@ -9,8 +9,8 @@ import assert from 'node:assert/strict';
 import { createPublicKey } from 'node:crypto';
 import { join } from 'node:path';
 import { AsciiListParser, PcrReplay, replayUntilMatch } from '../../src/ima/index.js';
-import { TpmQuoteSource, type Collector } from '../../src/collector/index.js';
-import { startApiServer, TpmQuoteSource as ApiQuoteSource, type ApiServer } from '../../src/serve/index.js';
+import type { Collector } from '../../src/collector/index.js';
+import { startApiServer, type ApiServer } from '../../src/serve/index.js';
 import { TpmQuoter, decodePcrBlob, verifyQuote } from '../../src/tpm/index.js';
 import { get, json } from '../serve/_http.js';
 import { collectorTail, startRig, type Rig } from './_rig.js';
@@ -24,9 +24,9 @@ describe('daemon: collector and API share the TPM', () => {
   before(async () => {
     rig = await startRig();
     const quoter = new TpmQuoter(rig.tpm);
-    collector = await rig.collector({ flavor: 'n' }, new TpmQuoteSource(quoter));
+    collector = await rig.collector({ flavor: 'n' }, quoter);
     socket = join(rig.work, 'api.sock');
-    server = await startApiServer({ store: rig.store, tail: collectorTail(collector), quotes: new ApiQuoteSource(quoter) }, { socket });
+    server = await startApiServer({ store: rig.store, tail: collectorTail(collector), quotes: quoter }, { socket });
   });
 
   after(async () => {

@@ -12,7 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { encodeBinaryList, makeRecord, nameNgField, digestNgField, type ImaRecord } from '../../src/ima/index.js';
-import { CollectorError, TpmQuoteSource, type Collector, type CollectorStep, type FlavorChoice, type QuoteSource } from '../../src/collector/index.js';
+import { CollectorError, type Collector, type CollectorStep, type FlavorChoice } from '../../src/collector/index.js';
+import { TpmQuoter, type QuoteSource } from '../../src/tpm/index.js';
 import { collectLog, replayPcr10, startRig, tpmPcr10, type Rig } from './_rig.js';
 
 /** What a crash looks like to the cycle: the hook throws at the step. */
@@ -103,14 +104,15 @@ describe('collector recovery over periodic data (decided by replay)', () => {
         // More of the same record: both readings now fit the kernel's head.
         await rig.emu.append(periodicRecords(300));
         await rig.reopenStore();
-        const tpm = new TpmQuoteSource(rig.tpm);
+        const tpm = new TpmQuoter(rig.tpm);
         let pcrReads = 0;
         const counting: QuoteSource = {
           activeBanks: () => tpm.activeBanks(),
-          quote: (nonce, banks, pcr) => tpm.quote(nonce, banks, pcr),
-          readPcrs: (banks, pcr) => {
+          quote: (nonce, pcrs) => tpm.quote(nonce, pcrs),
+          quoteAndRead: (nonce, pcrs) => tpm.quoteAndRead(nonce, pcrs),
+          readPcrs: (pcrs) => {
             pcrReads++;
-            return tpm.readPcrs(banks, pcr);
+            return tpm.readPcrs(pcrs);
           },
         };
         const recovered = await rig.collector({ flavor: 'n' }, counting);
@@ -225,13 +227,14 @@ describe('collector faults', () => {
   it('a TPM reset (resetCount moved in a quote) begins a new boot segment', async () => {
     const rig = await startRig();
     try {
-      const tpm = new TpmQuoteSource(rig.tpm);
+      const tpm = new TpmQuoter(rig.tpm);
       let bump = 0;
       const resetting: QuoteSource = {
         activeBanks: () => tpm.activeBanks(),
-        readPcrs: (banks, pcr) => tpm.readPcrs(banks, pcr),
-        async quote(nonce, banks, pcr) {
-          const q = await tpm.quote(nonce, banks, pcr);
+        readPcrs: (pcrs) => tpm.readPcrs(pcrs),
+        quoteAndRead: (nonce, pcrs) => tpm.quoteAndRead(nonce, pcrs),
+        async quote(nonce, pcrs) {
+          const q = await tpm.quote(nonce, pcrs);
           const clockInfo = { ...q.parsed.clockInfo, resetCount: q.parsed.clockInfo.resetCount + bump };
           return { ...q, parsed: { ...q.parsed, clockInfo } };
         },

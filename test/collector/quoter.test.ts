@@ -6,8 +6,6 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { TpmQuoteSource } from '../../src/collector/index.js';
-import { TpmQuoteSource as ApiQuoteSource } from '../../src/serve/index.js';
 import { Tpm, TpmQuoter, openTpmTransport, publicKeyFromTpm2b, verifyQuote, type TpmTransport } from '../../src/tpm/index.js';
 import { startSwtpm, type SwtpmInstance } from '../../hw/swtpm.js';
 
@@ -47,15 +45,15 @@ describe('TPM sharing between the collector and the HTTP API', () => {
     const tpm = new Tpm(transport);
     try {
       // As examples/gateway.ts and `imakeep run` wire them: each source built on the same Tpm.
-      const collector = new TpmQuoteSource(tpm);
-      const api = new ApiQuoteSource(tpm);
+      const collector = new TpmQuoter(tpm);
+      const api = new TpmQuoter(tpm);
       const rounds = 6;
       const nonce = (who: string, i: number): Uint8Array => new TextEncoder().encode(`${who}-${i}`);
       const [checkpoints, verifierQuotes] = await Promise.all([
-        Promise.all(Array.from({ length: rounds }, (_, i) => collector.quote(nonce('c', i), ['sha256'], 10))),
-        Promise.all(Array.from({ length: rounds }, (_, i) => api.quoteAndRead({ nonce: nonce('a', i), pcrs: [{ bank: 'sha256', pcr: 10 }] }))),
+        Promise.all(Array.from({ length: rounds }, (_, i) => collector.quote(nonce('c', i), [{ bank: 'sha256', pcr: 10 }]))),
+        Promise.all(Array.from({ length: rounds }, (_, i) => api.quoteAndRead(nonce('a', i), [{ bank: 'sha256', pcr: 10 }]))),
       ]);
-      const pcrs = await collector.readPcrs(['sha256'], 10);
+      const pcrs = await collector.readPcrs([{ bank: 'sha256', pcr: 10 }]);
       checkpoints.forEach((q, i) => {
         const attest = verifyQuote({ attest: q.attest, signature: q.signature, akPublic: publicKeyFromTpm2b(q.akPublic), nonce: nonce('c', i), pcrs });
         assert.deepEqual(attest.extraData, nonce('c', i));

@@ -13,8 +13,8 @@ import { join } from 'node:path';
 import { Gateway } from '../../examples/gateway.js';
 import { KeylimeStyleVerifier } from '../../examples/keylime-verifier.js';
 import { spoolBundles, spooled, startReceiver, syncSpool } from '../../examples/offline-sync.js';
-import { startApiServer, TpmQuoteSource } from '../../src/serve/index.js';
-import { publicKeyFromTpm2b } from '../../src/tpm/index.js';
+import { startApiServer } from '../../src/serve/index.js';
+import { TpmQuoter, publicKeyFromTpm2b } from '../../src/tpm/index.js';
 import { RIG_BANKS, startRig, type Rig } from '../collector/_rig.js';
 import { SimulatedDevice } from './_device.js';
 import { get, json } from './_http.js';
@@ -156,7 +156,7 @@ describe('examples/keylime-verifier.ts command line', () => {
     const work = mkdtempSync(join(tmpdir(), 'imakeep-klv-'));
     const device = await SimulatedDevice.start();
     const socket = join(work, 'api.sock');
-    const server = await startApiServer({ store: device.store, tail: device.tail(), quotes: new TpmQuoteSource(device.tpm) }, { socket });
+    const server = await startApiServer({ store: device.store, tail: device.tail(), quotes: new TpmQuoter(device.tpm) }, { socket });
     try {
       await device.cycle(80);
       await device.measure(5);

@@ -10,8 +10,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AsciiListParser, PcrReplay, replayUntilMatch, toHex } from '../../src/ima/index.js';
-import { decodePcrBlob, verifyQuote, type PcrValue } from '../../src/tpm/index.js';
-import { startApiServer, TpmQuoteSource, type ApiServer, type QuoteSource } from '../../src/serve/index.js';
+import { TpmQuoter, decodePcrBlob, verifyQuote, type PcrValue, type QuoteSource } from '../../src/tpm/index.js';
+import { startApiServer, type ApiServer } from '../../src/serve/index.js';
 import { SimulatedDevice } from './_device.js';
 import { get, json, type Target } from './_http.js';
 
@@ -44,17 +44,19 @@ describe('Keylime quote while IMA keeps extending PCR 10', () => {
     device = await SimulatedDevice.start({ chunkRecords: 16 });
     await device.cycle(40);
     await device.measure(7);
-    const tpm = new TpmQuoteSource(device.tpm);
+    const tpm = new TpmQuoter(device.tpm);
     // IMA extends right after every quote: a PCR_Read would see values the quote does not hold.
     const moving: QuoteSource = {
-      async quote(request) {
-        const quote = await tpm.quote(request);
+      activeBanks: () => tpm.activeBanks(),
+      readPcrs: (pcrs) => tpm.readPcrs(pcrs),
+      async quote(nonce, pcrs) {
+        const quote = await tpm.quote(nonce, pcrs);
         await device.measure(3);
         return quote;
       },
-      async quoteAndRead(request) {
+      async quoteAndRead(nonce, pcrs) {
         reads++;
-        return tpm.quoteAndRead(request);
+        return tpm.quoteAndRead(nonce, pcrs);
       },
     };
     target = { socket: join(work, 'api.sock') };

@@ -9,8 +9,8 @@ import assert from 'node:assert/strict';
 import { createPublicKey } from 'node:crypto';
 import { join } from 'node:path';
 import { AsciiListParser, PcrReplay, formatAsciiLineBytes, toHex } from '../../src/ima/index.js';
-import { decodePcrBlob, verifyQuote } from '../../src/tpm/index.js';
-import { startApiServer, TpmQuoteSource } from '../../src/serve/index.js';
+import { TpmQuoter, decodePcrBlob, verifyQuote } from '../../src/tpm/index.js';
+import { startApiServer } from '../../src/serve/index.js';
 import type { SimulatedDevice } from './_device.js';
 import { errorCode, get, json, type Target } from './_http.js';
 import { ServedDevice } from './_served.js';
@@ -41,7 +41,7 @@ describe('Keylime pull over imakeep', () => {
   before(async () => {
     served = await ServedDevice.start('keylime', { chunkRecords: 32 });
     device = served.device;
-    ({ target } = await served.serve({ tail: device.tail({ batch: 25 }), quotes: new TpmQuoteSource(device.tpm) }));
+    ({ target } = await served.serve({ tail: device.tail({ batch: 25 }), quotes: new TpmQuoter(device.tpm) }));
   });
 
   after(async () => {

@@ -10,8 +10,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startApiServer, TpmQuoteSource } from '../../src/serve/index.js';
-import { publicKeyFromTpm2b } from '../../src/tpm/index.js';
+import { startApiServer } from '../../src/serve/index.js';
+import { TpmQuoter, publicKeyFromTpm2b } from '../../src/tpm/index.js';
 import { SimulatedDevice } from '../serve/_device.js';
 import { get } from '../serve/_http.js';
 
@@ -38,7 +38,7 @@ describe('imakeep export / verify / serve', () => {
       writeFileSync(akPem, String(publicKeyFromTpm2b(device.ak.public).export({ type: 'spki', format: 'pem' })));
       // A quote and the log, saved as a verifier would (for `verify LOG --quote`).
       const socket = join(work, 'q.sock');
-      const server = await startApiServer({ store: device.store, tail: device.tail(), quotes: new TpmQuoteSource(device.tpm) }, { socket });
+      const server = await startApiServer({ store: device.store, tail: device.tail(), quotes: new TpmQuoter(device.tpm) }, { socket });
       try {
         writeFileSync(join(work, 'quote.json'), (await get({ socket }, '/v1/quote?nonce=cli42')).body);
         writeFileSync(join(work, 'log.bin'), (await get({ socket }, '/v1/log')).body);
