@@ -16,7 +16,7 @@ export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 /** The built CLI. */
 export const CLI = join(REPO_ROOT, 'dist', 'src', 'cli.js');
 
-/** V8 flags of the daemon on a small device (perf-baseline.md §3b: the semi-space bounds RSS). */
+/** V8 flags of the daemon on a small device (DAEMON_NODE_FLAGS: the semi-space bounds RSS, bench/ingest.ts). */
 /** The daemon's node flags (src/collector/daemon.ts), as a deployed daemon runs. */
 export const DEVICE_NODE_FLAGS = DAEMON_NODE_FLAGS;
 

@@ -1,6 +1,6 @@
 /**
- * The machine a bench figure was measured on, written into every bench JSON (aesthetics.md §8
- * item 13: numbers are published with the machine named). Read from the OS, never guessed.
+ * The machine a bench figure was measured on, written into every bench JSON (numbers are
+ * published with the machine named). Read from the OS, never guessed.
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';

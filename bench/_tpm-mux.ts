@@ -4,7 +4,7 @@
  * for every record, and the collector quoting it. This loopback proxy accepts any number of
  * clients and forwards their commands one at a time over a single upstream connection, each
  * command followed by its whole response, like a resource manager without the context swapping
- * (tpm-node.md §2; none is needed here: the emulator only extends, the collector owns its keys).
+ * (docs/tpm.md#swtpm; none is needed here: the emulator only extends, the collector owns its keys).
  */
 import { connect, createServer, type Server, type Socket } from 'node:net';
 

@@ -3,7 +3,7 @@
  * when records arrive (a schedule of bursts and steady rates, pure) and what they are (a
  * realistic mix of measured files, or a runaway policy measuring one changing log file).
  *
- * Sizes follow ima-doc (kernel-ima.md §4.2): "a reasonable policy will trigger about 5000 entries
+ * Sizes follow ima-doc (docs/ima-formats.md#sizes): "a reasonable policy will trigger about 5000 entries
  * at boot"; "a faulty policy that measures rapidly changing files like /var/log can have
  * 100,000's of records".
  */
@@ -104,7 +104,7 @@ export const RUNAWAY_PATH = '/var/log/app/events.log';
  * Records of `kind`: `files` = ImaWorkload ima-ng (sha256 file hashes, realistic paths, 0.1 %
  * violations); `runaway-log` = one log file whose content changes between measurements, so
  * every record has a new file digest and the kernel's duplicate check never drops one
- * (kernel-ima.md §1.6). Both begin with boot_aggregate = `bootAggregate`.
+ * (docs/kernel.md#what-removal-frees). Both begin with boot_aggregate = `bootAggregate`.
  */
 export function recordSupply(kind: RecordKind, bootAggregate: Uint8Array, seed = 7): RecordSupply {
   const files = new ImaWorkload({ seed, template: 'ima-ng', violationRate: 0.001, bootAggregate });

@@ -6,7 +6,7 @@
  * binary record size (write amplification) and sync calls per record.
  *
  * Kernel memory is the emulator's model (`.imakeep-sim/kmem`, src/kernel/kmem.ts from
- * kernel-ima.md §4.1), which hw/qemu/CALIBRATION.md measured exact for ima-ng with two banks on a
+ * docs/kernel.md#kernel-memory-per-record), which hw/qemu/CALIBRATION.md measured exact for ima-ng with two banks on a
  * real kernel (400 B/record for a 12-byte path; 320 B of it stays after `N` or a `D` without
  * `ima_flush_htable`). Each run has its own swtpm (banks sha1 + sha256: two digest slots per
  * record, as calibrated) and emulator, so PCR 10 starts from zero each time.
@@ -490,7 +490,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     command: `node dist/bench/memory-pressure.js ${argv.join(' ')}`.trim(),
     machine,
     kernelMemoryModel:
-      'emulator kmem = 8 KiB hash table + per record (src/kernel/kmem.ts, kernel-ima.md §4.1; ima-ng, 2 banks: 320 B entry + field data); ' +
+      'emulator kmem = 8 KiB hash table + per record (src/kernel/kmem.ts, docs/kernel.md#kernel-memory-per-record; ima-ng, 2 banks: 320 B entry + field data); ' +
       'matches the slab measured on Debian 6.1 under QEMU (hw/qemu/CALIBRATION.md: 400 B/record for a 12-byte path, 448 B for 53)',
     settings,
     workloads,

@@ -1,6 +1,6 @@
 /**
  * Serving the log: imakeep's streamed log (stored chunks decoded one at a time) against Keylime's
- * way of reading (peers.md §1.1: the agent seeks to a cached (entry, offset) pair, reads the whole
+ * way of reading (rust-keylime `keylime/src/ima/measurement_list.rs`: the agent seeks to a cached (entry, offset) pair, reads the whole
  * unread tail of the ASCII file into one string, counts lines, and sends it), both over a unix
  * socket, on the same list, in one run. Throughput, time to first byte, and the server's peak
  * memory growth during a request.

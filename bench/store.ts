@@ -24,7 +24,7 @@ const SETTINGS: Record<string, LevelTuning> = {
   'tiny, 16 KiB blocks': { cacheSize: 256 << 10, writeBufferSize: 256 << 10, maxOpenFiles: 16, blockSize: 16 << 10 },
 };
 
-/** The daemon's V8 flags on a small device (perf-baseline §3b: semi-space 1 MB is what bounds RSS). */
+/** The daemon's V8 flags on a small device (DAEMON_NODE_FLAGS: semi-space 1 MB is what bounds RSS, bench/ingest.ts). */
 
 interface RunResult {
   readonly records: number;

@@ -79,7 +79,7 @@ try {
   await tools('tpm2_createprimary', ['-C', 'e', '-g', 'sha256', '-G', 'ecc256:ecdsa-sha256:null',
     '-a', 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign|noda', '-c', 'ak.ctx']);
   await tools('tpm2_flushcontext', ['-t']);
-  // tpm2_quote loads the AK context, leaving a transient object: flush after every quote (tpm-node.md §2).
+  // tpm2_quote loads the AK context, leaving a transient object: flush after every quote (docs/tpm.md#swtpm).
   theirs.quoteEcc = await time(N.tools, 2, async () => {
     await tools('tpm2_quote', ['-c', 'ak.ctx', '-l', 'sha256:10', '-q', '07'.repeat(32), '-m', 'q.msg', '-s', 'q.sig', '-o', 'q.pcrs', '-g', 'sha256']);
     await tools('tpm2_flushcontext', ['-t']);

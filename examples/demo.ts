@@ -156,7 +156,7 @@ async function main(): Promise<number> {
     }
     const collector = started.collector;
 
-    // Modeled kernel memory had nothing been removed: the hash table plus every record (kernel-ima.md §4.1).
+    // Modeled kernel memory had nothing been removed: the hash table plus every record (docs/kernel.md#kernel-memory-per-record).
     let kmemWithout = X86_64_KMEM.hashTable;
     const slots = emulator.tpmBanks.length;
     const append = async (records: ImaRecord[]) => {

@@ -1,6 +1,6 @@
 /**
  * Example: a verifier that pulls from an imakeep device the way Keylime's verifier pulls from its
- * agent (peers.md §1.3): `GET /v1/quote?nonce=&mask=&ima_ml_entry=<next>` with a fresh nonce each
+ * agent (keylime `keylime/cloud_verifier_common.py`; docs/api.md#keylime-quote): `GET /v1/quote?nonce=&mask=&ima_ml_entry=<next>` with a fresh nonce each
  * round, the quote checked against the enrolled AK, and only the new log lines replayed on top of
  * the PCR state kept from the round before. Because `ima_ml_entry` is a global index, the rounds
  * stay consistent however many records the device removed from its kernel in between.

@@ -1,7 +1,7 @@
 /**
  * Example: a device that is offline for weeks keeps writing evidence bundles to a spool directory,
- * and a sync client uploads them when the network returns, resuming after any cut (peers.md §5.2,
- * §5.5). Three parts, each a few lines over the library:
+ * and a sync client uploads them when the network returns, resuming after any cut
+ * (docs/api.md#evidence-bundle). Three parts, each a few lines over the library:
  *
  * - `spoolBundles`: on the device, bundles from the last spooled cursor until caught up, each file
  *   written whole (temp + fsync + rename) and named by its sequence number, the next cursor kept

@@ -1,7 +1,7 @@
 /**
  * A private swtpm for tests, benchmarks and the emulator: TPM 2.0 on free loopback ports, state in
  * a fresh temp dir, started with `--flags not-need-init,startup-clear` so it answers TPM commands
- * at once and nobody needs its control channel (tpm-node.md §2, §6).
+ * at once and nobody needs its control channel (docs/tpm.md#swtpm).
  *
  * Every instance is stopped by its pid (never by name), its temp dir removed; instances still
  * running when the node process exits are killed from a process 'exit' hook.
@@ -28,7 +28,7 @@ export class SwtpmError extends ImakeepError {
 export interface StartSwtpmOptions {
   /**
    * PCR banks to allocate with `swtpm_setup --pcr-banks` (about 1 s). Without it, a fresh state has
-   * all four banks sha1, sha256, sha384, sha512 (tpm-node.md §2).
+   * all four banks sha1, sha256, sha384, sha512 (docs/tpm.md#swtpm).
    */
   readonly banks?: readonly BankName[];
 }

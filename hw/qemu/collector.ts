@@ -37,7 +37,7 @@ const WORKLOAD_MAX_BATCHES = 1200;
 
 /**
  * The workload run in the background of the first collector run: batches of new files under
- * {@link WORKLOAD_DIR}, each read once as root (one record per file, kernel-ima.md §3.8), until the
+ * {@link WORKLOAD_DIR}, each read once as root (one record per file, docs/ima-formats.md#sizes), until the
  * collector has returned (`$STEP_DIR/done`). Writes the number of batches to `workload-batches`.
  */
 function workloadScript(): string {
@@ -197,7 +197,7 @@ export function loadCollectorResults(guestDir: string): CollectorGuestResults {
 
 /**
  * Indexes (0-based line numbers) of the records of an ASCII list (`PCR hash template digest path`,
- * kernel-ima.md §3.2) whose file path lies under `dir`. Pure.
+ * docs/ima-formats.md#binary-record) whose file path lies under `dir`. Pure.
  */
 export function recordIndexesUnder(asciiList: string, dir: string): number[] {
   const prefix = `${dir.replace(/\/$/, '')}/`;

@@ -1,6 +1,6 @@
 import { GUEST_PATHS } from './initramfs.js';
 
-/** securityfs folder of IMA (kernel-ima.md §1.3; `/sys/kernel/security/ima` is a symlink to it). */
+/** securityfs folder of IMA (docs/kernel.md#files-in-securityfs; `/sys/kernel/security/ima` is a symlink to it). */
 export const GUEST_IMA_DIR = '/sys/kernel/security/integrity/ima';
 
 /** Lines the guest writes to mark progress (console) and the result stream (second serial port). */
@@ -46,7 +46,7 @@ export interface GuestNodeStep {
 /**
  * Default calibration folders: two rounds with short paths (`/w/r1/f123`, an 11-byte n-ng field)
  * to check repeatability, two with 56-character paths, near the ≈45-60 of real systems
- * (kernel-ima.md §3.8), and `/w/r1` again: its files get new contents, so each read adds a record
+ * (docs/ima-formats.md#sizes), and `/w/r1` again: its files get new contents, so each read adds a record
  * for an inode IMA already tracks, isolating the per-record cost from the per-inode state
  * (`iint_cache` and the file hash kept with it).
  */
@@ -57,7 +57,7 @@ export interface GuestPlan {
   /**
    * Slab calibration: one round per folder, each writing `filesPerRound` files in it (new files,
    * or new contents in a folder used before) and reading each once as root (one record per file). The folder name sets the path length, which
-   * sets the size of the n-ng field (kernel-ima.md §3.8, §4.1).
+   * sets the size of the n-ng field (docs/ima-formats.md#sizes, docs/kernel.md#kernel-memory-per-record).
    */
   slabRoundDirs: readonly string[];
   filesPerRound: number;

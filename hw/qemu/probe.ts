@@ -2,7 +2,7 @@
  * Which removal flavour a kernel offers (design.md "Removal flavours"), seen two ways: the
  * project's own `probeSecurityfs()` (src/kernel/probe.ts) run by node in the guest, and, as a
  * cross-check that needs no node, the securityfs file modes the guest listed with
- * `stat -L -c '%a %n'` (kernel-ima.md §1.3): `_staged` files exist → `staged`; the list files are
+ * `stat -L -c '%a %n'` (docs/kernel.md#files-in-securityfs): `_staged` files exist → `staged`; the list files are
  * writable by their owner (0660 in 7.2, 0440 before) → `n`; otherwise `none`. Pure.
  */
 

@@ -1,6 +1,6 @@
 /**
  * Slab accounting from `/proc/slabinfo` (format 2.1) and `/proc/meminfo`, for the calibration of
- * kernel memory per IMA record (kernel-ima.md §4). Pure: text in, numbers out.
+ * kernel memory per IMA record (docs/kernel.md#kernel-memory-per-record). Pure: text in, numbers out.
  */
 
 /** One `/proc/slabinfo` row. */

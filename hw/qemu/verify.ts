@@ -86,7 +86,7 @@ export async function imakeepConvertChecks(cli: string, binaryLog: string, ascii
 /**
  * The AK public key (SPKI PEM, `<outDir>/ak.pem`) recreated from the guest's TPM after the VM
  * stopped: `imakeep tpm quote` on the stored swtpm makes the same ECC primary in the endorsement
- * hierarchy as the collector (same template, same seed: the same key, tpm-node.md §4), so a
+ * hierarchy as the collector (same template, same seed: the same key, docs/tpm.md#the-attestation-key), so a
  * bundle verified with it is trusted through the TPM, not through the AK the bundle carries.
  */
 export async function recreateAkPem(cli: string, swtpmPort: number, outDir: string): Promise<string> {

@@ -34,7 +34,7 @@ export interface SecurityfsEmulatorOptions {
   readonly mountDir?: string;
   /** Banks with list files (default sha1, sha256); sha1 is always included, first. */
   readonly banks?: readonly BankName[];
-  /** `padded` for banks the emulated kernel cannot hash (kernel-ima.md §3.4); default native. */
+  /** `padded` for banks the emulated kernel cannot hash (docs/ima-formats.md#bank-modes); default native. */
   readonly bankModes?: Readonly<Partial<Record<BankName, BankMode>>>;
   /** TPM to extend (address `swtpm:HOST:PORT` or an open Tpm). Without it, records are only logged. */
   readonly tpm?: string | Tpm;
@@ -95,14 +95,14 @@ export interface SecurityfsEmulator {
   readonly pid: number;
   /**
    * Appends records like the kernel: each batch is logged first, then every record is extended
-   * individually into the TPM (kernel-ima.md §1.10 item 4: log before extend). Calls are queued.
+   * individually into the TPM (docs/kernel.md#reading-the-list: log before extend). Calls are queued.
    * Throws `EMULATOR_SUSPENDED` when measurement is suspended (nothing is logged or extended).
    */
   append(records: Iterable<ImaRecord>): Promise<AppendResult>;
   /** Measurement suspended (kexec/reboot under way): `A` → EACCES, `D`/`N` → ESTALE, appends refused. */
   setSuspended(on: boolean): void;
   stats(): EmulatorStats;
-  /** Modeled kernel bytes held now (kernel-ima.md §4.1). */
+  /** Modeled kernel bytes held now (docs/kernel.md#kernel-memory-per-record). */
   kmemBytes(): number;
   /** Unmounts, stops the daemon, closes the TPM if it opened it. Safe to call twice. */
   stop(): Promise<void>;
@@ -216,7 +216,7 @@ export async function startSecurityfsEmulator(opts: SecurityfsEmulatorOptions = 
   }
   const modes = opts.bankModes ?? {};
   // kcalloc(NR_BANKS + ima_extra_slots): one slot per TPM bank, plus SHA-1 and ima_hash (sha256
-  // here) when the TPM lacks them (kernel-ima.md §4.1); without a TPM, just those two.
+  // here) when the TPM lacks them (docs/kernel.md#kernel-memory-per-record); without a TPM, just those two.
   const digestSlots = new Set<BankName>([...tpmBanks, 'sha1', 'sha256']).size;
   const layout: FrameLayout = { fileBanks, modes, digestSlots };
   const dir = join(mountDir, '.imakeep-sim');

@@ -8,11 +8,11 @@ import { recordKmem } from '../../src/kernel/kmem.js';
 
 /** How the emulated kernel shows its banks. */
 export interface FrameLayout {
-  /** Banks with list files, sha1 first (the `_sha1` files exist even without a SHA-1 bank, §3.1). */
+  /** Banks with list files, sha1 first (the `_sha1` files exist even without a SHA-1 bank, docs/ima-formats.md#per-bank-lists). */
   readonly fileBanks: readonly BankName[];
-  /** `padded` for a bank the kernel cannot hash (kernel-ima.md §3.4). */
+  /** `padded` for a bank the kernel cannot hash (docs/ima-formats.md#bank-modes). */
   readonly modes: Readonly<Partial<Record<BankName, BankMode>>>;
-  /** Digest slots per record in the kernel (TPM banks + extra slots, §4.1). */
+  /** Digest slots per record in the kernel (TPM banks + extra slots, docs/kernel.md#kernel-memory-per-record). */
   readonly digestSlots: number;
 }
 

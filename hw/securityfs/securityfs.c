@@ -2,13 +2,13 @@
  * imakeep securityfs emulator: the IMA files of a Linux 7.2 securityfs, served over FUSE.
  *
  * Why C: the 7.2 writer lock exempts "the same writer" by thread (`current == measure_writer`,
- * kernel-ima.md §1.5). The FUSE request header carries the calling thread's id
+ * docs/kernel.md#the-writer-lock). The FUSE request header carries the calling thread's id
  * (fuse_get_context()->pid is the TID of the task that made the syscall), read here directly. This program is deliberately dumb about records: the TypeScript side encodes every
  * view of a record with src/ima (one codec) and appends it through `.imakeep-sim/append`; this
  * program keeps the bytes, the lists, the lock and the counters, and answers with the kernel's
  * errno values.
  *
- * Layout under the mount point (kernel-ima.md §1.3):
+ * Layout under the mount point (docs/kernel.md#files-in-securityfs):
  *   integrity/ima/{binary,ascii}_runtime_measurements_<bank>[_staged]   0660, lists
  *   integrity/ima/{binary,ascii}_runtime_measurements[_staged]          symlinks to the sha1 files
  *   integrity/ima/runtime_measurements_count, violations                0440, counters
@@ -43,9 +43,9 @@
 #define MAX_BANKS 4
 #define MAX_VIEWS (2 * MAX_BANKS)
 #define MAX_NODES 64
-/* kernel-ima.md §1.4: #define STAGED_REQ_LENGTH 21 */
+/* docs/kernel.md#staging-requests: #define STAGED_REQ_LENGTH 21 */
 #define STAGED_REQ_LENGTH 21
-/* kernel-ima.md §1.6: 1024 buckets x 8 bytes, allocated once (and again on a flushing D). */
+/* docs/kernel.md#what-removal-frees: 1024 buckets x 8 bytes, allocated once (and again on a flushing D). */
 #define HTABLE_BYTES 8192
 #define CAP_SYS_ADMIN_BIT 21
 
@@ -92,14 +92,14 @@ static uint64_t n_records, rec_cap;
 static uint8_t *rec_violation;
 static uint32_t *rec_kmem_data, *rec_kmem_entry;
 
-/* The lists (kernel-ima.md §1.4): staged = [staged_lo, staged_hi), current = [cur_lo, n_records).
+/* The lists (docs/kernel.md#staging-requests): staged = [staged_lo, staged_hi), current = [cur_lo, n_records).
  * Records below cur_lo outside the staged range are deleted (still held for the oracle). */
 static uint64_t staged_lo, staged_hi, cur_lo;
 static uint64_t n_violations;
 static int suspended;
 static int64_t kmem_bytes = HTABLE_BYTES;
 
-/* The 7.2 lock (kernel-ima.md §1.5): > 0 readers, -1 one writer. */
+/* The 7.2 lock (docs/kernel.md#the-writer-lock): > 0 readers, -1 one writer. */
 static long measure_users;
 static pid_t measure_writer;
 static long measure_writer_extra_writes;
@@ -214,7 +214,7 @@ static int append_frame(const uint8_t *f, size_t len) {
     off += vlen[v];
   }
   if (off != len) return -EINVAL;
-  /* ima_add_template_entry(): once measurement is suspended nothing is recorded (§1.6). */
+  /* ima_add_template_entry(): once measurement is suspended nothing is recorded (docs/kernel.md#what-removal-frees). */
   if (suspended) return -ENODEV;
   if (ensure_record_capacity(n_records + 2) < 0) return -ENOMEM;
   for (int v = 0; v < n_views; v++)
@@ -234,12 +234,12 @@ static int append_frame(const uint8_t *f, size_t len) {
   return 0;
 }
 
-/* Frees what the kernel frees for the records [lo, hi) (kernel-ima.md §1.6, §4.1). */
+/* Frees what the kernel frees for the records [lo, hi) (docs/kernel.md#what-removal-frees, #kernel-memory-per-record). */
 static void free_records(uint64_t lo, uint64_t hi, int flush) {
   for (uint64_t i = lo; i < hi; i++) kmem_bytes -= rec_kmem_data[i] + (flush ? rec_kmem_entry[i] : 0);
 }
 
-/* ---- kernel requests (kernel-ima.md §1.4) ----------------------------------------------- */
+/* ---- kernel requests (docs/kernel.md#staging-requests) ----------------------------------------------- */
 
 static int queue_stage(void) {
   if (suspended) return -EACCES;
@@ -313,7 +313,7 @@ static int measurements_write(const char *buf, size_t datalen, int staged_interf
   return ret < 0 ? ret : (int)datalen;
 }
 
-/* ---- the lock (kernel-ima.md §1.5) ------------------------------------------------------- */
+/* ---- the lock (docs/kernel.md#the-writer-lock) ------------------------------------------------------- */
 
 /* capable(CAP_SYS_ADMIN) of the calling thread: bit 21 of CapEff in /proc/<tid>/status. */
 static int caller_has_sys_admin(pid_t tid) {
@@ -466,7 +466,7 @@ static uint64_t record_at(const struct view_store *s, uint64_t lo, uint64_t hi, 
 
 /* Reads bytes [off, off+size) of the records [lo, hi) of one view. With `seq_buf`, one read
  * returns at most one seq_file buffer of whole records, as seq_read_iter() does: a kernel read of
- * a large list returns about a page, whatever the caller's buffer size (kernel-ima.md §1.10 item 3). */
+ * a large list returns about a page, whatever the caller's buffer size (docs/kernel.md#reading-the-list). */
 static int read_records(int view, uint64_t lo, uint64_t hi, char *buf, size_t size, off_t off, uint64_t seq_buf) {
   const struct view_store *s = &views[view];
   if (hi <= lo) return 0;
@@ -546,7 +546,7 @@ static int write_append(struct handle *h, const char *buf, size_t size) {
 }
 
 static int op_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
-  (void)path; (void)off; /* *ppos is ignored (kernel-ima.md §1.4) */
+  (void)path; (void)off; /* *ppos is ignored (docs/kernel.md#staging-requests) */
   struct handle *h = (struct handle *)(uintptr_t)fi->fh;
   switch (h->node->kind) {
     case N_LIST:
@@ -618,7 +618,7 @@ static int parse_banks(const char *list) {
     snprintf(bank_names[n_banks++], sizeof bank_names[0], "%s", t);
     if (strcmp(t, "sha1") == 0) has_sha1 = 1;
   }
-  /* The _sha1 files exist even without a SHA-1 bank (kernel-ima.md §3.1): sha1 is view 0. */
+  /* The _sha1 files exist even without a SHA-1 bank (docs/ima-formats.md#per-bank-lists): sha1 is view 0. */
   return has_sha1 && strcmp(bank_names[0], "sha1") == 0 ? 0 : -1;
 }
 

@@ -1,7 +1,7 @@
 /**
  * Where the emulator's records come from: a real kernel capture replayed, or the synthetic
  * workload of src/ima. Either way the first record's boot_aggregate is recomputed from the TPM's
- * own PCRs 0-9, so that the log verifies against that TPM (kernel-ima.md §3.6).
+ * own PCRs 0-9, so that the log verifies against that TPM (docs/ima-formats.md#boot_aggregate).
  */
 import { readFileSync } from 'node:fs';
 import {

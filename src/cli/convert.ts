@@ -4,7 +4,7 @@
  *
  * Streams a measurement list (FILE or `-`) to stdout as the kernel would show it:
  * `--to ascii` → `ascii_runtime_measurements[_<bank>]`, `--to binary` →
- * `binary_runtime_measurements[_<bank>]` as a >= 6.10 kernel shows it (kernel-ima.md §3.1-3.5).
+ * `binary_runtime_measurements[_<bank>]` as a >= 6.10 kernel shows it (docs/ima-formats.md).
  * `--bank` (default sha1) picks the bank whose template digests the output shows, `--mode` how the
  * kernel extended it (native H_bank(data) or the padded SHA-1 digest). The output keeps the input's
  * byte order (`--endian`): template data carry their list's byte order and their digests were

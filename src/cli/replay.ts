@@ -4,7 +4,7 @@
  *
  * Streams a measurement list (FILE or `-` for stdin) through the PCR replay and prints the value
  * of every PCR the list extends, per bank. Without `--expect`: the banks named by `--bank` (default
- * all four), `native` or, with `--padded`, `padded` (kernel-ima.md §3.7). A FILE of
+ * all four), `native` or, with `--padded`, `padded` (docs/ima-formats.md#pcr-replay). A FILE of
  * `PARALLEL_MIN_BYTES` (16 MiB) or more is replayed by one thread per core, a share of the banks
  * each (`replayFile`); `--threads N` sets how many (0 or 1: this thread only); stdin is always
  * replayed in this thread. Output and errors are the same either way.

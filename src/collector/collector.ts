@@ -76,7 +76,7 @@ export type CollectorStatus = {
   readonly staged: number | null;
   /** Records the kernel holds as of the last drain (drained − T). */
   readonly kernelRecords: number;
-  /** Modeled kernel memory of those records (kernel-ima.md §4.1), bytes. */
+  /** Modeled kernel memory of those records (docs/kernel.md#kernel-memory-per-record), bytes. */
   readonly kernelBytesModel: number;
   readonly lastCheckpoint: { readonly count: number } | null;
   /** Why removal is stopped for this boot (ESTALE: kexec/reboot under way), or null. */
@@ -447,7 +447,7 @@ export class Collector {
   }
 
   #sampleKmem(rec: ImaRecord): void {
-    // A running mean over the first records is enough for a threshold (kernel-ima.md §4.1).
+    // A running mean over the first records is enough for a threshold (docs/kernel.md#kernel-memory-per-record).
     if (this.#kmemSamples >= 4096) return;
     const k = recordKmem(rec, Math.max(1, this.#b.banks.length));
     this.#kmemPerRecord += (k.data + k.entry - this.#kmemPerRecord) / ++this.#kmemSamples;
@@ -501,7 +501,7 @@ export class Collector {
 
   /**
    * The smallest record count from the last checkpoint on whose replay gives the PCR values the
-   * quote attests (kernel-ima.md §3.7: replay until the quote matches; extra records are normal).
+   * quote attests (docs/ima-formats.md#pcr-replay: replay until the quote matches; extra records are normal).
    * Every record logged before the quote is stored by now, so no match is `QUOTE_MISMATCH`.
    */
   async #match(quote: SignedQuote): Promise<{ count: number; replay: PcrReplay; pcrs: PcrValue[] }> {
@@ -538,7 +538,7 @@ export class Collector {
       const code = kernelCode(e);
       if (code === 'KERNEL_ESTALE' || code === 'KERNEL_EACCES') {
         // Measurement is suspended: kexec/reboot under way. The records travel to the next kernel,
-        // whose boot is a new segment: remove nothing more here (kernel-ima.md §1.8).
+        // whose boot is a new segment: remove nothing more here (docs/kernel.md#reboot-and-kexec).
         this.#halted = code;
         return;
       }
@@ -556,7 +556,7 @@ export class Collector {
     this.#metrics.busyRetries += result.attempts - 1;
   }
 
-  /** Flavour `n`: one writer window that checks the head and writes "n\n" (kernel-ima.md §1.4). */
+  /** Flavour `n`: one writer window that checks the head and writes "n\n" (docs/kernel.md#staging-requests). */
   async #removeN(): Promise<void> {
     const { boot } = this.#b;
     const T = this.#removed;

@@ -98,7 +98,7 @@ export const COLLECTOR_DEFAULTS = {
 
 /**
  * The flavour to use and why. `auto` prefers `staged` when `ima_flush_htable` is on (only `D`
- * then frees whole records, and `N` is refused, kernel-ima.md §1.4, §1.6), else `n` (one short
+ * then frees whole records, and `N` is refused, docs/kernel.md#staging-requests, #what-removal-frees), else `n` (one short
  * lock window, no kernel-side state left after a crash), else `staged`; `none` when the kernel
  * offers neither (before 7.2, or writes refused).
  */

@@ -10,7 +10,7 @@ import { ImakeepError } from '../errors.js';
 /**
  * Node flags of the daemon on a small device. `--max-semi-space-size=1` is the flag that matters:
  * peak RSS of a streaming ingest 128-133 MB → 75-80 MB at 5-15 % throughput
- * (perf-baseline.md §3b); a 32 MB old space leaves headroom over the 8 MB the pipeline needs.
+ * (bench/ingest.ts; test/slow/memory-bound.test.ts holds the bound); a 32 MB old space leaves headroom over the 8 MB the pipeline needs.
  */
 export const DAEMON_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--max-old-space-size=32'];
 

@@ -1,6 +1,6 @@
 /**
  * The kernel's part of a boot's log: the staged list (after `A`, before `D`) followed by the
- * current list (kernel-ima.md §1.10 item 1), addressed by global index (Invariant 6: kernel
+ * current list (docs/kernel.md#staging-requests), addressed by global index (Invariant 6: kernel
  * position = global index − T).
  */
 import { readFileSync } from 'node:fs';

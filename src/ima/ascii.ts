@@ -1,5 +1,5 @@
 /**
- * The ASCII measurement list (`ascii_runtime_measurements[_<bank>]`, kernel-ima.md §3.5):
+ * The ASCII measurement list (`ascii_runtime_measurements[_<bank>]`, docs/ima-formats.md#ascii-list):
  * the line formatter and a parser that rebuilds the template data from the field texts.
  *
  * Line: `%2d ` pcr, template digest in hex, ` <template name>`, then per field ` ` + text:

@@ -1,5 +1,5 @@
 /**
- * The binary measurement list (`binary_runtime_measurements[_<bank>]`, kernel-ima.md §3.2):
+ * The binary measurement list (`binary_runtime_measurements[_<bank>]`, docs/ima-formats.md#binary-record):
  * a streaming parser and the record encoder.
  *
  * Record: `u32 pcr | digest[bank size] | u32 name_len | name | u32 data_len | data`, integers in
@@ -263,7 +263,7 @@ export class BinaryListParser {
       let dataAt: number;
       let dataLen: number;
       if (template === IMA_TEMPLATE) {
-        // `ima`: d (20) then `n` as u32 strlen + name, no data length (kernel-ima.md §3.2, §3.3).
+        // `ima`: d (20) then `n` as u32 strlen + name, no data length (docs/ima-formats.md#binary-record, #templates-and-fields).
         dataAt = lenAt;
         if (dataAt + IMA_D_SIZE + 4 > end) return at;
         const fileNameLen = readU32(buf, dataAt + IMA_D_SIZE, endian);
@@ -316,7 +316,7 @@ export interface EncodeOptions {
 
 /**
  * The record exactly as `binary_runtime_measurements[_<bank>]` shows it, with the bank's template
- * digest derived (kernel-ima.md §3.2, §3.4). The data are written as they are: they carry their
+ * digest derived (docs/ima-formats.md#binary-record, #template-digest). The data are written as they are: they carry their
  * list's byte order (see `convertTemplateData` to rewrite it). Throws `IMA_BAD_LENGTH` for a
  * record the parser would refuse.
  */

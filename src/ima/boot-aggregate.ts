@@ -1,5 +1,5 @@
 /**
- * boot_aggregate: the digest in the first record, over the boot PCRs (kernel-ima.md §3.6,
+ * boot_aggregate: the digest in the first record, over the boot PCRs (docs/ima-formats.md#boot_aggregate,
  * `ima_calc_boot_aggregate_tfm()`): H_bank(PCR0 ‖ … ‖ PCR7), plus PCR8 ‖ PCR9 for every bank but
  * SHA-1.
  */

@@ -1,12 +1,12 @@
 /**
- * Per-bank template digests and what the kernel extended (kernel-ima.md §3.4, §3.7).
+ * Per-bank template digests and what the kernel extended (docs/ima-formats.md#template-digest, #pcr-replay).
  */
 import { DIGEST_SIZE, type BankMode, type BankName, type ImaRecord } from './record.js';
 import { ImaError } from './errors.js';
 import { bankHash, concatBytes, filled, isAllZero, type Endian } from './hash.js';
 import { IMA_NAME_MAX, IMA_TEMPLATE, splitTemplateData } from './template.js';
 
-/** True for a violation record: its template digest is all zero (kernel-ima.md §3.4). */
+/** True for a violation record: its template digest is all zero (docs/ima-formats.md#violations). */
 export function isViolation(rec: { readonly digest: Uint8Array }): boolean {
   return isAllZero(rec.digest);
 }
@@ -14,7 +14,7 @@ export function isViolation(rec: { readonly digest: Uint8Array }): boolean {
 /**
  * The bytes the kernel hashes into the template digest (`ima_calc_field_array_hash_tfm()`):
  * the template data as shown, except for the `ima` template, whose digest covers `d` and the name
- * zero-padded to 256 bytes, without lengths (kernel-ima.md §3.4).
+ * zero-padded to 256 bytes, without lengths (docs/ima-formats.md#template-digest).
  */
 export function templateHashInput(template: string, data: Uint8Array, endian: Endian = 'le', recordIndex?: number): Uint8Array {
   if (template !== IMA_TEMPLATE) return data;
@@ -39,7 +39,7 @@ export function computeTemplateDigest(
   return bankHash(bank, templateHashInput(rec.template, rec.data, endian));
 }
 
-/** The SHA-1 template digest zero-padded to the bank size: an unmapped bank's digest (§3.4). */
+/** The SHA-1 template digest zero-padded to the bank size: an unmapped bank's digest (docs/ima-formats.md#bank-modes). */
 function padSha1(sha1Digest: Uint8Array, bank: BankName): Uint8Array {
   const out = new Uint8Array(DIGEST_SIZE[bank]);
   out.set(sha1Digest.subarray(0, Math.min(sha1Digest.length, out.length)));
@@ -49,7 +49,7 @@ function padSha1(sha1Digest: Uint8Array, bank: BankName): Uint8Array {
 /**
  * The record's template digest as the list of `bank` shows it: the SHA-1 digest for the sha1
  * bank, H_bank(template) in `native` mode, the padded SHA-1 digest in `padded` mode, all zero for
- * a violation (kernel-ima.md §3.4).
+ * a violation (docs/ima-formats.md#violations).
  */
 export function templateDigest(rec: ImaRecord, bank: BankName = 'sha1', mode: BankMode = 'native', endian: Endian = 'le'): Uint8Array {
   const size = DIGEST_SIZE[bank];
@@ -61,7 +61,7 @@ export function templateDigest(rec: ImaRecord, bank: BankName = 'sha1', mode: Ba
 /**
  * What the kernel extended into `bank` for this record: its template digest, or for a violation
  * 0xFF..FF, which for a padded bank is 0xFF x 20 followed by zeros (`ima_init_digests()`,
- * kernel-ima.md §3.4, §3.7).
+ * docs/ima-formats.md#violations, #bank-modes, #pcr-replay).
  */
 export function extendedDigest(rec: ImaRecord, bank: BankName = 'sha1', mode: BankMode = 'native', endian: Endian = 'le'): Uint8Array {
   if (!isViolation(rec)) return templateDigest(rec, bank, mode, endian);

@@ -2,7 +2,7 @@
  * Deterministic synthetic IMA workloads: records as a kernel would write them, for the securityfs
  * emulator, tests and benchmarks. Same seed, same options → same records, byte for byte.
  *
- * What it imitates (kernel-ima.md §3.3-3.4 and the real-kernel fixtures): a `boot_aggregate`
+ * What it imitates (docs/ima-formats.md#templates-and-fields and the real-kernel fixtures): a `boot_aggregate`
  * first record, then file measurements with paths under the usual system directories, `ima-sig`
  * records with or without a `security.ima` signature (empty `sig` field), `ima-buf` records for
  * kexec-cmdline and keyring keys (d-ng = hash of the buffer), and violations (open_writers /
@@ -69,12 +69,12 @@ const STEMS = ['ssh', 'bash', 'python3', 'libc', 'libssl', 'systemd', 'udev', 'c
 const SUFFIXES = ['', '', '', '.so.6', '.so.3', '.conf', '.py', '.pm', '.service', '.ko', '.sh', '.list'];
 const KEYRINGS = ['.builtin_trusted_keys', '.ima', '.evm', '.platform'];
 
-/** Field bytes of a digest-with-algo field: `<algo>:` + NUL + digest (kernel-ima.md §3.3). */
+/** Field bytes of a digest-with-algo field: `<algo>:` + NUL + digest (docs/ima-formats.md#templates-and-fields). */
 export function digestNgField(algo: string, digest: Uint8Array): Uint8Array {
   return concatBytes([latin1Bytes(`${algo}:`), new Uint8Array(1), digest]);
 }
 
-/** Field bytes of an `n-ng` field: the name with spaces replaced by `_`, then NUL (§3.3). */
+/** Field bytes of an `n-ng` field: the name with spaces replaced by `_`, then NUL (docs/ima-formats.md#templates-and-fields). */
 export function nameNgField(name: string): Uint8Array {
   return concatBytes([latin1Bytes(name.replaceAll(' ', '_')), new Uint8Array(1)]);
 }

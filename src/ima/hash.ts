@@ -1,11 +1,11 @@
 /**
  * Hashing for the codec and replay, and the small byte helpers everything in `ima/` shares.
  *
- * Hash choice (perf-baseline.md §1, this CPU): for the 40-300 byte inputs IMA hashes per record
+ * Hash choice (measured on the 2-core x86-64 development VM with SHA-NI, node 20.20): for the 40-300 byte inputs IMA hashes per record
  * (template data, PCR ‖ digest), node's one-shot `crypto.hash()` does 1.35-1.56 M hashes/s against
  * 0.94-1.0 M for `createHash().update().digest()` and 0.46-0.98 M for @noble/hashes, because
  * per-call overhead dominates; a SHA-256 bank replay runs at 504 k records/s with `crypto.hash`
- * against 326 k (`createHash`) and 297 k (noble) (§4). So every hash here is one `crypto.hash()`
+ * against 326 k (`createHash`) and 297 k (noble) over a 1M-record list. So every hash here is one `crypto.hash()`
  * call over one contiguous buffer.
  *
  * Most of that per-call overhead is the output Buffer, which node allocates in C++: asking
@@ -26,7 +26,7 @@ import { DIGEST_SIZE, type BankName } from './record.js';
  */
 const hashLatin1 = hash as unknown as (algorithm: string, data: Uint8Array, outputEncoding: 'latin1') => string;
 
-/** Byte order of the integers of a binary list (kernel-ima.md §3.2: host order, LE if canonical). */
+/** Byte order of the integers of a binary list (docs/ima-formats.md#byte-order: host order, LE if canonical). */
 export type Endian = 'le' | 'be';
 
 /** H_bank(data) as a new Uint8Array of the bank's digest size. */
@@ -53,7 +53,7 @@ export function bankHashEquals(bank: BankName, data: Uint8Array, expected: Uint8
   return true;
 }
 
-/** True if every byte is zero (an IMA violation's template digest, kernel-ima.md §3.4). */
+/** True if every byte is zero (an IMA violation's template digest, docs/ima-formats.md#violations). */
 export function isAllZero(bytes: Uint8Array): boolean {
   for (let i = 0; i < bytes.length; i++) if (bytes[i] !== 0) return false;
   return true;

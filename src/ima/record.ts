@@ -2,7 +2,7 @@
  * The measurement record as the kernel keeps it, and the PCR banks.
  *
  * A record is stored once, in the form of the kernel's SHA-1 binary list (design.md, store schema):
- * the per-bank digests are derived from the template data (kernel-ima.md §3.4), so they are never
+ * the per-bank digests are derived from the template data (docs/ima-formats.md#template-digest), so they are never
  * stored twice.
  */
 
@@ -11,7 +11,7 @@ export { BANKS, DIGEST_SIZE, type BankName } from '../base/banks.js';
 /**
  * How the kernel extended a bank: `native` = H_bank(template data) (kernels >= 5.8, for banks whose
  * algorithm the kernel can hash), `padded` = the SHA-1 template digest zero-padded to the bank size
- * (banks the kernel cannot hash; all non-SHA-1 banks before 5.8). kernel-ima.md §3.4, §3.7.
+ * (banks the kernel cannot hash; all non-SHA-1 banks before 5.8). docs/ima-formats.md#bank-modes, #pcr-replay.
  */
 export type BankMode = 'native' | 'padded';
 
@@ -21,7 +21,7 @@ export interface ImaRecord {
   readonly pcr: number;
   /**
    * The SHA-1 template digest as the legacy binary list shows it (20 bytes); all zero for a
-   * violation (what was extended is 0xFF..FF, kernel-ima.md §3.4).
+   * violation (what was extended is 0xFF..FF, docs/ima-formats.md#violations).
    */
   readonly digest: Uint8Array;
   /** Template name, e.g. `ima-ng`; unknown names are kept as they are. */

@@ -1,7 +1,7 @@
 /**
  * Replay of a measurement list held in a file: all in this thread for small files, else with the
  * hashing spread over threads, a share of the banks each (the per-bank hash chains are
- * independent: kernel-ima.md §3.7). Same PCR values and same errors either way.
+ * independent: docs/ima-formats.md#pcr-replay). Same PCR values and same errors either way.
  *
  * How the threads share the list: this thread reads the file into the slots of a small ring in a
  * SharedArrayBuffer (memory fixed by the ring, not by the list) and posts one message per chunk to

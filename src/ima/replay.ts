@@ -1,5 +1,5 @@
 /**
- * PCR replay of a measurement list for every bank (kernel-ima.md §3.7): for each record, in order,
+ * PCR replay of a measurement list for every bank (docs/ima-formats.md#pcr-replay): for each record, in order,
  * PCR[bank][pcr] = H_bank(PCR ‖ extended digest), the extended digest being the bank's template
  * digest (native H_bank(template data), or the SHA-1 digest zero-padded) or, for a violation,
  * 0xFF..FF (0xFF x 20 ‖ 0.. for a padded bank).
@@ -50,7 +50,7 @@ interface BankReplay {
   /**
    * Per PCR index, its value in `[0, size)` followed by room for the digest extended next: the
    * extend hashes this one contiguous buffer and writes the result over its first half, so it
-   * allocates nothing and copies nothing but the digest (perf-baseline.md §1, hash.ts).
+   * allocates nothing and copies nothing but the digest (per-call overhead dominates: hash.ts).
    */
   readonly registers: Map<number, Uint8Array>;
   /** What a violation extends into this bank, computed once. */
@@ -248,7 +248,7 @@ export interface ReplayUntilMatchOptions {
  * equals the replay, and returns the record count at that point (the replay's `recordCount`,
  * which includes a checkpoint's records), the smallest such count; null if the records run out
  * first. Records after it are normal ("Replay the event log until the quote matches and then
- * discard extra events", kernel-ima.md §3.7).
+ * discard extra events", docs/ima-formats.md#pcr-replay).
  */
 export function replayUntilMatch(
   records: Iterable<ImaRecord>,

@@ -1,5 +1,5 @@
 /**
- * Templates and their fields (kernel-ima.md §3.3): which fields a template has, how template data
+ * Templates and their fields (docs/ima-formats.md#templates-and-fields): which fields a template has, how template data
  * splits into fields, typed decoding, and building template data from fields.
  *
  * A template name the kernel shows is either a built-in template's name or, for a custom template
@@ -56,7 +56,7 @@ export const FIELD_FORMAT: Readonly<Record<FieldId, FieldFormat>> = {
   xattrvalues: 'hex',
 };
 
-/** Built-in templates and their fields (ima_template.c `builtin_templates[]`, kernel-ima.md §3.3). */
+/** Built-in templates and their fields (ima_template.c `builtin_templates[]`, docs/ima-formats.md#templates-and-fields). */
 export const BUILTIN_TEMPLATES: Readonly<Record<string, readonly FieldId[]>> = {
   ima: ['d', 'n'],
   'ima-ng': ['d-ng', 'n-ng'],
@@ -68,7 +68,7 @@ export const BUILTIN_TEMPLATES: Readonly<Record<string, readonly FieldId[]>> = {
   'evm-sig': ['d-ng', 'n-ng', 'evmsig', 'xattrnames', 'xattrlengths', 'xattrvalues', 'iuid', 'igid', 'imode'],
 };
 
-/** Name of the legacy template whose record has no data-length field (kernel-ima.md §3.2). */
+/** Name of the legacy template whose record has no data-length field (docs/ima-formats.md#binary-record). */
 export const IMA_TEMPLATE = 'ima';
 
 /** Size of the `d` field of the `ima` template: a SHA-1 (or zero-padded MD5) digest. */
@@ -77,7 +77,7 @@ export const IMA_D_SIZE = 20;
 /**
  * Longest name of the `ima` template's `n` field: IMA_EVENT_NAME_LEN_MAX (255); longer paths fall
  * back to the last path component, which NAME_MAX also bounds to 255 (ima_template_lib.c
- * `ima_eventname_init_common()`). The template digest pads the name to 256 bytes (§3.4).
+ * `ima_eventname_init_common()`). The template digest pads the name to 256 bytes (docs/ima-formats.md#template-digest).
  */
 export const IMA_NAME_MAX = 255;
 
@@ -278,8 +278,8 @@ export function splitKnownTemplate(
 }
 
 /**
- * Decodes a record's template data into typed fields (kernel-ima.md §3.3). `endian` is the list's
- * byte order, which the fields' length prefixes and integers follow (§3.2). Unknown templates are
+ * Decodes a record's template data into typed fields (docs/ima-formats.md#templates-and-fields). `endian` is the list's
+ * byte order, which the fields' length prefixes and integers follow (docs/ima-formats.md#byte-order). Unknown templates are
  * returned raw (see {@link DecodedTemplate}); a known template whose data do not parse throws
  * `IMA_BAD_TEMPLATE`.
  */
@@ -317,7 +317,7 @@ function swapWords(bytes: Uint8Array, width: number): Uint8Array {
  * integer fields (`iuid`, `igid`, `imode`) and the u32 array of `xattrlengths`
  * (ima_template_lib.c writes them in canonical order if `ima_canonical_fmt`). Unknown templates:
  * only the length prefixes. The result no longer hashes to the record's template digest, which the
- * kernel computed over the data in the original order (§3.4); that is why records keep their
+ * kernel computed over the data in the original order (docs/ima-formats.md#template-digest); that is why records keep their
  * list's byte order and this is only for building test lists of the other order.
  */
 export function convertTemplateData(template: string, data: Uint8Array, from: Endian, to: Endian): Uint8Array {

@@ -1,5 +1,5 @@
 /**
- * The counter files `runtime_measurements_count` and `violations` (kernel-ima.md §1.7): one
+ * The counter files `runtime_measurements_count` and `violations` (docs/kernel.md#counters): one
  * decimal number and a newline. They are not list files: reading them takes no lock.
  */
 import { KernelError } from './errors.js';

@@ -1,25 +1,25 @@
 /**
  * Errors of the kernel interface (securityfs), one stable code per errno the 7.2 measurement list
- * files return (kernel-ima.md §1.4, §1.5) and what each one tells the caller to do.
+ * files return (docs/kernel.md#errno-semantics, #the-writer-lock) and what each one tells the caller to do.
  */
 import { constants } from 'node:os';
 import { ImakeepError } from '../errors.js';
 
 /** Stable codes of {@link KernelError}. */
 export type KernelErrorCode =
-  /** Lock conflict: another reader or writer holds the list files; retry with backoff (§1.5). */
+  /** Lock conflict: another reader or writer holds the list files; retry with backoff (docs/kernel.md#the-writer-lock). */
   | 'KERNEL_EBUSY'
   /** Nothing to act on: `A` on an empty list, `D` with nothing staged, `N` > records, or a missing file. */
   | 'KERNEL_ENOENT'
-  /** `D`/`N` after measurement was suspended: kexec/reboot is under way, do not store that batch twice (§1.8). */
+  /** `D`/`N` after measurement was suspended: kexec/reboot is under way, do not store that batch twice (docs/kernel.md#reboot-and-kexec). */
   | 'KERNEL_ESTALE'
   /** `A` after suspend, or the file mode refuses the caller. */
   | 'KERNEL_EACCES'
-  /** `A` while a staged list exists: a previous `A` was never followed by `D` (§1.10 item 5). */
+  /** `A` while a staged list exists: a previous `A` was never followed by `D` (docs/kernel.md#errno-semantics). */
   | 'KERNEL_EEXIST'
-  /** Write open without CAP_SYS_ADMIN (§1.5). */
+  /** Write open without CAP_SYS_ADMIN (docs/kernel.md#errno-semantics). */
   | 'KERNEL_EPERM'
-  /** Request refused: wrong file, bad format, `N` = 0, or `N` with `ima_flush_htable` (§1.4). */
+  /** Request refused: wrong file, bad format, `N` = 0, or `N` with `ima_flush_htable` (docs/kernel.md#errno-semantics). */
   | 'KERNEL_EINVAL'
   /** `N` above ULONG_MAX (kstrtoul). */
   | 'KERNEL_ERANGE'

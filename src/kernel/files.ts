@@ -3,7 +3,7 @@
  * tests inject faults (EBUSY storms, ENOENT, ESTALE, short reads) without a kernel or emulator.
  *
  * Every call is synchronous on purpose. The 7.2 writer exemption keys on the calling thread
- * (`current == measure_writer`, kernel-ima.md §1.5): an open, its reads and writes and its close
+ * (`current == measure_writer`, docs/kernel.md#the-writer-lock): an open, its reads and writes and its close
  * must run on one thread. fs.promises runs each call on a random libuv pool thread; the *Sync
  * calls run on the caller's thread.
  */

@@ -1,5 +1,5 @@
 /**
- * A model of the kernel memory the IMA measurement list holds (kernel-ima.md §4.1, §1.6), for the
+ * A model of the kernel memory the IMA measurement list holds (docs/kernel.md#kernel-memory-per-record, #what-removal-frees), for the
  * emulator's `kmem` counter and the collector's memory threshold.
  *
  * x86_64 SLUB arithmetic, calibrated on a real kernel: Debian 6.1.192 under QEMU with swtpm
@@ -9,13 +9,13 @@
  * (64 + 64 + 192 entry, 64 + kmalloc(path + 1) data), so it needs no correction for that set-up.
  * Not modeled, on purpose (not list memory, freed by no removal): the per-inode state IMA keeps for
  * each measured file, 192 B (iint_cache 128 + cached file hash in kmalloc-64). Still to measure:
- * what a 7.2 kernel frees on `N` and `D` (§5 item 8; rerun `hw/qemu` with a 7.2 kernel package).
- * Sassu's ~260 B/record (§4.2) is below even the 320 B that stay after deletion here.
+ * what a 7.2 kernel frees on `N` and `D` (docs/kernel.md#kernel-memory-per-record; rerun `hw/qemu` with a 7.2 kernel package).
+ * Sassu's ~260 B/record (same section) is below even the 320 B that stay after deletion here.
  */
 import type { ImaRecord } from '../ima/record.js';
 import { splitTemplateData } from '../ima/template.js';
 
-/** Kernel-side sizes the model uses (x86_64 defaults from kernel-ima.md §4.1). */
+/** Kernel-side sizes the model uses (x86_64 defaults from docs/kernel.md#kernel-memory-per-record). */
 export interface KmemModel {
   /** sizeof(struct ima_queue_entry): hlist_node + list_head + pointer = 40. */
   readonly queueEntry: number;
@@ -25,11 +25,11 @@ export interface KmemModel {
   readonly fieldData: number;
   /** sizeof(struct tpm_digest) = 66 (u16 alg + 64, packed). */
   readonly tpmDigest: number;
-  /** The hash table: 1024 buckets x 8 bytes (§1.6). */
+  /** The hash table: 1024 buckets x 8 bytes (docs/kernel.md#what-removal-frees). */
   readonly hashTable: number;
 }
 
-/** The x86_64 model of kernel-ima.md §4.1. */
+/** The x86_64 model of docs/kernel.md#kernel-memory-per-record. */
 export const X86_64_KMEM: KmemModel = {
   queueEntry: 40,
   templateEntry: 32,
@@ -42,7 +42,7 @@ export const X86_64_KMEM: KmemModel = {
 export interface RecordKmem {
   /** Template field data: freed by every deletion (`D` and `N`). */
   readonly data: number;
-  /** Queue entry, template entry and digest array: freed only by `D` with `ima_flush_htable` (§1.6). */
+  /** Queue entry, template entry and digest array: freed only by `D` with `ima_flush_htable` (docs/kernel.md#what-removal-frees). */
   readonly entry: number;
 }
 
@@ -62,7 +62,7 @@ export function kmallocSize(size: number): number {
 
 /**
  * Slab bytes of one record. `digestSlots` = TPM banks + `ima_extra_slots` (one more for SHA-1 when
- * the TPM has no SHA-1 bank, one for `ima_hash_algo` when it has no such bank; §4.1).
+ * the TPM has no SHA-1 bank, one for `ima_hash_algo` when it has no such bank; `ima_init_crypto()`, ima_crypto.c).
  */
 export function recordKmem(rec: ImaRecord, digestSlots: number, model: KmemModel = X86_64_KMEM): RecordKmem {
   const fields = splitTemplateData(rec.template, rec.data, 'le') ?? [rec.data];

@@ -1,5 +1,5 @@
 /**
- * Names of the IMA files in securityfs (kernel-ima.md §1.3, §3.1). Pure: no I/O.
+ * Names of the IMA files in securityfs (docs/kernel.md#files-in-securityfs, docs/ima-formats.md#per-bank-lists). Pure: no I/O.
  */
 import type { BankName } from '../ima/record.js';
 
@@ -12,18 +12,18 @@ export const IMA_DIR_CANDIDATES: readonly string[] = ['ima', 'integrity/ima'];
 /** Format of a list file. */
 export type ListFormat = 'binary' | 'ascii';
 
-/** Records now in the current list (kernel-ima.md §1.7). */
+/** Records now in the current list (docs/kernel.md#counters). */
 export const COUNT_FILE = 'runtime_measurements_count';
 
-/** Violations since boot; staging does not change it (kernel-ima.md §1.7). */
+/** Violations since boot; staging does not change it (docs/kernel.md#counters). */
 export const VIOLATIONS_FILE = 'violations';
 
-/** The boot option that makes `D` free whole records and `N` refused (kernel-ima.md §1.2, §1.6). */
+/** The boot option that makes `D` free whole records and `N` refused (docs/kernel.md#what-removal-frees). */
 export const FLUSH_HTABLE_OPTION = 'ima_flush_htable';
 
 /**
  * `{binary,ascii}_runtime_measurements_<bank>[_staged]` (the suffix comes after the algorithm,
- * kernel-ima.md §0 item 2), or the legacy name (a symlink to the `_sha1` file) when `bank` is omitted.
+ * docs/kernel.md#files-in-securityfs), or the legacy name (a symlink to the `_sha1` file) when `bank` is omitted.
  */
 export function listFileName(format: ListFormat, bank?: BankName, staged = false): string {
   return `${format}_runtime_measurements${bank === undefined ? '' : `_${bank}`}${staged ? '_staged' : ''}`;

@@ -1,6 +1,6 @@
 /**
  * What the running kernel offers: which list files exist, whether records can be removed, and how
- * (kernel-ima.md §1.3, §1.10 item 8). Decides the removal flavour the collector may use.
+ * (docs/kernel.md#files-in-securityfs, #feature-detection). Decides the removal flavour the collector may use.
  */
 import { BANKS, type BankName } from '../ima/record.js';
 import { KernelError, errnoOf, toKernelError } from './errors.js';
@@ -34,7 +34,7 @@ export interface ProbeOptions {
   readonly files?: SecurityfsFiles;
   /**
    * Open the original SHA-1 list read-write and close it at once, to learn whether writes are
-   * allowed (CAP_SYS_ADMIN, §1.5). It takes the writer lock for microseconds. Default true.
+   * allowed (CAP_SYS_ADMIN, docs/kernel.md#the-writer-lock). It takes the writer lock for microseconds. Default true.
    */
   readonly checkWriteOpen?: boolean;
 }
@@ -98,7 +98,7 @@ function checkWriteOpen(files: SecurityfsFiles, path: string): WriteOpenCheck {
 
 /**
  * Probes securityfs. Throws `KERNEL_ENOENT` when there is no IMA directory or no SHA-1 list.
- * Flavour order: with `ima_flush_htable` only `staged` (N is refused, §1.4); else `n` first (one
+ * Flavour order: with `ima_flush_htable` only `staged` (N is refused, docs/kernel.md#errno-semantics); else `n` first (one
  * short lock window, no kernel-side state to recover after a crash), then `staged`.
  */
 export function probeSecurityfs(opts: ProbeOptions = {}): KernelCapabilities {

@@ -1,5 +1,5 @@
 /**
- * Incremental reader of a kernel measurement list (kernel-ima.md §1.10 items 1-3).
+ * Incremental reader of a kernel measurement list (docs/kernel.md#reading-the-list).
  *
  * The kernel's seq_file walks the list from its head on every read(2) and returns about one page
  * per call, whatever the buffer size; so a drain opens the file once per batch, reads sequentially
@@ -152,7 +152,7 @@ export class MeasurementListReader {
   }
 }
 
-/** Bytes of a parsed record in its binary list (kernel-ima.md §3.2: no data length for `ima`). */
+/** Bytes of a parsed record in its binary list (docs/ima-formats.md#binary-record: no data length for `ima`). */
 export function binaryRecordLength(rec: ParsedRecord): number {
   return 4 + rec.digest.length + 4 + rec.template.length + (rec.template === 'ima' ? 0 : 4) + rec.data.length;
 }

@@ -1,8 +1,8 @@
 /**
- * Removing records from kernel memory through the 7.2 interface (kernel-ima.md §1.4, §1.9).
+ * Removing records from kernel memory through the 7.2 interface (docs/kernel.md#staging-requests).
  *
  * Every request is one open..write..close of a read-write descriptor on the calling thread (the
- * writer exemption keys on the thread, §1.5; see files.ts). While it is open, every other open of
+ * writer exemption keys on the thread, docs/kernel.md#the-writer-lock; see files.ts). While it is open, every other open of
  * any list file fails with EBUSY, so the window is kept to the read-decide-write of one removal
  * and its length is measured and returned (design.md invariant 5).
  */
@@ -13,7 +13,7 @@ import { nodeSecurityfsFiles, type SecurityfsFiles } from './files.js';
 import { binaryRecordLength, DEFAULT_READ_SIZE } from './reader.js';
 import { retryOnBusy, type BusyRetryPolicy } from './retry.js';
 
-/** A request written to a list file (kernel-ima.md §1.4). */
+/** A request written to a list file (docs/kernel.md#staging-requests). */
 type KernelRequest = 'A' | 'D' | { readonly n: number };
 
 /** Outcome of one request. */
@@ -58,7 +58,7 @@ export interface RemoveFirstOptions extends RequestOptions {
    * to confirm the head of the list is what the caller stored, and return how many records to
    * remove (0 = none). Returning `{ n, bytes }` (their SHA-1 binary length, known from the store)
    * spares reading n records inside the window: on a real kernel every read(2) walks the list from
-   * its head (kernel-ima.md §1.10 item 3), so that is what keeps a large removal's window short.
+   * its head (docs/kernel.md#reading-the-list), so that is what keeps a large removal's window short.
    */
   readonly decide: (list: LockedList) => RemovalDecision;
   /** Bytes per read(2) (default 256 KiB). */
@@ -136,7 +136,7 @@ export function stageAll(stagedPath: string, opts: RequestOptions = {}): Promise
 /**
  * Flavour `staged`, last step: `"D\n"` deletes the staged list (after it was stored and quoted).
  * `KERNEL_ENOENT`: nothing staged; `KERNEL_ESTALE`: kexec/reboot under way, the staged records
- * travel to the next kernel: do not store them twice (kernel-ima.md §1.8).
+ * travel to the next kernel: do not store them twice (docs/kernel.md#reboot-and-kexec).
  */
 export function deleteStaged(stagedPath: string, opts: RequestOptions = {}): Promise<RequestResult> {
   return request(stagedPath, 'D', opts);

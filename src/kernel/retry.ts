@@ -1,5 +1,5 @@
 /**
- * EBUSY retry. The 7.2 lock admits many readers or one writer (kernel-ima.md §1.5) and an open
+ * EBUSY retry. The 7.2 lock admits many readers or one writer (docs/kernel.md#the-writer-lock) and an open
  * that conflicts fails at once with EBUSY instead of waiting: the caller backs off and tries again.
  */
 import { setTimeout as delay } from 'node:timers/promises';

@@ -1,6 +1,6 @@
 /**
  * The evidence bundle: what a device hands over for offline verification (design.md "Serving",
- * peers.md §5.2, §5.5). One CBOR map, written with the store's pinned encoder, holding boot
+ * docs/api.md#evidence-bundle). One CBOR map, written with the store's pinned encoder, holding boot
  * segments with their chunks and checkpoints exactly as stored, so `imakeep verify` checks the
  * bytes the device committed, not a re-encoding.
  *

@@ -244,9 +244,9 @@ export class ApiHandler {
     const bootRecord = await store.bootRecord(boot);
     const bank: BankName = requestedBank ?? (bootBanks(bootRecord).sha256 !== undefined ? 'sha256' : 'sha1');
     // Quote first, then read the log: the log then holds at least every record the quote covers;
-    // the verifier replays until the quote matches (kernel-ima.md §3.7, peers.md §1.3).
+    // the verifier replays until the quote matches (docs/ima-formats.md#pcr-replay; keylime `keylime/ima/ima.py`).
     const quote = await keylimeQuote(this.#options, quotes, { nonce, bank, pcrs, boot });
-    // Keylime agent semantics: an entry past the end returns the whole list from 0 (peers.md §1.1).
+    // Keylime agent semantics: an entry past the end returns the whole list from 0 (rust-keylime `keylime/src/ima/measurement_list.rs`).
     const entry = requestedEntry > (await logCount(this.#options, boot)) ? 0 : requestedEntry;
     const log = await openLog(this.#options, { boot, from: entry, format: 'ascii', bank: 'sha1' });
     const fields = keylimeQuoteFields(quote, bank, Math.floor(bootRecord.firstSeen / 1000));

@@ -12,7 +12,7 @@ import { replayAt } from '../store/index.js';
 import { quoteTarget, type QuoteSource, type QuoteWithPcrs } from '../tpm/index.js';
 import { bootBanks, logBatches, logCount, type IndexedBatch, type LogSource } from './log-stream.js';
 
-/** The PCR IMA extends (kernel-ima.md §1: CONFIG_IMA_MEASURE_PCR_IDX). */
+/** The PCR IMA extends (CONFIG_IMA_MEASURE_PCR_IDX, docs/ima-formats.md#binary-record). */
 const IMA_PCR = 10;
 
 async function* recordsOf(batches: AsyncIterable<IndexedBatch>): AsyncGenerator<ImaRecord> {

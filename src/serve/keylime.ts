@@ -1,5 +1,5 @@
 /**
- * The Keylime agent's `/quotes/integrity` wire format (peers.md §1.1, rust-keylime
+ * The Keylime agent's `/quotes/integrity` wire format (docs/api.md#keylime-quote, rust-keylime
  * `keylime-agent/src/quotes_handler.rs`, `keylime/src/quote.rs` `KeylimeQuote`), so an unmodified
  * Keylime verifier can pull quotes and incremental logs from imakeep. The only difference from the
  * agent is the meaning of `ima_ml_entry`: a GLOBAL index (Invariant 6), so the lines a verifier gets

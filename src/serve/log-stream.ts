@@ -74,7 +74,7 @@ export interface OpenLog {
 
 /**
  * Banks the kernel has lists for on a boot: the SHA-1 list always (the legacy list,
- * kernel-ima.md §3.2), plus every bank the boot's modes name.
+ * docs/ima-formats.md#binary-record), plus every bank the boot's modes name.
  */
 export function bootBanks(boot: BootRecord): Partial<Record<BankName, BankMode>> {
   return { sha1: 'native', ...boot.bankModes };
@@ -90,7 +90,7 @@ export async function logCount(source: LogSource, boot: number): Promise<number>
 /**
  * Checks a log request and opens it. Throws `SERVE_UNKNOWN_BOOT`, `SERVE_UNKNOWN_BANK`, or
  * `SERVE_RANGE` for `from` past the end; `from` equal to the record count is an empty log (what a
- * Keylime verifier expects when it asks for entry == count, peers.md §1.1).
+ * Keylime verifier expects when it asks for entry == count, rust-keylime `keylime/src/ima/measurement_list.rs`).
  */
 export async function openLog(source: LogSource, query: LogQuery): Promise<OpenLog> {
   const boot = query.boot ?? source.store.currentBoot;
@@ -133,7 +133,7 @@ type RecordEncoder = (record: ImaRecord, index: number) => Uint8Array;
 
 /**
  * The encoder of one list. Chunks hold little-endian template data (store schema); a boot whose
- * kernel wrote big-endian lists (`endianness: 'be'`, kernel-ima.md §3.2) gets its binary lists
+ * kernel wrote big-endian lists (`endianness: 'be'`, docs/ima-formats.md#byte-order) gets its binary lists
  * back in big-endian, as the kernel's files showed them.
  */
 function recordEncoder(format: LogFormat, bank: BankName, mode: BankMode, boot: BootRecord): RecordEncoder {
@@ -143,7 +143,7 @@ function recordEncoder(format: LogFormat, bank: BankName, mode: BankMode, boot: 
     encodeBinaryRecord({ ...record, data: convertTemplateData(record.template, record.data, 'le', 'be') }, { bank, mode, endian: 'be' });
 }
 
-/** Bytes of a record in the SHA-1 binary list: pcr, digest, name length, name, [data length,] data (kernel-ima.md §3.2). */
+/** Bytes of a record in the SHA-1 binary list: pcr, digest, name length, name, [data length,] data (docs/ima-formats.md#binary-record). */
 function sha1RecordLength(r: ImaRecord): number {
   return 4 + DIGEST_SIZE.sha1 + 4 + r.template.length + (r.template === IMA_TEMPLATE ? 0 : 4) + r.data.length;
 }

@@ -1,7 +1,7 @@
 /**
  * The one CBOR codec of the store. Every byte the store writes goes through `encodeValue`, so the
  * options below ARE the on-disk format: changing one changes stored bytes, and the golden vectors
- * in test/store/cbor.test.ts fail (aesthetics.md §5, §8.8).
+ * in test/store/codec.test.ts fail (docs/store.md#cbor-codec, #golden-vectors).
  */
 import { Encoder, type Options } from 'cbor-x';
 import { StoreError } from './errors.js';
@@ -16,10 +16,10 @@ interface UndeclaredOptions {
 }
 
 /**
- * Pinned, never left to a cbor-x default (aesthetics.md §5: `new Encoder()` turns records on,
+ * Pinned, never left to a cbor-x default (cbor-x README, "Options": `new Encoder()` turns records on,
  * plain Uint8Arrays are tagged 64 in Node unless told otherwise, maps get fixed-width headers):
  * - `useRecords: false`: plain CBOR maps, readable by any CBOR decoder (a verifier in another
- *   language must read evidence bundles). Costs ~24 B/record against records (perf-baseline §2),
+ *   language must read evidence bundles). Costs ~24 B/record against records (measured with cbor-x 1.6),
  *   irrelevant here because records travel inside one byte string per chunk.
  * - `tagUint8Array: false`: a Uint8Array and a Buffer with the same bytes encode the same, so a
  *   value read back (LevelDB hands out Buffers) re-encodes to identical bytes.
@@ -29,8 +29,8 @@ interface UndeclaredOptions {
  *   floats are never narrowed (we store none; pinned so that a stray one is exact).
  * - `structuredClone`, `pack`, `bundleStrings`, `sequential`, `useTimestamp32`, `useToJSON`,
  *   `encodeUndefinedAsNil`: off, i.e. standard CBOR (RFC 8949) only.
- * - `copyBuffers: false`: decoded byte strings are VIEWS into the value bytes (no copy; perf-baseline
- *   §2). Keeping one keeps its whole value alive, at most one chunk (~64 KiB): callers that hold a
+ * - `copyBuffers: false`: decoded byte strings are VIEWS into the value bytes (no copy per
+ *   field). Keeping one keeps its whole value alive, at most one chunk (~64 KiB): callers that hold a
  *   field for long (a checkpoint's attestation kept for hours) copy it with `.slice()`.
  */
 const OPTIONS: Options & UndeclaredOptions = {

@@ -119,10 +119,10 @@ export interface ChunkBounds {
 
 /**
  * Defaults. 64 KiB: a synced LevelDB put of a 64 KiB chunk costs ~0.43 ms on the reference machine
- * (perf-baseline §3: 2,298 synced puts/s, 150 MB/s) and durable per-chunk writes cost ~10 % end to
- * end in the streaming ingest (§3b); 256 KiB writes faster (274 MB/s) but a reader serving from
+ * (level 10 on the development VM: 2,298 synced puts/s, 150 MB/s) and durable per-chunk writes cost ~10 % end to
+ * end in the streaming ingest (bench/store.ts, bench/ingest.ts); 256 KiB writes faster (274 MB/s) but a reader serving from
  * the middle of a chunk decodes the whole chunk, and the open chunk is held in memory (Invariant 4).
- * ~64 KiB holds ~400 records of ~160 B (§2). 60 s: a quiet device commits what it has within a minute.
+ * ~64 KiB holds ~400 records of ~160 B (docs/ima-formats.md#sizes). 60 s: a quiet device commits what it has within a minute.
  */
 export const DEFAULT_CHUNK_BOUNDS: ChunkBounds = { maxBytes: 64 * 1024, maxAgeMs: 60_000 };
 

@@ -1,7 +1,7 @@
 /**
  * The rule that chains a boot's checkpoints (design.md "The cycle", quote step): the store
  * defines what a checkpoint is, so it defines the qualifying data each checkpoint's quote carries.
- * The collector quotes with it; a verifier recomputes it from the stored checkpoints (peers.md §5.6).
+ * The collector quotes with it; a verifier recomputes it from the stored checkpoints (docs/store.md#nonce-chain).
  */
 import { sha256 } from '@noble/hashes/sha2.js';
 import { concatBytes } from '../ima/index.js';

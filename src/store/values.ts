@@ -21,7 +21,7 @@ export interface StoreMeta {
   readonly deviceId: string | null;
 }
 
-/** Byte order of the kernel's binary lists on this boot (kernel-ima.md §3.2, `ima_canonical_fmt`). */
+/** Byte order of the kernel's binary lists on this boot (docs/ima-formats.md#byte-order, `ima_canonical_fmt`). */
 export type ListEndianness = 'le' | 'be';
 
 /** What the collector knows about a boot when it starts a boot segment. */
@@ -32,7 +32,7 @@ export interface BootInfo {
   readonly firstSeen: number;
   /** TPM `resetCount` (TPMS_CLOCK_INFO) at this boot, or null without a TPM. */
   readonly resetCount: number | null;
-  /** How the kernel extends each replayed bank on this boot (kernel-ima.md §3.4, §3.7). */
+  /** How the kernel extends each replayed bank on this boot (docs/ima-formats.md#bank-modes, #pcr-replay). */
   readonly bankModes: Readonly<Partial<Record<BankName, BankMode>>>;
   /** Byte order of the kernel's binary lists (chunks are always stored little-endian). */
   readonly endianness: ListEndianness;

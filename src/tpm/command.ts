@@ -1,6 +1,6 @@
 /**
  * A TPM command as data: its code, its handle area, how to write its parameters and read its
- * response (aesthetics.md §3, after go-tpm). `encodeCommand` and `decodeResponse` do the framing
+ * response (as google/go-tpm `tpm2` does: each command a struct with its response type). `encodeCommand` and `decodeResponse` do the framing
  * every command shares (Part 1 §18.2-18.4; Part 3 §4-5): header, handles, the authorization area
  * with one empty-password session per authorized handle, and the response checks.
  */

@@ -2,7 +2,7 @@
  * imakeep's own TPM 2.0 client: the handful of commands attestation needs (PCR_Read, PCR_Extend,
  * CreatePrimary, Quote, FlushContext, GetCapability, GetRandom, ReadPublic, Startup) as data, over
  * swtpm TCP or `/dev/tpmrm0`, plus offline quote verification with `node:crypto` and the
- * tpm2-tools PCR file format. No runtime dependencies (tpm-node.md §0).
+ * tpm2-tools PCR file format. No runtime dependencies (docs/tpm.md).
  */
 export type { BankName } from '../base/banks.js';
 export * from './errors.js';

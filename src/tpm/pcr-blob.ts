@@ -1,6 +1,6 @@
 /**
  * The PCR file of `tpm2_quote -o` / `tpm2_checkquote -f` / `tpm2_pcrread -o`, which Keylime carries
- * as the third part of its quote string (peers.md §1.1). tpm2-tools writes its in-memory C structs
+ * as the third part of its quote string (rust-keylime `encode_quote_string`, docs/api.md#keylime-quote). tpm2-tools writes its in-memory C structs
  * as they are (tpm2-tools `lib/pcr.c`, `pcr_fwrite_serialized`), so this is NOT TPM wire format:
  * little-endian on x86/arm, with the compiler's padding, fixed-size arrays:
  *

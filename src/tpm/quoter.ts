@@ -15,13 +15,13 @@ import { parseSignature } from './verify.js';
 
 /** Options of {@link TpmQuoter}. */
 export interface TpmQuoterOptions {
-  /** AK algorithm; default `ecc` (a deterministic primary: no blob to keep, tpm-node.md §4). */
+  /** AK algorithm; default `ecc` (a deterministic primary: no blob to keep, docs/tpm.md#the-attestation-key). */
   readonly alg?: AkAlgorithm;
   /** AK hierarchy; default `endorsement` (quotes carry the real reset and restart counts). */
   readonly hierarchy?: AkHierarchy;
   /**
    * Close the TPM connection after each operation (default true). swtpm serves one connection at a
-   * time (tpm-node.md §2) and other agents share a device's TPM; the AK is recreated per quote anyway.
+   * time (docs/tpm.md#swtpm) and other agents share a device's TPM; the AK is recreated per quote anyway.
    */
   readonly releaseAfterUse?: boolean;
 }

@@ -169,13 +169,13 @@ export type AkAlgorithm = 'ecc' | 'rsa';
 
 /**
  * TPMA_OBJECT of an attestation key: fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth |
- * noDA | restricted | sign = 0x00050472 (Part 2 §8.3; tpm-node.md §4, the shape tpm2_createak makes).
+ * noDA | restricted | sign = 0x00050472 (Part 2 §8.3; docs/tpm.md#the-attestation-key, the shape tpm2_createak makes).
  */
 export const AK_ATTRIBUTES = 0x00050472;
 
 /**
  * Writes the `TPMT_PUBLIC` template of a restricted signing key: ECC NIST P-256 with ECDSA-SHA256,
- * or RSA-2048 with RSASSA-SHA256 (tpm-node.md §4, byte-checked against tpm2_createprimary).
+ * or RSA-2048 with RSASSA-SHA256 (docs/tpm.md#the-attestation-key, byte-checked against tpm2_createprimary).
  * The `unique` fields are empty, so a primary from this template is the same key on every call.
  */
 export function writeAkTemplate(w: TpmWriter, alg: AkAlgorithm): void {

@@ -1,6 +1,6 @@
 /**
  * `Tpm`: the commands imakeep needs, over any `TpmTransport`, with bounded retries of the TPM's
- * "try again" warnings and the Keylime-style quote flow (peers.md §1.1, aesthetics.md §8.6).
+ * "try again" warnings and the Keylime-style quote flow (rust-keylime `keylime/src/tpm.rs`; docs/tpm.md).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BANKS, DIGEST_SIZE, type BankName } from '../base/banks.js';
@@ -62,7 +62,7 @@ export interface CreateAkOptions {
   readonly alg?: AkAlgorithm;
   /**
    * Default `endorsement`: quotes then carry the real resetCount, restartCount and
-   * firmwareVersion; the owner hierarchy obfuscates them (tpm-node.md §2).
+   * firmwareVersion; the owner hierarchy obfuscates them (docs/tpm.md#the-attestation-key).
    */
   readonly hierarchy?: AkHierarchy;
 }
@@ -220,7 +220,7 @@ export class Tpm {
 
   /**
    * Creates the attestation key as a primary object: the same template and hierarchy seed give the
-   * same key every time, so no key blob needs storing (tpm-node.md §4). Flush it when done.
+   * same key every time, so no key blob needs storing (docs/tpm.md#the-attestation-key). Flush it when done.
    */
   async createAk(options: CreateAkOptions = {}): Promise<AttestationKey> {
     const alg = options.alg ?? 'ecc';

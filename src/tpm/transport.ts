@@ -1,5 +1,5 @@
 /**
- * Ways to reach a TPM. All carry the same raw command bytes (tpm-node.md §3): TCP to swtpm's data
+ * Ways to reach a TPM. All carry the same raw command bytes (docs/tpm.md#transports): TCP to swtpm's data
  * port in tests and CI, the kernel resource manager `/dev/tpmrm0` on devices. Each transport
  * serializes: one command in flight, concurrent callers wait their turn (a TPM, and swtpm's single
  * data connection, take one outstanding command at a time).
@@ -38,7 +38,7 @@ export interface SwtpmTransportOptions {
 }
 
 /**
- * swtpm's data port with raw framing (tpm-node.md §3): each command in ONE `socket.write` (swtpm
+ * swtpm's data port with raw framing (docs/tpm.md#swtpm): each command in ONE `socket.write` (swtpm
  * reads a command with a single read() and does not reassemble), then the 10-byte header, then
  * `responseSize - 10` bytes. Connects lazily and reconnects after the peer closes. swtpm serves
  * one data connection at a time: `close()` before another client (tpm2-tools) talks to it.
@@ -142,7 +142,7 @@ export class SwtpmTcpTransport implements TpmTransport {
 /**
  * A TPM character device, normally `/dev/tpmrm0` (the kernel resource manager: transient handles
  * are virtualized and flushed when the fd closes). One `write` of the whole command, then one
- * `read` of up to 4096 bytes returns the whole response (Linux tpm-dev semantics, tpm-node.md §3).
+ * `read` of up to 4096 bytes returns the whole response (Linux tpm-dev semantics, docs/tpm.md#transports).
  *
  * Threadpool: `fs.promises` runs each read/write on a libuv threadpool thread, and a TPM read
  * blocks its thread for the whole command (tens to hundreds of ms on discrete TPMs). Because this

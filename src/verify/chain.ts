@@ -1,5 +1,5 @@
 /**
- * The rules that order checkpoints in time without a verifier online (peers.md §5.6):
+ * The rules that order checkpoints in time without a verifier online (docs/store.md#nonce-chain):
  *
  * - Nonce chaining, per boot (the store's rule, `src/store/nonce.ts`): a boot's first
  *   checkpoint is quoted with qualifying data SHA-256(label ‖ kernel boot id), each later one with
@@ -7,7 +7,7 @@
  *   and TPMT_SIGNATURE bytes; label = `imakeep/checkpoint-nonce/v1` NUL. A checkpoint cannot be
  *   dropped from or moved within the chain without the next nonce showing it, and the boot id is
  *   attested by the first quote.
- * - TPM clock order (Keylime `check_quote_timing`, peers.md §1.3): resetCount never decreases;
+ * - TPM clock order (Keylime `check_quote_timing`, `keylime/tpm/tpm_main.py`): resetCount never decreases;
  *   with the same resetCount, restartCount never decreases; the clock strictly increases; and
  *   `safe` is set (the clock was not rolled back by an unorderly shutdown, Part 1 §36.6).
  */

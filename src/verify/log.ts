@@ -2,7 +2,7 @@
  * Offline check of a plain measurement list against one quote (a Keylime-format response saved
  * from `GET /v1/quote`): the quote verifies with the AK, and the list, replayed from PCR zero,
  * reaches the quoted PCR 10 values (records after the match are normal: the kernel logs before it
- * extends, kernel-ima.md §3.7). Streams the list: memory is one batch.
+ * extends, docs/ima-formats.md#pcr-replay). Streams the list: memory is one batch.
  */
 import type { KeyObject } from 'node:crypto';
 import { BANKS, ImaError, PcrReplay, toHex, type BankName, type ImaRecord } from '../ima/index.js';

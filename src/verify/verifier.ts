@@ -1,8 +1,8 @@
 /**
  * Offline verification of evidence bundles (design.md "Serving"; format in `serve/bundle.ts`),
  * one bundle after the other, with state carried between them so a verifier can also start from a
- * checkpoint it verified earlier instead of from record 0 (peers.md §1.3, Keylime's incremental
- * state; §5.5 d).
+ * checkpoint it verified earlier instead of from record 0 (as Keylime's incremental
+ * attestation state does, `keylime/agentstates.py`).
  *
  * Checks, in the order the evidence is walked, stopping at the FIRST failure:
  * - bundle continuity: each bundle starts at the cursor the previous one ended at;
@@ -60,7 +60,7 @@ export interface SegmentReport {
   /**
    * SHA-256 of the segment's last chunk (hex), or null without chunks. Everything before it is
    * bound to it by the chunk chain; the last chunk's own bytes are bound by the next bundle's first
-   * `prevHash`. (A record's template name is not in IMA's template hash, kernel-ima.md §3.4, so
+   * `prevHash`. (A record's template name is not in IMA's template hash, docs/ima-formats.md#template-digest, so
    * the chain is what covers it.)
    */
   readonly chainHead: string | null;
@@ -320,7 +320,7 @@ class SegmentWalk {
   /**
    * Records with their template data in the byte order the kernel showed them: chunks hold it
    * little-endian, but a big-endian kernel's template digests cover its big-endian data
-   * (kernel-ima.md §3.2, §3.4), so that is what the replay must hash.
+   * (docs/ima-formats.md#binary-record, #template-digest), so that is what the replay must hash.
    */
   #asKernelShowed(records: ImaRecord[]): ImaRecord[] {
     if (this.#segment.info.endianness === 'le') return records;

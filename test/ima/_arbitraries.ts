@@ -1,7 +1,7 @@
 /**
  * fast-check arbitraries of kernel-shaped records of every template, built independently of the
- * code under test (template digests with node:crypto createHash, field layouts from kernel-ima.md
- * §3.3).
+ * code under test (template digests with node:crypto createHash, field layouts from docs/ima-formats.md
+ * #templates-and-fields).
  */
 import { createHash } from 'node:crypto';
 import fc from 'fast-check';
@@ -63,7 +63,7 @@ export function fieldArbitrary(id: FieldId, endian: Endian): fc.Arbitrary<Uint8A
   }
 }
 
-/** Template data of `template` from field bytes (kernel-ima.md §3.2-3.3), independently encoded. */
+/** Template data of `template` from field bytes (docs/ima-formats.md#binary-record), independently encoded. */
 export function templateData(template: string, fields: readonly Uint8Array[], endian: Endian): Uint8Array {
   if (template === 'ima') {
     const [d = new Uint8Array(20), n = new Uint8Array(0)] = fields;

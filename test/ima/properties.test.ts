@@ -105,7 +105,7 @@ test('convertTemplateData le → be → le is the identity and be data splits wi
   );
 });
 
-test('templateDigest and extendedDigest follow kernel-ima.md §3.4/§3.7 in every bank and mode', () => {
+test('templateDigest and extendedDigest follow docs/ima-formats.md#template-digest, #pcr-replay in every bank and mode', () => {
   fc.assert(
     fc.property(recordArbitrary('le'), bankModes, (g, [bank, mode]) => {
       assert.equal(toHex(templateDigest(g.record, bank, mode)), expectedBankDigest(g, bank, mode));

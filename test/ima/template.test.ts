@@ -1,4 +1,4 @@
-/** Template fields decoded and printed per kernel-ima.md §3.3 and §3.5, one template at a time. */
+/** Template fields decoded and printed per docs/ima-formats.md#templates-and-fields, #ascii-list, one template at a time. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';

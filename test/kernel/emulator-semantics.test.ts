@@ -1,5 +1,5 @@
 /**
- * The securityfs emulator against kernel-ima.md §1.3, §1.4, §1.5, §1.7, §1.8: layout and modes,
+ * The securityfs emulator against docs/kernel.md#files-in-securityfs, #staging-requests, #the-writer-lock, #counters, #reboot-and-kexec: layout and modes,
  * every request row with its exact errno, the one-writer-or-many-readers lock across all list
  * files (processes, threads), counters, suspend, kmem. Plain fs calls and a shell.
  */
@@ -33,7 +33,7 @@ describe('securityfs emulator: 7.2 semantics', () => {
     await emu?.stop();
   });
 
-  it('shows the 7.2 files with their modes and symlinks (§1.3)', () => {
+  it('shows the 7.2 files with their modes and symlinks (docs/kernel.md#files-in-securityfs)', () => {
     const names = readdirSync(ima).sort();
     assert.deepEqual(names, [
       'ascii_runtime_measurements',
@@ -62,7 +62,7 @@ describe('securityfs emulator: 7.2 semantics', () => {
     assert.equal(count(), '0\n');
   });
 
-  it('rejects malformed requests with EINVAL / ERANGE (§1.4)', async () => {
+  it('rejects malformed requests with EINVAL / ERANGE (docs/kernel.md#errno-semantics)', async () => {
     await emu.append(records(5));
     const orig = f(LIST);
     const staged = f('binary_runtime_measurements_sha1_staged');
@@ -85,7 +85,7 @@ describe('securityfs emulator: 7.2 semantics', () => {
     assert.equal(count(), '5\n', 'nothing removed by refused requests');
   });
 
-  it('N removes the first records; count drops by N; returns datalen (§1.4, §1.7)', async () => {
+  it('N removes the first records; count drops by N; returns datalen (docs/kernel.md#staging-requests, #counters)', async () => {
     const before = emu.stats();
     assert.equal(writeRequest(f(LIST), '+2\n'), 'ok 3', 'kstrtoul accepts a leading +');
     assert.equal(count(), `${before.recordsCurrent - 2}\n`);
@@ -95,7 +95,7 @@ describe('securityfs emulator: 7.2 semantics', () => {
     assert.equal(emu.stats().recordsDeleted, before.recordsDeleted + 2);
   });
 
-  it('A stages all, D deletes; EEXIST, ENOENT; counters follow (§1.4, §1.7)', async () => {
+  it('A stages all, D deletes; EEXIST, ENOENT; counters follow (docs/kernel.md#errno-semantics, #counters)', async () => {
     const staged = f('binary_runtime_measurements_sha1_staged');
     const currentBefore = readFileSync(f(LIST));
     const violations = readFileSync(f('violations'), 'latin1');
@@ -118,7 +118,7 @@ describe('securityfs emulator: 7.2 semantics', () => {
     assert.equal(writeRequest(staged, 'A\n'), 'ENOENT', 'current list empty');
   });
 
-  it('after suspend: A -> EACCES, D and N -> ESTALE, appends refused (§1.4, §1.8)', async () => {
+  it('after suspend: A -> EACCES, D and N -> ESTALE, appends refused (docs/kernel.md#errno-semantics, #reboot-and-kexec)', async () => {
     await emu.append(records(4, 11));
     const staged = f('binary_runtime_measurements_sha1_staged');
     assert.equal(writeRequest(staged, 'A\n'), 'ok 2');
@@ -136,7 +136,7 @@ describe('securityfs emulator: 7.2 semantics', () => {
     assert.equal(writeRequest(f(LIST), '2\n'), 'ok 2');
   });
 
-  it('one writer or many readers across all list files (§1.5)', () => {
+  it('one writer or many readers across all list files (docs/kernel.md#the-writer-lock)', () => {
     const a = openSync(f(LIST), 'r');
     const b = openSync(f('ascii_runtime_measurements_sha256_staged'), 'r');
     assert.equal(errnoOf(() => openSync(f('binary_runtime_measurements_sha256'), 'r+')), 'EBUSY', 'writer while readers');
@@ -160,7 +160,7 @@ describe('securityfs emulator: 7.2 semantics', () => {
     assert.equal(readFileSync(f('runtime_measurements_count'), 'latin1').length > 0, true, 'counters take no lock');
   });
 
-  it('the writer exemption is per thread: a worker thread gets EBUSY (§1.5)', async () => {
+  it('the writer exemption is per thread: a worker thread gets EBUSY (docs/kernel.md#the-writer-lock)', async () => {
     const w = openSync(f(LIST), 'r+');
     try {
       const code = `
@@ -181,7 +181,7 @@ describe('securityfs emulator: 7.2 semantics', () => {
     }
   });
 
-  it('readers and a writer in separate processes (§1.5)', async () => {
+  it('readers and a writer in separate processes (docs/kernel.md#the-writer-lock)', async () => {
     const reader = spawn('sh', ['-c', `exec 3< ${f('ascii_runtime_measurements')}; echo held; read x`], { stdio: ['pipe', 'pipe', 'inherit'] });
     try {
       await new Promise<void>((resolve) => reader.stdout.once('data', () => resolve()));
@@ -200,7 +200,7 @@ describe('securityfs emulator: 7.2 semantics', () => {
     assert.equal(shell.stdout, '1\n');
   });
 
-  it('the documented shell workflow and its error messages (§1.4, §1.9)', async () => {
+  it('the documented shell workflow and its error messages (docs/kernel.md#staging-requests)', async () => {
     await emu.append(records(4, 81));
     const staged = f('binary_runtime_measurements_staged');
     const bash = (script: string) => sh(script, [], 'bash');
@@ -238,7 +238,7 @@ describe('securityfs emulator: 7.2 semantics', () => {
     assert.equal(result, 'ok');
   });
 
-  it('a write open without CAP_SYS_ADMIN is EPERM; a reader is fine (§1.5)', () => {
+  it('a write open without CAP_SYS_ADMIN is EPERM; a reader is fine (docs/kernel.md#the-writer-lock)', () => {
     const drop = ['--inh-caps=-sys_admin', '--bounding-set=-sys_admin'];
     const w = sh(`echo 1 > ${f(LIST)}`, drop);
     assert.notEqual(w.status, 0);
@@ -251,7 +251,7 @@ describe('securityfs emulator: 7.2 semantics', () => {
     assert.match(nobody.stderr, /Permission denied/, 'mode 0660 root:root: EACCES before the open method');
   });
 
-  it('shell tools see the kernel formats; a read returns at most one seq_file page (§1.10 item 3)', async () => {
+  it('shell tools see the kernel formats; a read returns at most one seq_file page (docs/kernel.md#reading-the-list)', async () => {
     const recs = records(200, 31);
     await emu.append(recs);
     const shell = sh(`dd if=${f(LIST)} bs=65536 count=1 2>/dev/null | wc -c; cat ${f('binary_runtime_measurements')} | wc -c`);
@@ -263,7 +263,7 @@ describe('securityfs emulator: 7.2 semantics', () => {
     assert.ok(tail.subarray(tail.length - encodeBinaryList(recs).length).equals(Buffer.from(encodeBinaryList(recs))));
   });
 
-  it('kmem: N frees template data only; the entries stay (§1.6, §4.1)', async () => {
+  it('kmem: N frees template data only; the entries stay (docs/kernel.md#what-removal-frees)', async () => {
     const recs = records(10, 41);
     await emu.append(recs);
     const n = emu.stats().recordsCurrent;
@@ -281,7 +281,7 @@ describe('securityfs emulator: 7.2 semantics', () => {
 });
 
 describe('securityfs emulator: ima_flush_htable and CONFIG_IMA_STAGING=n', () => {
-  it('N is refused with EINVAL; D frees whole records (§1.2, §1.6)', async () => {
+  it('N is refused with EINVAL; D frees whole records (docs/kernel.md#what-removal-frees)', async () => {
     const emu = await startSecurityfsEmulator({ flushHtable: true });
     try {
       const ima = `${emu.securityfsRoot}/ima`;
@@ -295,7 +295,7 @@ describe('securityfs emulator: ima_flush_htable and CONFIG_IMA_STAGING=n', () =>
     }
   });
 
-  it('without staging: no _staged files, N still works (§1.10 item 9)', async () => {
+  it('without staging: no _staged files, N still works (docs/kernel.md#feature-detection)', async () => {
     const emu = await startSecurityfsEmulator({ staging: false });
     try {
       const ima = `${emu.securityfsRoot}/ima`;

@@ -1,5 +1,5 @@
 /**
- * Pure parts of src/kernel: the kernel memory model against kernel-ima.md §4.1's table, errno
+ * Pure parts of src/kernel: the kernel memory model against docs/kernel.md#kernel-memory-per-record's table, errno
  * mapping, file names.
  */
 import { describe, it } from 'node:test';
@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { digestNgField, makeRecord, nameNgField } from '../../src/ima/index.js';
 import { KernelError, kmallocSize, listFileName, parseListFileName, recordKmem, toKernelError } from '../../src/kernel/index.js';
 
-describe('kernel memory model (kernel-ima.md §4.1)', () => {
+describe('kernel memory model (docs/kernel.md#kernel-memory-per-record)', () => {
   it('kmalloc size classes', () => {
     assert.deepEqual([0, 1, 8, 9, 33, 65, 97, 129, 132, 193, 257, 513, 8193, 12289].map(kmallocSize), [0, 8, 8, 16, 64, 96, 128, 192, 192, 256, 512, 1024, 16384, 16384]);
   });
@@ -28,7 +28,7 @@ describe('kernel memory model (kernel-ima.md §4.1)', () => {
 });
 
 describe('errno mapping', () => {
-  it('maps each errno of §1.4/§1.5 to its code, anything else to KERNEL_IO', () => {
+  it('maps each errno of docs/kernel.md#errno-semantics to its code, anything else to KERNEL_IO', () => {
     const table: [string, string][] = [
       ['EBUSY', 'KERNEL_EBUSY'],
       ['ENOENT', 'KERNEL_ENOENT'],
@@ -51,7 +51,7 @@ describe('errno mapping', () => {
   });
 });
 
-describe('file names (kernel-ima.md §1.3)', () => {
+describe('file names (docs/kernel.md#files-in-securityfs)', () => {
   it('puts _staged after the algorithm; parses back', () => {
     assert.equal(listFileName('binary', 'sha256', true), 'binary_runtime_measurements_sha256_staged');
     assert.equal(listFileName('ascii'), 'ascii_runtime_measurements');

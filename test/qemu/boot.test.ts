@@ -91,7 +91,7 @@ function workloadIndexes(r: GuestRunReport): number[] {
   return recordIndexesUnder(readFileSync(r.guest.asciiLog, 'latin1'), WORKLOAD_DIR);
 }
 
-/** Kernels before 7.2 have no removal interface (kernel-ima.md §1.1). */
+/** Kernels before 7.2 have no removal interface (docs/kernel.md#feature-detection). */
 function before72(release: string): boolean {
   const [major = 0, minor = 0] = release.split(/[.-]/).map(Number);
   return major < 7 || (major === 7 && minor < 2);
@@ -182,7 +182,7 @@ test('slab bytes per record are in the range the kernel structures allow', (t) =
   });
   const [short1, short2, long1, long2, rewrite] = r.guest.slabRounds;
   assert.ok(short1 && short2 && long1 && long2 && rewrite);
-  // kernel-ima.md §4.1: queue entry 64 + template entry 64 + 2 digests 192 + d-ng 64 + n-ng
+  // docs/kernel.md#kernel-memory-per-record: queue entry 64 + template entry 64 + 2 digests 192 + d-ng 64 + n-ng
   // (16 for 12-byte names, 64 for 53-byte names) = 400 / 448 per record; a new inode adds its
   // cached file hash (kmalloc-64) and an iint_cache object (128).
   const near = (value: number, expected: number, slack: number): boolean => Math.abs(value - expected) <= slack;

@@ -1,5 +1,5 @@
 /**
- * A big-endian kernel (kernel-ima.md §3.2: lists in the CPU's byte order unless
+ * A big-endian kernel (docs/ima-formats.md#byte-order: lists in the CPU's byte order unless
  * `ima_canonical_fmt`): the store holds its records little-endian, and the served binary lists are
  * the big-endian lists the kernel showed, for the SHA-1 and SHA-256 banks; the ASCII list is the
  * same text either way.

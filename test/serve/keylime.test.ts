@@ -49,7 +49,7 @@ describe('Keylime pull over imakeep', () => {
   });
 
   it('incremental pulls across 8 removal cycles give exactly the untrimmed list, and every quote verifies and replays', async () => {
-    // Keylime's verifier state (peers.md §1.3): next entry and the running PCR of the quoted bank.
+    // Keylime's verifier state (`keylime/agentstates.py`): next entry and the running PCR of the quoted bank.
     let next = 0;
     const received: string[] = [];
     const replay = new PcrReplay({ banks: { sha256: 'native' }, verifyDigests: false });

@@ -15,7 +15,7 @@ export function filled(size: number, seed: number): Uint8Array {
 
 /**
  * Record number `i`: an `ima-ng` record of a file `/usr/lib/file-<i>` (~120 B of template data,
- * like the real lists of perf-baseline §2); every 50th is a violation (zero digest), every 97th an
+ * like real lists, docs/ima-formats.md#sizes); every 50th is a violation (zero digest), every 97th an
  * `ima` template record, so chunks mix all shapes.
  */
 export function makeRecord(i: number): ImaRecord {

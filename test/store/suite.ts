@@ -1,6 +1,6 @@
 /**
  * The store's behaviour, as one suite run against every backend (abstract-level's `suite({ test,
- * factory })`, aesthetics.md §2): `level.test.ts` runs it on real LevelDB, `memory.test.ts` on
+ * factory })`, as abstract-level's shared test suite is run against each implementation): `level.test.ts` runs it on real LevelDB, `memory.test.ts` on
  * memory-level.
  */
 import assert from 'node:assert/strict';

@@ -17,7 +17,7 @@ import {
 import { parsePcrSpec } from '../../src/cli/tpm.js';
 import { hex } from './_fixtures.js';
 
-describe('command encoding is byte-exact (tpm-node.md §3)', () => {
+describe('command encoding is byte-exact (docs/tpm.md#wire-basics)', () => {
   test('GetRandom(16)', () => {
     assert.equal(hex(encodeCommand(GetRandom, { bytesRequested: 16 })), '80010000000c0000017b0010');
   });
