@@ -13,7 +13,8 @@
  */
 import { createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { createServer, request } from 'node:http';
+import { execFile } from 'node:child_process';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatAsciiLineBytes, ImaWorkload, PcrReplay } from '../src/ima/index.js';
@@ -30,7 +31,7 @@ interface Sample {
   readonly ttfbMs: number;
   readonly totalMs: number;
   readonly bytes: number;
-  /** Peak growth of heapUsed + arrayBuffers in this process during the request (server and a counting client). */
+  /** Peak growth of heapUsed + arrayBuffers of the server process during the request. */
   readonly peakMemoryMiB: number;
 }
 
@@ -52,29 +53,23 @@ const memory = (): number => {
   return m.heapUsed + m.arrayBuffers;
 };
 
-/** GET over a unix socket, counting bytes, timing the first one, sampling memory. */
+/**
+ * GET over a unix socket by curl, a client in its own process writing to /dev/null: what is
+ * measured is the server (this process), not a client sharing its event loop. curl's own
+ * timings; this process's memory sampled while the request runs.
+ */
 function fetchTimed(socket: string, path: string): Promise<Sample> {
   return new Promise((resolve, reject) => {
     const base = memory();
     let peak = base;
-    const sampler = setInterval(() => (peak = Math.max(peak, memory())), 2);
-    const t0 = performance.now();
-    let ttfb = NaN;
-    let bytes = 0;
-    const req = request({ socketPath: socket, path, agent: false }, (res) => {
-      res.on('data', (d: Buffer) => {
-        if (bytes === 0) ttfb = performance.now() - t0;
-        bytes += d.length;
-        peak = Math.max(peak, memory());
-      });
-      res.on('end', () => {
-        clearInterval(sampler);
-        resolve({ ttfbMs: ttfb, totalMs: performance.now() - t0, bytes, peakMemoryMiB: (peak - base) / 2 ** 20 });
-      });
-      res.on('error', reject);
+    const sampler = setInterval(() => (peak = Math.max(peak, memory())), 5);
+    const args = ['-sS', '--fail', '--unix-socket', socket, '-o', '/dev/null', '-w', '%{time_starttransfer} %{time_total} %{size_download}', `http://imakeep${path}`];
+    execFile('curl', args, (err, stdout) => {
+      clearInterval(sampler);
+      if (err !== null) return reject(err);
+      const [ttfb, total, bytes] = stdout.trim().split(' ').map(Number) as [number, number, number];
+      resolve({ ttfbMs: ttfb * 1000, totalMs: total * 1000, bytes, peakMemoryMiB: (peak - base) / 2 ** 20 });
     });
-    req.on('error', reject);
-    req.end();
   });
 }
 
@@ -190,7 +185,7 @@ async function main(): Promise<void> {
       records: RECORDS,
       runs: RUNS,
       cases,
-      note: 'Medians. peakMemoryMiB: growth of heapUsed+arrayBuffers of the one process running server and counting client.',
+      note: 'Medians. Client: curl in its own process. peakMemoryMiB: growth of heapUsed+arrayBuffers of the server process.',
       keylimeOverImakeepPeakMemoryFromZero: Number(((asciiSame[1]?.peakMemoryMiB ?? NaN) / (asciiSame[0]?.peakMemoryMiB ?? NaN)).toFixed(1)),
     };
     const out = join(process.cwd(), 'bench', 'results');

@@ -28,6 +28,7 @@ const VERBS: Record<string, { summary: string; load: () => Promise<VerbModule> }
   serve: { summary: 'serve the log, quotes and evidence over HTTP (unix socket)', load: () => import('./cli/serve.js') },
   export: { summary: 'write an evidence bundle from a cursor to a file', load: () => import('./cli/export.js') },
   verify: { summary: 'verify evidence bundles or a log offline', load: () => import('./cli/verify.js') },
+  policy: { summary: 'judge a log against a Keylime runtime policy; make one', load: () => import('./cli/policy.js') },
 };
 
 function usage(): string {

@@ -25,9 +25,10 @@ import {
   type BundleReport,
 } from '../verify/index.js';
 import { choiceOption, parseVerbArgs, writeStdout } from './_verb.js';
+import { judgeBundleFiles } from './policy.js';
 
 /** Usage of `imakeep verify`. */
-export const usage = `usage: imakeep verify BUNDLE... [--ak PEM] [--from-checkpoint STATE.json] [--state-out FILE] [--json]
+export const usage = `usage: imakeep verify BUNDLE... [--ak PEM] [--from-checkpoint STATE.json] [--state-out FILE] [--policy FILE] [--json]
        imakeep verify LOG --quote QUOTE.json [--nonce TEXT] [--ak PEM] [--format binary|ascii] [--json]`;
 
 /**
@@ -76,6 +77,7 @@ export default async function verify(argv: string[]): Promise<number> {
     quote: { type: 'string' },
     nonce: { type: 'string' },
     format: { type: 'string' },
+    policy: { type: 'string' },
   });
   if (positionals.length === 0) throw new UsageError('give at least one BUNDLE or LOG');
   const trustedAk = values.ak === undefined ? undefined : trustedAkFromPem(await readFile(values.ak));
@@ -85,6 +87,7 @@ export default async function verify(argv: string[]): Promise<number> {
     if (values.quote !== undefined || !(await isBundle(first))) {
       if (values.quote === undefined) throw new UsageError(`${first} is not an evidence bundle; to check a log give --quote QUOTE.json`);
       if (positionals.length !== 1) throw new UsageError('give exactly one LOG with --quote');
+      if (values.policy !== undefined) throw new UsageError('--policy judges bundles; judge a LOG with imakeep policy check');
       const format = choiceOption('format', values.format ?? 'binary', ['binary', 'ascii'] as const);
       const q = parseKeylimeQuote(await readFile(values.quote, 'utf8'));
       const ak = trustedAk ?? (q.pubkey === undefined ? undefined : createPublicKey(q.pubkey));
@@ -120,7 +123,8 @@ export default async function verify(argv: string[]): Promise<number> {
         ? `${JSON.stringify({ ok: true, bundles: reports, state: end === undefined ? null : verifyStateToJson(end) })}\n`
         : `OK: ${reports.length} bundles, ${records} records, ${checkpoints} checkpoints verified; AK ${trustedAk === undefined ? 'taken from the bundle (not trusted: give --ak)' : 'trusted'}\n`,
     );
-    return 0;
+    // The verified records judged against a runtime policy (src/cli/policy.ts).
+    return values.policy === undefined ? 0 : await judgeBundleFiles(positionals, values.policy, json);
   } catch (e) {
     if (!(json && e instanceof VerifyError)) throw e;
     await writeStdout(`${JSON.stringify({ ok: false, error: { code: e.code, message: e.message, details: e.details } })}\n`);

@@ -4,8 +4,7 @@
  * is the store's `replayAt`, which serve needs too).
  * Each streams chunk by chunk (Invariant 4): memory is one chunk whatever the range.
  */
-import { BinaryListParser, type ImaRecord } from '../ima/index.js';
-import { binaryRecordLength } from '../kernel/index.js';
+import { listByteOffset, type ImaRecord } from '../ima/index.js';
 import type { ImaStore } from '../store/index.js';
 
 /**
@@ -19,22 +18,14 @@ export async function storedBytes(store: ImaStore, boot: number, from: number, t
   for await (const { chunk } of store.chunks(boot, from)) {
     const end = chunk.firstIndex + chunk.count;
     if (chunk.firstIndex >= from && end <= to) bytes += chunk.records.length;
-    else bytes += partialBytes(chunk.records, chunk.firstIndex, from, to);
+    else {
+      // Offsets inside the chunk of records `from` and `to`, clamped to the chunk.
+      const offsetOf = (index: number): number => listByteOffset(chunk.records, Math.min(Math.max(index - chunk.firstIndex, 0), chunk.count));
+      bytes += offsetOf(to) - offsetOf(from);
+    }
     if (end >= to) return bytes;
   }
   throw new RangeError(`records ${from}..${to - 1} of boot ${boot} are not all stored`);
-}
-
-/** Bytes of records from..to-1 inside one chunk body starting at global index `first`. */
-function partialBytes(body: Uint8Array, first: number, from: number, to: number): number {
-  let index = first;
-  let bytes = 0;
-  // The one binary codec walks the body (views, no copies); a chunk body is canonical LE.
-  new BinaryListParser().pushEach(body, (rec) => {
-    if (index >= from && index < to) bytes += binaryRecordLength(rec);
-    index++;
-  });
-  return bytes;
 }
 
 /** Up to `max` stored records from global index `from` on. */

@@ -55,33 +55,55 @@ function guessFormat(bytes: Uint8Array): FieldFormat {
   return 'hex';
 }
 
-/** Text of one non-empty field: ASCII text, or the raw bytes of a string field. */
-function fieldText(format: FieldFormat, bytes: Uint8Array, endian: Endian, recordIndex?: number): string | Uint8Array {
+/**
+ * Where one formatted line goes: Latin-1 text (numbers, names, digest prefixes: one byte per char,
+ * as the parser decoded them), hex of bytes, and the raw bytes of string fields (the kernel prints
+ * them as they are; the text form decodes them as UTF-8). The line is built once against this
+ * interface (`writeAsciiLine`), written as bytes into a reused buffer for serving or as text.
+ */
+interface LineSink {
+  text(ascii: string): void;
+  hex(bytes: Uint8Array): void;
+  raw(bytes: Uint8Array): void;
+}
+
+/** Writes one non-empty field: `digest`/`hex` in hex, `<prefix>:` + hex, a C string raw, a uint in decimal. */
+function writeField(sink: LineSink, format: FieldFormat, bytes: Uint8Array, endian: Endian, recordIndex?: number): void {
   switch (format) {
     case 'digest':
     case 'hex':
-      return toHex(bytes);
+      return sink.hex(bytes);
     case 'digest-with-algo': {
       // `strrchr(data, ':')`; the prefix is printed unless the colon is the first byte; the digest
       // follows the colon and its NUL (ima_show_template_data_ascii()).
       const end = digestPrefixEnd(bytes);
       if (end < 0) throw new ImaError('IMA_BAD_TEMPLATE', "digest field lacks its '<algo>:' + NUL prefix", { recordIndex });
-      const prefix = end > 1 ? latin1Text(bytes.subarray(0, end)) : '';
-      return prefix + toHex(bytes.subarray(end + 1));
+      if (end > 1) sink.text(latin1Text(bytes.subarray(0, end)));
+      return sink.hex(bytes.subarray(end + 1));
     }
     case 'string':
-      return cString(bytes);
+      return sink.raw(cString(bytes));
     case 'uint':
-      return readUint(bytes, endian)?.toString() ?? '';
+      return sink.text(readUint(bytes, endian)?.toString() ?? '');
   }
 }
 
-/** The pieces of one ASCII line: ASCII strings and the raw bytes of string fields. */
-function lineParts(rec: ParsedRecord, opts: AsciiOptions, recordIndex?: number): (string | Uint8Array)[] {
+/** `%2d` of the u32 pcr, which the kernel passes as an int. */
+function pcrText(pcr: number): string {
+  const v = pcr | 0;
+  return v >= 0 && v < 10 ? ` ${v}` : String(v).padStart(2, ' ');
+}
+
+/** Writes one line of the list, with its newline (ima_ascii_measurements_show()). */
+function writeAsciiLine(sink: LineSink, rec: ParsedRecord, opts: AsciiOptions, recordIndex?: number): void {
   const endian = opts.endian ?? 'le';
-  const digest = templateDigest(rec, opts.bank ?? 'sha1', opts.mode ?? 'native', endian);
-  // `%2d` of the u32 pcr, which the kernel passes as an int.
-  const parts: (string | Uint8Array)[] = [`${String(rec.pcr | 0).padStart(2, ' ')} ${toHex(digest)} ${rec.template}`];
+  const bank = opts.bank ?? 'sha1';
+  sink.text(pcrText(rec.pcr));
+  sink.text(' ');
+  // The SHA-1 list shows the record's own digest: no copy (templateDigest copies it).
+  sink.hex(bank === 'sha1' ? rec.digest : templateDigest(rec, bank, opts.mode ?? 'native', endian));
+  sink.text(' ');
+  sink.text(rec.template);
   const ids = templateFields(rec.template);
   const fields =
     ids === null
@@ -90,14 +112,106 @@ function lineParts(rec: ParsedRecord, opts: AsciiOptions, recordIndex?: number):
   if (fields === null) {
     throw new ImaError('IMA_BAD_TEMPLATE', `data of unknown template '${rec.template}' do not split into fields`, { recordIndex });
   }
-  fields.forEach((bytes, i) => {
-    parts.push(' ');
-    if (bytes.length === 0) return;
+  for (let i = 0; i < fields.length; i++) {
+    const bytes = fields[i] as Uint8Array;
+    sink.text(' ');
+    if (bytes.length === 0) continue;
     const id = ids?.[i];
-    parts.push(fieldText(id === undefined ? guessFormat(bytes) : FIELD_FORMAT[id], bytes, endian, recordIndex));
-  });
-  parts.push('\n');
-  return parts;
+    writeField(sink, id === undefined ? guessFormat(bytes) : FIELD_FORMAT[id], bytes, endian, recordIndex);
+  }
+  sink.text('\n');
+}
+
+/** Two lowercase hex digits of each byte value, as char codes (`%*phN`). */
+const HEX_PAIRS = (() => {
+  const digits = '0123456789abcdef';
+  const pairs = new Uint16Array(256);
+  for (let b = 0; b < 256; b++) pairs[b] = digits.charCodeAt(b >> 4) | (digits.charCodeAt(b & 15) << 8);
+  return pairs;
+})();
+
+/**
+ * ASCII list lines written as the kernel's bytes into one growing buffer that is reused from
+ * batch to batch: serving formats each line in place instead of building and joining a dozen small
+ * arrays and strings per line (bench/results/lean.md). `take()` hands out the bytes written since
+ * the last `take()` as a copy the caller owns.
+ */
+export class AsciiListWriter implements LineSink {
+  readonly #opts: AsciiOptions;
+  #buf: Buffer;
+  #at = 0;
+
+  constructor(opts: AsciiOptions = {}, initialBytes = 64 * 1024) {
+    this.#opts = opts;
+    this.#buf = Buffer.allocUnsafe(initialBytes);
+  }
+
+  /** Appends the line of `rec`; `recordIndex` names it in errors. Nothing is kept of a line that throws. */
+  line(rec: ParsedRecord, recordIndex?: number): void {
+    const start = this.#at;
+    try {
+      writeAsciiLine(this, rec, this.#opts, recordIndex);
+    } catch (e) {
+      this.#at = start;
+      throw e;
+    }
+  }
+
+  /** Bytes written since the last take, as a new array; the buffer is reused. */
+  take(): Uint8Array {
+    const out = Uint8Array.prototype.slice.call(this.#buf, 0, this.#at);
+    this.#at = 0;
+    return out;
+  }
+
+  text(latin1: string): void {
+    this.#room(latin1.length);
+    // Char by char: the strings are short (separators, names, numbers), where a call into
+    // Buffer#write costs more than the copy (bench/results/lean.md).
+    const buf = this.#buf;
+    let at = this.#at;
+    for (let i = 0; i < latin1.length; i++) buf[at++] = latin1.charCodeAt(i);
+    this.#at = at;
+  }
+
+  hex(bytes: Uint8Array): void {
+    this.#room(bytes.length * 2);
+    const buf = this.#buf;
+    let at = this.#at;
+    for (let i = 0; i < bytes.length; i++) {
+      const pair = HEX_PAIRS[bytes[i] as number] as number;
+      buf[at++] = pair & 0xff;
+      buf[at++] = pair >> 8;
+    }
+    this.#at = at;
+  }
+
+  raw(bytes: Uint8Array): void {
+    this.#room(bytes.length);
+    this.#buf.set(bytes, this.#at);
+    this.#at += bytes.length;
+  }
+
+  #room(n: number): void {
+    if (this.#at + n <= this.#buf.length) return;
+    const grown = Buffer.allocUnsafe(Math.max(this.#at + n, this.#buf.length * 2));
+    this.#buf.copy(grown, 0, 0, this.#at);
+    this.#buf = grown;
+  }
+}
+
+/** A line as text: string fields decoded as UTF-8, everything else ASCII. */
+class TextLine implements LineSink {
+  value = '';
+  text(ascii: string): void {
+    this.value += ascii;
+  }
+  hex(bytes: Uint8Array): void {
+    this.value += toHex(bytes);
+  }
+  raw(bytes: Uint8Array): void {
+    this.value += utf8Decoder.decode(bytes);
+  }
 }
 
 const utf8Decoder = new TextDecoder('utf-8');
@@ -108,14 +222,16 @@ const utf8Encoder = new TextEncoder();
  * fields decoded as UTF-8). Throws `IMA_BAD_TEMPLATE` if the data do not split into fields.
  */
 export function formatAsciiLine(rec: ParsedRecord, opts: AsciiOptions = {}): string {
-  return lineParts(rec, opts)
-    .map((p) => (typeof p === 'string' ? p : utf8Decoder.decode(p)))
-    .join('');
+  const line = new TextLine();
+  writeAsciiLine(line, rec, opts);
+  return line.value;
 }
 
 /** {@link formatAsciiLine} as the exact bytes the kernel prints. */
 export function formatAsciiLineBytes(rec: ParsedRecord, opts: AsciiOptions = {}, recordIndex?: number): Uint8Array {
-  return concatBytes(lineParts(rec, opts, recordIndex).map((p) => (typeof p === 'string' ? latin1Bytes(p) : p)));
+  const writer = new AsciiListWriter(opts, 256);
+  writer.line(rec, recordIndex);
+  return writer.take();
 }
 
 /** Width of the integer fields (uid_t, gid_t: u32; umode_t: u16; ima_template_lib.c). */

@@ -6,13 +6,15 @@
  */
 export * from './record.js';
 export { ImaError, ReplayError, type ImaErrorCode, type ImaErrorWhere } from './errors.js';
-export { bytesEqual, concatBytes, fromHex, toHex, type Endian } from './hash.js';
+export { bankHash, bytesEqual, concatBytes, fromHex, toHex, type Endian } from './hash.js';
 export {
   BinaryListParser,
   MAX_TEMPLATE_DATA_LEN,
   MAX_TEMPLATE_NAME_LEN,
+  binaryRecordLength,
   encodeBinaryList,
   encodeBinaryRecord,
+  listByteOffset,
   parseBinaryList,
   type BinaryListOptions,
   type EncodeOptions,
@@ -21,6 +23,7 @@ export {
 } from './binary.js';
 export {
   AsciiListParser,
+  AsciiListWriter,
   MAX_ASCII_LINE_LEN,
   formatAsciiLine,
   formatAsciiLineBytes,

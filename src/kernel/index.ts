@@ -18,7 +18,6 @@ export { probeSecurityfs, type KernelCapabilities, type ProbeOptions, type Remov
 export {
   DEFAULT_READ_SIZE,
   MeasurementListReader,
-  binaryRecordLength,
   type DrainOptions,
   type ListBatch,
   type ListPosition,

@@ -7,7 +7,7 @@
  * for the next drain, which starts there with pread (seq_file positions by byte offset). A record
  * cut at the end of what the kernel returned is "not yet": it is read again, whole, next time.
  */
-import { BinaryListParser, type ParsedRecord } from '../ima/binary.js';
+import { BinaryListParser, binaryRecordLength, type ParsedRecord } from '../ima/binary.js';
 import { KernelError, toKernelError } from './errors.js';
 import { nodeSecurityfsFiles, type SecurityfsFiles } from './files.js';
 import { retryOnBusy, type BusyRetryPolicy } from './retry.js';
@@ -150,9 +150,4 @@ export class MeasurementListReader {
     const end = { index: start.index + records.length, offset: start.offset + bytes };
     return { records, start, end, full: records.length === max };
   }
-}
-
-/** Bytes of a parsed record in its binary list (docs/ima-formats.md#binary-record: no data length for `ima`). */
-export function binaryRecordLength(rec: ParsedRecord): number {
-  return 4 + rec.digest.length + 4 + rec.template.length + (rec.template === 'ima' ? 0 : 4) + rec.data.length;
 }

@@ -7,10 +7,10 @@
  * and its length is measured and returned (design.md invariant 5).
  */
 import { performance } from 'node:perf_hooks';
-import { BinaryListParser, type ParsedRecord } from '../ima/binary.js';
+import { BinaryListParser, binaryRecordLength, type ParsedRecord } from '../ima/binary.js';
 import { KernelError, toKernelError } from './errors.js';
 import { nodeSecurityfsFiles, type SecurityfsFiles } from './files.js';
-import { binaryRecordLength, DEFAULT_READ_SIZE } from './reader.js';
+import { DEFAULT_READ_SIZE } from './reader.js';
 import { retryOnBusy, type BusyRetryPolicy } from './retry.js';
 
 /** A request written to a list file (docs/kernel.md#staging-requests). */

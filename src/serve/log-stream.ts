@@ -8,17 +8,18 @@
  * LevelDB snapshot, and the kernel tail only reads between batches.
  */
 import {
+  AsciiListWriter,
   BANKS,
-  DIGEST_SIZE,
-  IMA_TEMPLATE,
+  BinaryListParser,
+  concatBytes,
   convertTemplateData,
   encodeBinaryRecord,
-  formatAsciiLineBytes,
+  listByteOffset,
   type BankMode,
   type BankName,
   type ImaRecord,
 } from '../ima/index.js';
-import { chunkRecords, StoreError, type BootRecord, type ImaStore } from '../store/index.js';
+import { checkChunkBody, chunkRecords, StoreError, type BootRecord, type ImaStore } from '../store/index.js';
 import { ServeError } from './errors.js';
 import type { KernelTail } from './sources.js';
 
@@ -47,13 +48,35 @@ export interface LogQuery {
 /** Records with consecutive global indexes. */
 export interface IndexedBatch {
   readonly firstIndex: number;
+  /** Number of records. */
+  readonly count: number;
+  /** The records (a stored batch parses its list bytes when this is first read). */
   readonly records: readonly ImaRecord[];
   /**
    * The same records exactly as the SHA-1 binary list (little-endian) shows them, when they come
    * from a stored chunk: chunks hold them in that form (store schema), so the legacy binary list is
-   * served without re-encoding.
+   * served without re-encoding, and the other lists are formatted from views into these bytes.
    */
   readonly sha1List?: Uint8Array;
+}
+
+/**
+ * A stored chunk's records from `firstIndex` on, as its list bytes: serving the SHA-1 binary list
+ * sends them as they are, so they are parsed (one copy per record) only if `records` is read.
+ */
+class StoredBatch implements IndexedBatch {
+  #records: readonly ImaRecord[] | undefined;
+  constructor(
+    readonly firstIndex: number,
+    readonly count: number,
+    readonly sha1List: Uint8Array,
+    readonly key: string,
+  ) {}
+
+  get records(): readonly ImaRecord[] {
+    this.#records ??= chunkRecords({ records: this.sha1List, count: this.count }, this.key);
+    return this.#records;
+  }
 }
 
 /** A validated log request, ready to stream. */
@@ -111,7 +134,7 @@ export async function openLog(source: LogSource, query: LogQuery): Promise<OpenL
     throw new ServeError('SERVE_RANGE', `from=${from} is past the end of boot ${boot}'s log (${count} records)`, { boot, index: from, count });
   }
   const format = query.format ?? 'binary';
-  const encode = recordEncoder(format, bank, mode, bootRecord);
+  const encoder = listEncoder(format, bank, mode, bootRecord);
   const batches = (): AsyncGenerator<IndexedBatch> => logBatches(source, boot, from, count);
   return {
     boot,
@@ -123,40 +146,49 @@ export async function openLog(source: LogSource, query: LogQuery): Promise<OpenL
     batches,
     async *bytes() {
       const asStored = format === 'binary' && bank === 'sha1' && bootRecord.endianness === 'le';
-      for await (const batch of batches()) yield asStored && batch.sha1List !== undefined ? batch.sha1List : encodeBatch(batch, encode);
+      for await (const batch of batches()) yield asStored && batch.sha1List !== undefined ? batch.sha1List : encodeBatch(batch, encoder);
     },
   };
 }
 
-/** Encodes one record of the list; `index` is its global index (for errors). */
-type RecordEncoder = (record: ImaRecord, index: number) => Uint8Array;
+/** Writes the list's bytes of each record of a batch; `take` returns the batch's bytes. */
+interface ListEncoder {
+  add(record: ImaRecord, index: number): void;
+  take(): Uint8Array;
+}
 
 /**
  * The encoder of one list. Chunks hold little-endian template data (store schema); a boot whose
  * kernel wrote big-endian lists (`endianness: 'be'`, docs/ima-formats.md#byte-order) gets its binary lists
- * back in big-endian, as the kernel's files showed them.
+ * back in big-endian, as the kernel's files showed them. ASCII lines are written into one reused
+ * buffer.
  */
-function recordEncoder(format: LogFormat, bank: BankName, mode: BankMode, boot: BootRecord): RecordEncoder {
-  if (format === 'ascii') return (record, index) => formatAsciiLineBytes(record, { bank, mode }, index);
-  if (boot.endianness === 'le') return (record) => encodeBinaryRecord(record, { bank, mode });
-  return (record) =>
-    encodeBinaryRecord({ ...record, data: convertTemplateData(record.template, record.data, 'le', 'be') }, { bank, mode, endian: 'be' });
-}
-
-/** Bytes of a record in the SHA-1 binary list: pcr, digest, name length, name, [data length,] data (docs/ima-formats.md#binary-record). */
-function sha1RecordLength(r: ImaRecord): number {
-  return 4 + DIGEST_SIZE.sha1 + 4 + r.template.length + (r.template === IMA_TEMPLATE ? 0 : 4) + r.data.length;
-}
-
-function encodeBatch(batch: IndexedBatch, encode: RecordEncoder): Uint8Array {
-  const parts = batch.records.map((record, i) => encode(record, batch.firstIndex + i));
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
+function listEncoder(format: LogFormat, bank: BankName, mode: BankMode, boot: BootRecord): ListEncoder {
+  if (format === 'ascii') {
+    const writer = new AsciiListWriter({ bank, mode });
+    return { add: (record, index) => writer.line(record, index), take: () => writer.take() };
   }
-  return out;
+  const parts: Uint8Array[] = [];
+  const encode =
+    boot.endianness === 'le'
+      ? (record: ImaRecord) => encodeBinaryRecord(record, { bank, mode })
+      : (record: ImaRecord) =>
+          encodeBinaryRecord({ ...record, data: convertTemplateData(record.template, record.data, 'le', 'be') }, { bank, mode, endian: 'be' });
+  return {
+    add: (record) => parts.push(encode(record)),
+    take: () => concatBytes(parts.splice(0)),
+  };
+}
+
+/**
+ * The list's bytes of one batch. A stored batch's records are visited as views into its list
+ * bytes (no copy per record); the encoder copies what it keeps.
+ */
+function encodeBatch(batch: IndexedBatch, encoder: ListEncoder): Uint8Array {
+  let index = batch.firstIndex;
+  if (batch instanceof StoredBatch) new BinaryListParser().pushEach(batch.sha1List, (record) => encoder.add(record, index++));
+  else for (const record of batch.records) encoder.add(record, index++);
+  return encoder.take();
 }
 
 /**
@@ -177,12 +209,13 @@ export async function* logBatches(source: LogSource, boot: number, from: number,
   for (;;) {
     const passFrom = next;
     for await (const { key, chunk } of source.store.chunks(boot, next)) {
-      const records = chunkRecords(chunk, key);
       const skip = next - chunk.firstIndex;
-      if (skip >= records.length) continue;
-      const skippedBytes = records.slice(0, skip).reduce((n, r) => n + sha1RecordLength(r), 0);
-      yield { firstIndex: next, records: skip > 0 ? records.slice(skip) : records, sha1List: chunk.records.subarray(skippedBytes) };
-      next = chunk.firstIndex + records.length;
+      if (skip >= chunk.count) continue;
+      // Served as stored: check the body's shape (count and every length field) without parsing.
+      checkChunkBody(chunk, key);
+      const body = skip > 0 ? chunk.records.subarray(listByteOffset(chunk.records, skip)) : chunk.records;
+      yield new StoredBatch(next, chunk.count - skip, body, key);
+      next = chunk.firstIndex + chunk.count;
     }
     if (removalSeen && next === passFrom) {
       throw new ServeError('SERVE_LOG_GAP', `boot ${boot}: record ${next} is neither stored nor in the kernel`, { boot, index: next });
@@ -197,7 +230,8 @@ export async function* logBatches(source: LogSource, boot: number, from: number,
       }
       const skip = next - batch.firstIndex;
       if (skip >= batch.records.length) continue;
-      yield { firstIndex: next, records: skip > 0 ? batch.records.slice(skip) : batch.records };
+      const records = skip > 0 ? batch.records.slice(skip) : batch.records;
+      yield { firstIndex: next, count: records.length, records };
       next = batch.firstIndex + batch.records.length;
     }
     if (removalSeen) continue;

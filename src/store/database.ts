@@ -17,6 +17,11 @@ export interface IterateOptions {
   readonly lt?: Uint8Array;
   readonly reverse?: boolean;
   readonly limit?: number;
+  /**
+   * Bytes of entries an iterator may read ahead of its consumer (classic-level
+   * `highWaterMarkBytes`, default 16 KiB: one 64 KiB chunk per trip to LevelDB's thread).
+   */
+  readonly highWaterMarkBytes?: number;
 }
 
 /** An open iteration; `next()` yields one entry, undefined at the end. */

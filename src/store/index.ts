@@ -30,6 +30,7 @@ export {
   encodeChunk,
   decodeChunk,
   chunkHash,
+  checkChunkBody,
   chunkRecords,
   replayStateValue,
   decodeReplayState,

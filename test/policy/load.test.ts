@@ -1,0 +1,132 @@
+/**
+ * Loading policies: what Keylime's schema accepts loads, every violation of it is a typed
+ * `POLICY_*` error naming the field, exclude expressions behave as Python's `re.match` on the
+ * joined list (expected values checked with CPython 3.11), and sizes are bounded.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { compileExcludes, loadRuntimePolicy, parseRuntimePolicy, keyIdOf, MAX_DIGESTS_PER_ENTRY, MAX_POLICY_BYTES, type PolicyError } from '../../src/policy/index.js';
+import { emptyPolicy } from './_policy.js';
+
+function refuses(value: unknown, code: string, field?: string): void {
+  assert.throws(
+    () => loadRuntimePolicy(value),
+    (e: PolicyError) => {
+      assert.equal(e.code, code, e.message);
+      if (field !== undefined) assert.equal(e.details.field, field, e.message);
+      return true;
+    },
+  );
+}
+
+describe('schema', () => {
+  it("Keylime's EMPTY_RUNTIME_POLICY loads, with extra top-level fields, and inside a DSSE envelope", () => {
+    const p = loadRuntimePolicy(emptyPolicy({ rules: 'anything' }));
+    assert.equal(p.digests.size, 0);
+    assert.equal(p.exclude, null);
+    assert.equal(p.logHashAlg, 'sha1');
+    const payload = Buffer.from(JSON.stringify(emptyPolicy({ digests: { '/a': ['ab'.repeat(20)] } }))).toString('base64');
+    assert.deepEqual(loadRuntimePolicy({ payloadType: 'application/vnd.keylime+json', payload, signatures: [] }).digests.get('/a'), ['ab'.repeat(20)]);
+  });
+
+  it('each schema violation names its field', () => {
+    refuses([], 'POLICY_SCHEMA', 'policy');
+    refuses(emptyPolicy({ meta: undefined }), 'POLICY_SCHEMA', 'meta');
+    refuses(emptyPolicy({ meta: { version: 1 } }), 'POLICY_SCHEMA', 'meta.generator');
+    refuses(emptyPolicy({ meta: { version: 1, generator: 4 } }), 'POLICY_SCHEMA', 'meta.generator');
+    refuses(emptyPolicy({ meta: { version: '1', generator: 1 } }), 'POLICY_SCHEMA', 'meta.version');
+    refuses(emptyPolicy({ release: -1 }), 'POLICY_SCHEMA', 'release');
+    refuses(emptyPolicy({ release: true }), 'POLICY_SCHEMA', 'release');
+    refuses(emptyPolicy({ digests: [] }), 'POLICY_SCHEMA', 'digests');
+    refuses(emptyPolicy({ digests: { '/a': [] } }), 'POLICY_SCHEMA', 'digests["/a"]');
+    refuses(emptyPolicy({ digests: { '/a': ['AB'.repeat(20)] } }), 'POLICY_SCHEMA', 'digests["/a"][0]');
+    refuses(emptyPolicy({ digests: { '/a': ['ab'.repeat(19)] } }), 'POLICY_SCHEMA', 'digests["/a"][0]');
+    refuses(emptyPolicy({ keyrings: { k: 'ab'.repeat(20) } }), 'POLICY_SCHEMA', 'keyrings["k"]');
+    refuses(emptyPolicy({ 'ima-buf': null }), 'POLICY_SCHEMA', 'ima-buf');
+    refuses(emptyPolicy({ excludes: [1] }), 'POLICY_SCHEMA', 'excludes[0]');
+    refuses(emptyPolicy({ ima: { ignored_keyrings: [], log_hash_alg: 'md5', dm_policy: null } }), 'POLICY_SCHEMA', 'ima.log_hash_alg');
+    refuses(emptyPolicy({ ima: { ignored_keyrings: [], log_hash_alg: 'sha1', dm_policy: {} } }), 'POLICY_SCHEMA', 'ima.dm_policy');
+    refuses(emptyPolicy({ ima: { log_hash_alg: 'sha1', dm_policy: null } }), 'POLICY_SCHEMA', 'ima.ignored_keyrings');
+    refuses(emptyPolicy({ 'verification-keys': [] }), 'POLICY_SCHEMA', 'verification-keys');
+    refuses(emptyPolicy({ meta: { version: 2, generator: 1 } }), 'POLICY_VERSION', 'meta.version');
+  });
+
+  it('text that is not JSON, and a DSSE payload that is not', () => {
+    assert.throws(() => parseRuntimePolicy('{"meta":'), { code: 'POLICY_BAD_JSON' });
+    refuses({ payload: '!!!' }, 'POLICY_BAD_JSON', 'payload');
+  });
+
+  it('absurd sizes are refused before they take memory', () => {
+    assert.throws(() => parseRuntimePolicy(new Uint8Array(MAX_POLICY_BYTES + 1)), { code: 'POLICY_TOO_LARGE' });
+    refuses(emptyPolicy({ digests: { '/a': Array.from({ length: MAX_DIGESTS_PER_ENTRY + 1 }, () => 'ab'.repeat(20)) } }), 'POLICY_TOO_LARGE', 'digests["/a"]');
+    refuses(emptyPolicy({ digests: { ['/'.repeat(4097)]: ['ab'.repeat(20)] } }), 'POLICY_TOO_LARGE');
+    refuses(emptyPolicy({ excludes: ['a'.repeat(4097)] }), 'POLICY_TOO_LARGE', 'excludes[0] length');
+  });
+});
+
+describe('verification-keys', () => {
+  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey;
+  const ec = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).publicKey;
+  const b64 = (k: typeof rsa): string => k.export({ type: 'spki', format: 'der' }).toString('base64');
+
+  it('the ImaKeyring JSON string, once or twice encoded, keyids given or computed', () => {
+    const once = JSON.stringify({ pubkeys: [b64(rsa), b64(ec)], keyids: [0x11223344] });
+    const p = loadRuntimePolicy(emptyPolicy({ 'verification-keys': once }));
+    assert.deepEqual(p.keys.map((k) => k.keyId), [0x11223344, keyIdOf(ec)]);
+    assert.deepEqual(loadRuntimePolicy(emptyPolicy({ 'verification-keys': JSON.stringify(once) })).keys.length, 2);
+  });
+
+  it('what does not decode to RSA/EC keys is POLICY_BAD_KEY', () => {
+    const ed = generateKeyPairSync('ed25519').publicKey;
+    for (const text of ['nope', '[]', JSON.stringify({ pubkeys: ['@@'] }), JSON.stringify({ pubkeys: ['AAAA'] }), JSON.stringify({ pubkeys: [b64(ed)] }), JSON.stringify({ pubkeys: [b64(rsa)], keyids: ['x'] })]) {
+      refuses(emptyPolicy({ 'verification-keys': text }), 'POLICY_BAD_KEY', 'verification-keys');
+    }
+  });
+});
+
+describe('exclude expressions as Python re.match on "(e1)|(e2)|..."', () => {
+  const matches = (excludes: string[], path: string): boolean => compileExcludes(excludes)?.test(path) ?? false;
+
+  it('match at the start, not necessarily to the end', () => {
+    assert.equal(matches(['/tmp/.*', '/var/log/'], '/tmp/x'), true);
+    assert.equal(matches(['/tmp/.*', '/var/log/'], '/usr/var/log/'), false);
+    assert.equal(matches(['/tmp/.*', '/var/log/'], '/var/logx'), false);
+    assert.equal(matches(['/var/log/'], '/var/log/syslog'), true);
+  });
+
+  it('Python meanings: Unicode \\d and \\w\\b, $ before a final newline, . across \\r, {,n}, named groups, literal { and ]', () => {
+    const cases: Array<[string, string, boolean]> = [
+      ['/data/\\d+$', '/data/١٢', true],
+      ['/etc/passwd$', '/etc/passwd\n', true],
+      ['/etc/passwd$', '/etc/passwd2', false],
+      ['/a.b', '/a\rb', true],
+      ['/a.b', '/a\nb', false],
+      ['/x{,3}y', '/xxy', true],
+      ['(?P<n>a)(?P=n)', 'aa', true],
+      ['/a{', '/a{', true],
+      ['[]x]', ']', true],
+      ['\\w+\\b', 'é', true],
+      ['/usr/\\S+\\.so', '/usr/lib/x.so', true],
+      ['a\\Z', 'a\n', false],
+      ['\\x41\\u00e9\\101', 'AéA', true],
+      ['\\-\\#\\ ', '-# ', true],
+    ];
+    for (const [pattern, path, want] of cases) assert.equal(matches([pattern], path), want, `${pattern} on ${JSON.stringify(path)}`);
+  });
+
+  it('the list is joined before it is parsed, as Keylime joins it', () => {
+    // "a)|(b" is no expression alone, but "(a)|(b)" is one: Python accepts it, so do we.
+    assert.equal(matches(['a)|(b'], 'b'), true);
+  });
+
+  it('what Python refuses is POLICY_BAD_REGEX; what JS cannot say is POLICY_REGEX_UNSUPPORTED', () => {
+    for (const bad of ['(', '\\q', '(?i)foo', 'a{3,1}', '(?<n>a)', '[z-a]', '[a', '\\1']) {
+      assert.throws(() => compileExcludes([bad]), { code: 'POLICY_BAD_REGEX' }, bad);
+    }
+    for (const unsupported of ['(?i:foo)', 'a*+', '[\\W]', '(?>a)', '\\N{DIGIT ONE}']) {
+      assert.throws(() => compileExcludes([unsupported]), { code: 'POLICY_REGEX_UNSUPPORTED' }, unsupported);
+    }
+    refuses(emptyPolicy({ excludes: ['('] }), 'POLICY_BAD_REGEX', 'excludes');
+  });
+});
