@@ -12,8 +12,6 @@ export const FLEET_ERROR_STATUS = {
   FLEET_UNKNOWN_DEVICE: 404,
   /** The device is not approved (pending or refused by an operator); its evidence is not accepted. */
   FLEET_NOT_ENROLLED: 403,
-  /** The request carries no valid bearer token (off loopback without client certificates). */
-  FLEET_UNAUTHORIZED: 401,
   /** The bundle is not under the AK the device proved at enrollment, or a checkpoint names another AK. */
   FLEET_WRONG_AK: 403,
   /** The bundle starts after where the device's verified evidence ends: records missing, or bundles out of order. */
@@ -38,8 +36,6 @@ export const FLEET_ERROR_STATUS = {
   FLEET_SCHEMA: 500,
   /** The database could not be reached or refused a statement. */
   FLEET_STORAGE: 503,
-  /** An EAR token does not parse, is not signed by the fleet key, or lacks the verified state. */
-  FLEET_TOKEN: 400,
 } as const;
 
 /** Stable codes of {@link FleetError}. */

@@ -24,3 +24,8 @@ export {
   type Verdict,
   type VerdictRow,
 } from './repository.js';
+export { acceptBundle, compareCursors, type AcceptedBundle } from './ingest.js';
+export { deviceLogStore } from './device-log.js';
+export { earStatus, FleetService, type DeviceView, type FleetServiceOptions, type FreshQuoteAnswer, type PushAck } from './service.js';
+export { BUNDLE_FRAMES_TYPE, bundleFrames, DEFAULT_FLEET_HTTP_LIMITS, FleetHandler, frameBundle, type FleetHttpLimits } from './http.js';
+export { startFleet, type Fleet, type FleetOptions } from './fleet.js';

@@ -141,6 +141,8 @@ export interface FleetRepository {
   touch(id: string, progress: DeviceProgress): Promise<void>;
   /** The boots the fleet holds of a device, by number. */
   boots(id: string): Promise<{ readonly boot: number; readonly info: Uint8Array }[]>;
+  /** Records of a boot in stored chunks. */
+  storedCount(id: string, boot: number): Promise<number>;
   /** A boot's chunks from the one holding `fromIndex`, in order, a page at a time (bounded memory). */
   chunks(id: string, boot: number, fromIndex: number): AsyncGenerator<ChunkRow>;
   verdicts(id: string, afterSeq: number, limit: number): Promise<VerdictRow[]>;
@@ -357,6 +359,11 @@ class SqlFleetRepository implements FleetRepository {
   async boots(id: string): Promise<{ readonly boot: number; readonly info: Uint8Array }[]> {
     const rows = await this.#db.query('SELECT boot, info FROM boots WHERE device_id = $1 ORDER BY boot', [id]);
     return rows.map((r) => ({ boot: Number(r.boot), info: bytes(r, 'info') ?? new Uint8Array() }));
+  }
+
+  async storedCount(id: string, boot: number): Promise<number> {
+    const rows = await this.#db.query('SELECT coalesce(max(first_index + record_count), 0) AS n FROM chunks WHERE device_id = $1 AND boot = $2', [id, boot]);
+    return Number(rows[0]?.n ?? 0);
   }
 
   async *chunks(id: string, boot: number, fromIndex: number): AsyncGenerator<ChunkRow> {

@@ -18,7 +18,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BANKS, type BankName } from '../ima/index.js';
 import { isImakeepError } from '../errors.js';
-import { MAX_BOOT, StoreError } from '../store/index.js';
+import { MAX_BOOT, StoreError, type ImaStore } from '../store/index.js';
 import { formatCursor, parseCursor } from './bundle.js';
 import { ServeError } from './errors.js';
 import { bootSummaries } from './boot-summary.js';
@@ -32,6 +32,8 @@ import type { MetricSample, StatusSource } from './sources.js';
 
 /** What the API serves from. */
 export interface ApiOptions extends LogSource {
+  /** The device's store (bundles and quotes need all of it). */
+  readonly store: ImaStore;
   /** Collector status and metrics; without it, status shows the store only. */
   readonly status?: StatusSource;
   /** Quotes for `/v1/quote`; without it the route answers 503 `SERVE_UNAVAILABLE`. */
@@ -73,7 +75,7 @@ function routeOf(pathname: string): RouteName | undefined {
 }
 
 /** Typed access to a request's query parameters. */
-class Query {
+export class Query {
   readonly #params: URLSearchParams;
 
   constructor(params: URLSearchParams, allowed: readonly string[]) {
@@ -120,7 +122,7 @@ async function* counted<T extends Uint8Array | string>(items: AsyncIterable<T>, 
 }
 
 /** An async iterator whose `return` is always there (it closes what it reads from). */
-interface ClosableIterator<T> extends AsyncIterableIterator<T> {
+export interface ClosableIterator<T> extends AsyncIterableIterator<T> {
   return(): Promise<IteratorResult<T>>;
 }
 
@@ -129,7 +131,7 @@ interface ClosableIterator<T> extends AsyncIterableIterator<T> {
  * returns an iterator over all of them; its `return` reaches `items`, so a response abandoned at
  * any point closes the store iterator underneath.
  */
-async function primed<T>(items: AsyncGenerator<T>): Promise<ClosableIterator<T>> {
+export async function primed<T>(items: AsyncGenerator<T>): Promise<ClosableIterator<T>> {
   let first: IteratorResult<T> | undefined = await items.next();
   const iterator: ClosableIterator<T> = {
     next() {

@@ -14,6 +14,7 @@ export {
   type LogFormat,
   type LogQuery,
   type LogSource,
+  type LogStore,
   type OpenLog,
 } from './log-stream.js';
 export {
@@ -37,6 +38,16 @@ export {
   parseKeylimeNonce,
 } from './keylime.js';
 export { formatPrometheus, PROMETHEUS_CONTENT_TYPE } from './metrics.js';
-export { ApiHandler, type ApiOptions } from './http.js';
-export { DEFAULT_SERVER_LIMITS, isLoopback, startApiServer, type ApiServer, type ListenAddress, type ServerLimits, type TlsFiles } from './server.js';
+export { ApiHandler, primed, Query, type ApiOptions, type ClosableIterator } from './http.js';
+export {
+  DEFAULT_SERVER_LIMITS,
+  isLoopback,
+  startApiServer,
+  startHttpServer,
+  type ApiServer,
+  type BoundServer,
+  type ListenAddress,
+  type ServerLimits,
+  type TlsFiles,
+} from './server.js';
 export { bootSummaries, type BootSummary } from './boot-summary.js';

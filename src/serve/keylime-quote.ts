@@ -8,7 +8,7 @@
  * PCR 10 moves constantly. Other PCRs have no log here: quote, then read, until they agree.
  */
 import { replayUntilFits, type BankName, type ImaRecord } from '../ima/index.js';
-import { replayAt } from '../store/index.js';
+import { replayAt, type ImaStore } from '../store/index.js';
 import { quoteTarget, type QuoteSource, type QuoteWithPcrs } from '../tpm/index.js';
 import { bootBanks, logBatches, logCount, type IndexedBatch, type LogSource } from './log-stream.js';
 
@@ -33,7 +33,7 @@ export interface KeylimeQuoteRequest {
  * log for PCR 10 alone in a bank the boot replays; by quote-then-read otherwise, and when no
  * prefix of the log fits the quote (PCR 10 extended outside IMA, or no kernel tail to read).
  */
-export async function keylimeQuote(source: LogSource, quotes: QuoteSource, request: KeylimeQuoteRequest): Promise<QuoteWithPcrs> {
+export async function keylimeQuote(source: LogSource & { readonly store: ImaStore }, quotes: QuoteSource, request: KeylimeQuoteRequest): Promise<QuoteWithPcrs> {
   const { nonce, bank, pcrs, boot } = request;
   const refs = pcrs.map((pcr) => ({ bank, pcr }));
   const banks = bootBanks(await source.store.bootRecord(boot));
