@@ -22,10 +22,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { BANKS } from '../ima/index.js';
 import { isImakeepError } from '../errors.js';
-import { formatPrometheus, openLog, primed, PROMETHEUS_CONTENT_TYPE, Query, ServeError, type MetricSample } from '../serve/index.js';
-import { MAX_BOOT, StoreError } from '../store/index.js';
+import { formatPrometheus, openLogQuery, PROMETHEUS_CONTENT_TYPE, Query, ServeError, type MetricSample } from '../serve/index.js';
+import { StoreError } from '../store/index.js';
 import { FleetError } from './errors.js';
 import { deviceLogStore } from './device-log.js';
 import type { FleetService, FreshQuoteAnswer } from './service.js';
@@ -255,17 +254,8 @@ export class FleetHandler {
 
   async #log(id: string, query: Query, res: ServerResponse): Promise<void> {
     await this.#service.view(id);
-    const boot = query.index('boot');
-    if (boot !== undefined && boot > MAX_BOOT) throw new ServeError('SERVE_BAD_PARAMETER', `boot must be at most ${MAX_BOOT}`, { parameter: 'boot' });
-    const store = await deviceLogStore(this.#service.repository, id);
-    const log = await openLog({ store }, { boot, from: query.index('from'), format: query.oneOf('format', ['binary', 'ascii'] as const), bank: query.oneOf('bank', BANKS) });
-    const body = await primed(log.bytes());
-    res.writeHead(200, {
-      'Content-Type': log.format === 'binary' ? 'application/octet-stream' : 'text/plain; charset=utf-8',
-      'X-Imakeep-Boot': String(log.boot),
-      'X-Imakeep-From': String(log.from),
-      'X-Imakeep-Count': String(log.count),
-    });
+    const { body, headers } = await openLogQuery({ store: await deviceLogStore(this.#service.repository, id) }, query);
+    res.writeHead(200, headers);
     try {
       await pipeline(Readable.from(body, { objectMode: false }), res);
     } catch {

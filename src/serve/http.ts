@@ -131,7 +131,7 @@ export interface ClosableIterator<T> extends AsyncIterableIterator<T> {
  * returns an iterator over all of them; its `return` reaches `items`, so a response abandoned at
  * any point closes the store iterator underneath.
  */
-export async function primed<T>(items: AsyncGenerator<T>): Promise<ClosableIterator<T>> {
+async function primed<T>(items: AsyncGenerator<T>): Promise<ClosableIterator<T>> {
   let first: IteratorResult<T> | undefined = await items.next();
   const iterator: ClosableIterator<T> = {
     next() {
@@ -146,6 +146,32 @@ export async function primed<T>(items: AsyncGenerator<T>): Promise<ClosableItera
     [Symbol.asyncIterator]: () => iterator,
   };
   return iterator;
+}
+
+/**
+ * A log request opened from its query (`boot`, `from`, `format`, `bank`): the list's bytes with the
+ * first item produced (so a failure at the start still gets its status) and the response headers.
+ * The device API and the fleet (a device's stored log) serve logs through it.
+ */
+export async function openLogQuery(source: LogSource, query: Query): Promise<{ readonly body: ClosableIterator<Uint8Array>; readonly headers: Record<string, string> }> {
+  const boot = query.index('boot');
+  if (boot !== undefined && boot > MAX_BOOT) throw new ServeError('SERVE_BAD_PARAMETER', `boot must be at most ${MAX_BOOT}`, { parameter: 'boot' });
+  const log = await openLog(source, {
+    boot,
+    from: query.index('from'),
+    format: query.oneOf('format', FORMATS),
+    bank: query.oneOf('bank', BANKS),
+  });
+  const body = await primed(log.bytes());
+  return {
+    body,
+    headers: {
+      'Content-Type': log.format === 'binary' ? 'application/octet-stream' : 'text/plain; charset=utf-8',
+      'X-Imakeep-Boot': String(log.boot),
+      'X-Imakeep-From': String(log.from),
+      'X-Imakeep-Count': String(log.count),
+    },
+  };
 }
 
 /** Bytes buffered per response stream between the source and the socket. */
@@ -215,21 +241,8 @@ export class ApiHandler {
   }
 
   async #log(query: Query, res: ServerResponse): Promise<void> {
-    const boot = query.index('boot');
-    if (boot !== undefined && boot > MAX_BOOT) throw new ServeError('SERVE_BAD_PARAMETER', `boot must be at most ${MAX_BOOT}`, { parameter: 'boot' });
-    const log = await openLog(this.#options, {
-      boot,
-      from: query.index('from'),
-      format: query.oneOf('format', FORMATS),
-      bank: query.oneOf('bank', BANKS),
-    });
-    const body = await primed(log.bytes());
-    res.writeHead(200, {
-      'Content-Type': log.format === 'binary' ? 'application/octet-stream' : 'text/plain; charset=utf-8',
-      'X-Imakeep-Boot': String(log.boot),
-      'X-Imakeep-From': String(log.from),
-      'X-Imakeep-Count': String(log.count),
-    });
+    const { body, headers } = await openLogQuery(this.#options, query);
+    res.writeHead(200, headers);
     await this.#stream('log', body, res);
   }
 

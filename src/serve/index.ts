@@ -38,7 +38,7 @@ export {
   parseKeylimeNonce,
 } from './keylime.js';
 export { formatPrometheus, PROMETHEUS_CONTENT_TYPE } from './metrics.js';
-export { ApiHandler, primed, Query, type ApiOptions, type ClosableIterator } from './http.js';
+export { ApiHandler, openLogQuery, Query, type ApiOptions, type ClosableIterator } from './http.js';
 export {
   DEFAULT_SERVER_LIMITS,
   isLoopback,
