@@ -1,5 +1,5 @@
 /**
- * The parts of an emulated device that a bench or the demo starts (swtpm, the TPM multiplexer, a
+ * The parts of an emulated device that a bench or the demo starts (swtpm, the TPM proxy, a
  * TPM client, the securityfs emulator, the collector, a work directory), and their shutdown.
  */
 import { rmSync } from 'node:fs';
@@ -7,12 +7,12 @@ import type { SecurityfsEmulator } from '../hw/securityfs/emulator.js';
 import type { SwtpmInstance } from '../hw/swtpm.js';
 import type { Tpm } from '../src/tpm/index.js';
 import type { CollectorProcess } from './_collector.js';
-import type { TpmMultiplexer } from './_tpm-mux.js';
+import type { TpmProxy } from '../hw/tpm-proxy.js';
 
 /** What a run started so far; filled in start order, so a failed start leaves only what runs. */
 export interface DeviceParts {
   swtpm?: SwtpmInstance;
-  mux?: TpmMultiplexer;
+  mux?: TpmProxy;
   tpm?: Tpm;
   emulator?: SecurityfsEmulator;
   collector?: CollectorProcess;
@@ -29,7 +29,7 @@ export async function stopDeviceParts(parts: DeviceParts, onError: (part: string
     ['collector', parts.collector && (() => parts.collector?.stop() ?? Promise.resolve())],
     ['securityfs emulator (unmount)', parts.emulator && (() => parts.emulator?.stop() ?? Promise.resolve())],
     ['TPM client', parts.tpm && (() => parts.tpm?.close() ?? Promise.resolve())],
-    ['TPM multiplexer', parts.mux && (() => parts.mux?.close() ?? Promise.resolve())],
+    ['TPM proxy', parts.mux && (() => parts.mux?.close() ?? Promise.resolve())],
     ['swtpm', parts.swtpm && (() => parts.swtpm?.stop() ?? Promise.resolve())],
   ];
   for (const [name, stop] of steps) {

@@ -33,7 +33,7 @@ import { describeMachine, machineLine, type MachineDescription } from './_machin
 import { lineChartSvg, type ChartSeries } from './_plot.js';
 import { sampleProcess, type ProcessSample } from './_proc.js';
 import { straceUsable } from './_strace.js';
-import { startTpmMultiplexer } from './_tpm-mux.js';
+import { startTpmProxy } from '../hw/tpm-proxy.js';
 import { stopDeviceParts, type DeviceParts } from './_device-parts.js';
 import { getJson } from './_unix-http.js';
 import { benchWorkloads, driveWorkload, lastSecond, recordSupply, type Workload } from './_workload.js';
@@ -142,7 +142,7 @@ async function runOne(workload: Workload, mode: PressureMode, settings: Pressure
   try {
     parts.workDir = mkdtempSync(join(tmpdir(), 'imakeep-bench-pressure-'));
     parts.swtpm = await startSwtpm({ banks: ['sha1', 'sha256'] });
-    parts.mux = await startTpmMultiplexer(parts.swtpm.host, parts.swtpm.port);
+    parts.mux = await startTpmProxy(parts.swtpm.host, parts.swtpm.port);
     parts.tpm = Tpm.open(parts.mux.address);
     parts.emulator = await startSecurityfsEmulator({ tpm: parts.tpm, flushHtable: mode === 'staged' });
     const emulator = parts.emulator;

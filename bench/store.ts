@@ -14,7 +14,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ImaWorkload, PcrReplay } from '../src/ima/index.js';
-import { ChunkBuilder, openStore, type LevelTuning } from '../src/store/index.js';
+import { ChunkBuilder, DEVICE_LEVEL_OPTIONS, openStore, type LevelTuning } from '../src/store/index.js';
 import { DAEMON_NODE_FLAGS } from '../src/collector/index.js';
 
 const SETTINGS: Record<string, LevelTuning> = {
@@ -22,6 +22,10 @@ const SETTINGS: Record<string, LevelTuning> = {
   'small (1 MiB / 1 MiB / 16)': { cacheSize: 1 << 20, writeBufferSize: 1 << 20, maxOpenFiles: 16, blockSize: 4096 },
   'tiny (256 KiB / 256 KiB / 16)': { cacheSize: 256 << 10, writeBufferSize: 256 << 10, maxOpenFiles: 16, blockSize: 4096 },
   'tiny, 16 KiB blocks': { cacheSize: 256 << 10, writeBufferSize: 256 << 10, maxOpenFiles: 16, blockSize: 16 << 10 },
+  device: DEVICE_LEVEL_OPTIONS,
+  'device, 1 MiB write buffer': { ...DEVICE_LEVEL_OPTIONS, writeBufferSize: 1 << 20 },
+  'device, 4 MiB write buffer': { ...DEVICE_LEVEL_OPTIONS, writeBufferSize: 4 << 20 },
+  'device, 4 MiB write buffer, 2 MiB tables': { ...DEVICE_LEVEL_OPTIONS, writeBufferSize: 4 << 20, maxFileSize: 2 << 20 },
 };
 
 /** The daemon's V8 flags on a small device (DAEMON_NODE_FLAGS: semi-space 1 MB is what bounds RSS, bench/ingest.ts). */

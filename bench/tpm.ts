@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startSwtpm } from '../hw/swtpm.js';
 import { describeMachine } from './_machine.js';
-import { Quote, Tpm, encodePcrBlob, publicKeyFromTpm2b, selectionOf, verifyQuote } from '../src/tpm/index.js';
+import { Quote, Tpm, TpmQuoter, encodePcrBlob, publicKeyFromTpm2b, selectionOf, verifyQuote } from '../src/tpm/index.js';
 
 const run = promisify(execFile);
 const quick = process.argv.includes('--quick');
@@ -68,6 +68,20 @@ try {
   ours.createPrimaryEccAndFlush = await time(Math.ceil(N.ours / 10), 2, async () => tpm.flush((await tpm.createAk({ alg: 'ecc' })).handle));
   await tpm.flush(ecc.handle);
   await tpm.flush(rsa.handle);
+  // What the daemon pays per quote: its quoter creates the AK (a primary) and flushes it around
+  // each quote. Keylime mode adds PCR 16's reset and extend before, and its PCR_Read after.
+  for (const alg of ['ecc', 'rsa'] as const) {
+    const quoter = new TpmQuoter(tpm, { alg, releaseAfterUse: false });
+    ours[`quoterQuote${alg === 'ecc' ? 'Ecc' : 'Rsa'}`] = await time(Math.ceil(N.ours / 10), 3, () => quoter.quote(nonce, pcr10));
+  }
+  const keylime = new TpmQuoter(tpm, { alg: 'rsa', releaseAfterUse: false });
+  const binding = { sha256: new Uint8Array(32).fill(16) };
+  const withPcr16 = [...pcr10, { bank: 'sha256', pcr: 16 }] as const;
+  ours.keylimeQuoteRsa = await time(Math.ceil(N.ours / 10), 3, async () => {
+    await keylime.resetAndExtend(16, binding);
+    await keylime.quote(nonce, withPcr16);
+    await keylime.readPcrs([{ bank: 'sha256', pcr: 16 }]);
+  });
   writeFileSync(join(work, 'ak.pem'), akKey.export({ type: 'spki', format: 'pem' }));
   writeFileSync(join(work, 'attest.bin'), q.attest);
   writeFileSync(join(work, 'sig.bin'), q.signature);

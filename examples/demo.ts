@@ -29,7 +29,7 @@ import { Tpm } from '../src/tpm/index.js';
 import { CLI, DEVICE_NODE_FLAGS, REPO_ROOT, emulatedCmdline, startCollector, verbAvailability } from '../bench/_collector.js';
 import { stopDeviceParts, type DeviceParts } from '../bench/_device-parts.js';
 import { sampleProcess } from '../bench/_proc.js';
-import { startTpmMultiplexer } from '../bench/_tpm-mux.js';
+import { startTpmProxy } from '../hw/tpm-proxy.js';
 import { getJson, getToFile } from '../bench/_unix-http.js';
 import { demoWorkload, driveWorkload, recordSupply } from '../bench/_workload.js';
 
@@ -131,12 +131,13 @@ async function main(): Promise<number> {
     const workDir = mkdtempSync(join(tmpdir(), 'imakeep-demo-'));
     started.workDir = workDir;
     started.swtpm = await startSwtpm({ banks: BANKS });
-    started.mux = await startTpmMultiplexer(started.swtpm.host, started.swtpm.port);
+    started.mux = await startTpmProxy(started.swtpm.host, started.swtpm.port);
     started.tpm = Tpm.open(started.mux.address);
     const tpm = started.tpm;
     started.emulator = await startSecurityfsEmulator({ tpm, banks: ['sha256'], flushHtable: true });
     const emulator = started.emulator;
     say(`swtpm ${started.swtpm.address} (banks ${BANKS.join(', ')}); securityfs emulator at ${emulator.securityfsRoot} (ima_flush_htable)`);
+    say(`shared TPM: --tpm ${started.mux.address}; tpm2-tools -T ${started.mux.tcti}`);
 
     const socket = join(workDir, 'imakeep.sock');
     const run = verbAvailability('run');

@@ -73,7 +73,7 @@ export class KeylimeStyleVerifier {
   /** One attestation round; throws on any failure (Keylime would mark the agent failed). */
   async round(): Promise<RoundResult> {
     const nonce = randomBytes(16).toString('hex'); // alphanumeric, as the agent requires
-    const body = await getJson(this.#socket, `/v2.1/quotes/integrity?nonce=${nonce}&mask=0x400&ima_ml_entry=${this.#next}`);
+    const body = await getJson(this.#socket, `/v1/quote?nonce=${nonce}&mask=0x400&ima_ml_entry=${this.#next}`);
     const results = field(body, 'results');
     const quote = String(field(results, 'quote'));
     const bank = String(field(results, 'hash_alg')) as BankName;

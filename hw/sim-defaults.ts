@@ -12,7 +12,7 @@ const abort = new AbortController();
 process.once('SIGINT', () => abort.abort());
 process.once('SIGTERM', () => abort.abort());
 const say = (line: string) => process.stdout.write(`${line}\n`);
-say(`swtpm             ${swtpm.address}  (tpm2-tools: TPM2TOOLS_TCTI=${swtpm.tcti}; one client at a time)`);
+say(`swtpm             ${swtpm.address}  (one client at a time: use the shared TPM below)`);
 try {
   await runSimulation({ mountDir: MOUNT, tpm: swtpm.address, rate: 5 }, abort.signal, say);
 } finally {

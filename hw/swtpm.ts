@@ -95,23 +95,31 @@ function listenOn(port: number): Promise<Server | undefined> {
 const closeServer = (server: Server): Promise<void> => new Promise((resolve) => server.close(() => resolve()));
 
 /**
- * A free loopback port P whose successor P + 1 is free too: tpm2-tss's `swtpm` TCTI always talks
- * to the control channel on port + 1 (tcti-swtpm.c; measured: with any other control port
- * tpm2-tools fail "Failed to connect to control socket"). Both are held while checking, then released.
+ * Two loopback listeners on a free port P and its successor P + 1: tpm2-tss's `swtpm` TCTI always
+ * talks to the control channel on port + 1 (tcti-swtpm.c; measured: with any other control port
+ * tpm2-tools fail "Failed to connect to control socket"). The caller owns both servers.
  */
-async function pickPortPair(): Promise<[number, number]> {
+export async function listenOnPortPair(): Promise<[Server, Server]> {
   for (let tries = 0; tries < 50; tries++) {
     const data = await listenOn(0);
     const address = data?.address();
     if (data === undefined || typeof address !== 'object' || address === null) continue;
     const ctrl = address.port < 65535 ? await listenOn(address.port + 1) : undefined;
+    if (ctrl !== undefined) return [data, ctrl];
     await closeServer(data);
-    if (ctrl !== undefined) {
-      await closeServer(ctrl);
-      return [address.port, address.port + 1];
-    }
   }
   throw new SwtpmError('SWTPM_START_FAILED', 'found no free pair of consecutive loopback ports');
+}
+
+/** A free port pair for swtpm to bind: held while checking, then released. */
+async function pickPortPair(): Promise<[number, number]> {
+  const servers = await listenOnPortPair();
+  const ports = servers.map((server) => {
+    const address = server.address();
+    return typeof address === 'object' && address !== null ? address.port : 0;
+  });
+  await Promise.all(servers.map(closeServer));
+  return [ports[0] ?? 0, ports[1] ?? 0];
 }
 
 function runSetup(stateDir: string, banks: readonly BankName[]): void {

@@ -4,14 +4,19 @@
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import { ImaWorkload, type BankName, type ImaRecord } from '../../src/ima/index.js';
-import { Tpm } from '../../src/tpm/index.js';
+import { openTpmTransport, SwtpmTcpTransport, Tpm } from '../../src/tpm/index.js';
+import { startTpmProxy, type TpmProxy } from '../tpm-proxy.js';
 import { startSecurityfsEmulator, type SecurityfsEmulator } from './emulator.js';
 import { captureForTpm, readCapture, tpmBootAggregate } from './sources.js';
 
 /** Options of {@link runSimulation}. */
 export interface SimulationOptions {
   readonly mountDir: string;
-  /** TPM address (`swtpm:HOST:PORT`); without it records are logged, never extended. */
+  /**
+   * TPM address; without it records are logged, never extended. A `swtpm:HOST:PORT` is shared
+   * through the TPM proxy (hw/tpm-proxy.ts), whose addresses are printed for `imakeep run` and
+   * tpm2-tools: swtpm itself serves one connection at a time.
+   */
   readonly tpm?: string;
   /** `synthetic` (default) or the path of a captured SHA-1 binary list. */
   readonly source?: string;
@@ -28,9 +33,13 @@ export interface SimulationOptions {
 
 /** Feeds records until `count` or abort; what the caller prints comes through `log`. */
 export async function runSimulation(opts: SimulationOptions, signal: AbortSignal, log: (line: string) => void): Promise<void> {
-  const tpm = opts.tpm === undefined ? undefined : Tpm.open(opts.tpm);
+  const transport = opts.tpm === undefined ? undefined : openTpmTransport(opts.tpm);
+  let proxy: TpmProxy | undefined;
+  let tpm: Tpm | undefined;
   let emu: SecurityfsEmulator | undefined;
   try {
+    if (transport instanceof SwtpmTcpTransport) proxy = await startTpmProxy(transport.host, transport.port);
+    tpm = proxy === undefined ? (transport === undefined ? undefined : new Tpm(transport)) : Tpm.open(proxy.address);
     emu = await startSecurityfsEmulator({
       mountDir: opts.mountDir,
       tpm,
@@ -42,6 +51,12 @@ export async function runSimulation(opts: SimulationOptions, signal: AbortSignal
     log(`IMA directory     ${emu.imaDir}`);
     log(`control directory ${emu.control.dir}`);
     log(`TPM               ${opts.tpm ?? 'none (records are not extended)'}${tpm ? ` banks ${emu.tpmBanks.join(',')}` : ''}`);
+    if (proxy !== undefined) {
+      log(`shared TPM        --tpm ${proxy.address}   (imakeep run, imakeep tpm)`);
+      log(`tpm2-tools        -T ${proxy.tcti}   (or TPM2TOOLS_TCTI)`);
+      log(`try               node dist/src/cli.js run --securityfs ${emu.securityfsRoot} --tpm ${proxy.address} --store /tmp/imakeep-store`);
+      log(`                  tpm2_pcrread -T ${proxy.tcti} sha256:10`);
+    }
     const source = await recordSource(opts, tpm);
     const rate = opts.rate ?? 10;
     const t0 = Date.now();
@@ -65,6 +80,7 @@ export async function runSimulation(opts: SimulationOptions, signal: AbortSignal
   } finally {
     await emu?.stop();
     await tpm?.close();
+    await proxy?.close();
   }
 }
 

@@ -353,13 +353,50 @@ export interface EncodeOptions {
 
 /**
  * The record exactly as `binary_runtime_measurements[_<bank>]` shows it, with the bank's template
- * digest derived (docs/ima-formats.md#binary-record, #template-digest). The data are written as they are: they carry their
+ * digest derived (docs/ima-formats.md#binary-record, docs/ima-formats.md#template-digests). The data are written as they are: they carry their
  * list's byte order (see `convertTemplateData` to rewrite it). Throws `IMA_BAD_LENGTH` for a
  * record the parser would refuse.
  */
 export function encodeBinaryRecord(rec: ImaRecord, opts: EncodeOptions = {}): Uint8Array {
+  const out = new Uint8Array(encodedRecordLength(rec, opts));
+  encodeBinaryRecordInto(rec, out, 0, opts);
+  return out;
+}
+
+/** Bytes {@link encodeBinaryRecord} makes of `rec` (throws `IMA_BAD_LENGTH` as it does). */
+export function encodedRecordLength(rec: ImaRecord, opts: EncodeOptions = {}): number {
+  const name = encodableName(rec, opts.endian ?? 'le');
+  return 4 + DIGEST_SIZE[opts.bank ?? 'sha1'] + 4 + name.length + (rec.template === IMA_TEMPLATE ? 0 : 4) + rec.data.length;
+}
+
+/**
+ * {@link encodeBinaryRecord} written into `out` at `at` (which must have room: see
+ * {@link encodedRecordLength}); returns the bytes written. What appends records to one buffer (a
+ * chunk) uses this, so a record costs no allocation of its own (bench/results/lean.md).
+ */
+export function encodeBinaryRecordInto(rec: ImaRecord, out: Uint8Array, at: number, opts: EncodeOptions = {}): number {
   const endian = opts.endian ?? 'le';
-  const digest = templateDigest(rec, opts.bank ?? 'sha1', opts.mode ?? 'native', endian);
+  const bank = opts.bank ?? 'sha1';
+  const name = encodableName(rec, endian);
+  const start = at;
+  writeU32(out, at, rec.pcr, endian);
+  // The SHA-1 list shows the record's own digest (zero for a violation): no derivation, no copy.
+  const digest = bank === 'sha1' ? rec.digest : templateDigest(rec, bank, opts.mode ?? 'native', endian);
+  out.set(digest, at + 4);
+  at += 4 + digest.length;
+  writeU32(out, at, name.length, endian);
+  out.set(name, at + 4);
+  at += 4 + name.length;
+  if (rec.template !== IMA_TEMPLATE) {
+    writeU32(out, at, rec.data.length, endian);
+    at += 4;
+  }
+  out.set(rec.data, at);
+  return at + rec.data.length - start;
+}
+
+/** The template name's bytes, once the record is known to be encodable; else `IMA_BAD_LENGTH`. */
+function encodableName(rec: ImaRecord, endian: Endian): Uint8Array {
   const name = templateNameBytes(rec.template);
   if (name.length === 0 || name.length > MAX_TEMPLATE_NAME_LEN) {
     throw new ImaError('IMA_BAD_LENGTH', `template name length ${name.length} outside 1..${MAX_TEMPLATE_NAME_LEN}`);
@@ -371,19 +408,7 @@ export function encodeBinaryRecord(rec: ImaRecord, opts: EncodeOptions = {}): Ui
   if (!(isIma ? isImaTemplateData(rec.data, endian) : rec.data.length > 0 && rec.data.length <= MAX_TEMPLATE_DATA_LEN)) {
     throw new ImaError('IMA_BAD_LENGTH', `template data length ${rec.data.length} not encodable for '${rec.template}'`);
   }
-  const out = new Uint8Array(4 + digest.length + 4 + name.length + (isIma ? 0 : 4) + rec.data.length);
-  writeU32(out, 0, rec.pcr, endian);
-  out.set(digest, 4);
-  let at = 4 + digest.length;
-  writeU32(out, at, name.length, endian);
-  out.set(name, at + 4);
-  at += 4 + name.length;
-  if (!isIma) {
-    writeU32(out, at, rec.data.length, endian);
-    at += 4;
-  }
-  out.set(rec.data, at);
-  return out;
+  return name;
 }
 
 /** True if `data` has the shape the parser reads for the `ima` template: d (20) | u32 len | name. */

@@ -14,6 +14,8 @@ export {
   binaryRecordLength,
   encodeBinaryList,
   encodeBinaryRecord,
+  encodeBinaryRecordInto,
+  encodedRecordLength,
   listByteOffset,
   parseBinaryList,
   type BinaryListOptions,

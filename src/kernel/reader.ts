@@ -51,6 +51,20 @@ export interface DrainOptions {
 /** Default bytes per read(2). */
 export const DEFAULT_READ_SIZE = 256 * 1024;
 
+/**
+ * A read gets a fresh buffer when less than this is left in the current one: seq_file returns
+ * about a page per read(2) (docs/kernel.md#reading-the-list), so 64 KiB is many reads.
+ */
+const MIN_READ_ROOM = 64 * 1024;
+
+/** A record with its own copy of its bytes, laid out as in the list (digest and data are views). */
+function copyRecord(rec: ParsedRecord): ParsedRecord {
+  const bytes = new Uint8Array(rec.digest.length + rec.data.length);
+  bytes.set(rec.digest, 0);
+  bytes.set(rec.data, rec.digest.length);
+  return { pcr: rec.pcr, template: rec.template, digest: bytes.subarray(0, rec.digest.length), data: bytes.subarray(rec.digest.length) };
+}
+
 /** Reads new records from a kernel list, batch by batch, remembering where it stopped. */
 export class MeasurementListReader {
   readonly path: string;
@@ -60,7 +74,7 @@ export class MeasurementListReader {
   readonly #retry: BusyRetryPolicy;
   #index: number;
   #offset: number;
-  readonly #buffer: Uint8Array;
+  #buffer: Uint8Array;
 
   constructor(opts: ListReaderOptions) {
     this.path = opts.path;
@@ -128,25 +142,40 @@ export class MeasurementListReader {
     const records: ParsedRecord[] = [];
     let at = this.#offset;
     let bytes = 0;
+    let buffer = this.#buffer;
+    let filled = 0;
+    const keep = (rec: ParsedRecord): void => {
+      if (records.length === max) return;
+      // A record read whole into `buffer` stays a view of it (the buffer is never written again);
+      // one completed from the parser's pending bytes is copied (those bytes are reused).
+      records.push(rec.data.buffer === buffer.buffer ? rec : copyRecord(rec));
+      bytes += binaryRecordLength(rec);
+    };
     try {
       while (records.length < max) {
+        // Each read goes to the free tail of the batch's buffer, so records stay views into it
+        // (no allocation per record); a fresh buffer when the tail is short. A batch is a few of
+        // them (the read size bounds each), given back with the batch (bench/results/lean.md).
+        if (this.#readSize - filled < MIN_READ_ROOM) {
+          buffer = new Uint8Array(this.#readSize);
+          filled = 0;
+        }
         let n: number;
         try {
-          n = files.read(fd, this.#buffer, this.#readSize, at);
+          n = files.read(fd, buffer.subarray(filled), this.#readSize - filled, at);
         } catch (err) {
           throw toKernelError(err, 'read', this.path);
         }
         if (n === 0) break;
         at += n;
-        for (const rec of parser.push(this.#buffer.subarray(0, n))) {
-          if (records.length === max) break;
-          records.push(rec);
-          bytes += binaryRecordLength(rec);
-        }
+        parser.pushEach(buffer.subarray(filled, filled + n), keep);
+        filled += n;
       }
     } finally {
       files.close(fd);
     }
+    // The records handed out are views into the buffer used last: the next batch reads into a new one.
+    this.#buffer = filled === 0 ? buffer : new Uint8Array(this.#readSize);
     const end = { index: start.index + records.length, offset: start.offset + bytes };
     return { records, start, end, full: records.length === max };
   }

@@ -40,6 +40,8 @@ export const SERVE_ERROR_STATUS = {
   SERVE_ADDRESS_IN_USE: 500,
   /** TLS files could not be read or do not form a server configuration. */
   SERVE_TLS_CONFIG: 500,
+  /** The Keylime payload key is not an RSA key (or its file cannot be read or written). */
+  SERVE_BAD_PAYLOAD_KEY: 500,
 } as const;
 
 /** Stable codes of {@link ServeError}. */

@@ -2,13 +2,15 @@
  * The HTTP API (design.md "Serving"), as a `node:http` request listener; `server.ts` binds it.
  *
  *   GET /v1/log?boot=&from=&format=binary|ascii&bank=    the log in a kernel format, streamed
- *   GET /v1/quote?nonce=&mask=&ima_ml_entry=[&bank=]     Keylime `/quotes/integrity` (also served
- *                                                        at `/v<N>[.<M>]/quotes/integrity`)
+ *   GET /v1/quote?nonce=&mask=&ima_ml_entry=[&bank=]     a Keylime-shaped quote answer whose `pubkey` is the AK
+ *   GET /v2.<M>/quotes/integrity?nonce=&mask=&partial=&ima_ml_entry=   Keylime mode: the agent's answer,
+ *                                                        PCR 16 bound to the payload key and always quoted
+ *   GET /v2.<M>/keys/pubkey, GET /version                Keylime mode: the agent's payload key, API version
  *   GET /v1/evidence?since=CURSOR[&max_bytes=]           a CBOR evidence bundle
  *   GET /v1/status                                       JSON
  *   GET /metrics                                         Prometheus text
  *
- * Errors: 4xx/5xx with `{ "error": { "code", "message" } }` (the quote route adds Keylime's
+ * Errors: 4xx/5xx with `{ "error": { "code", "message" } }` (the Keylime routes add the agent's
  * `code`/`status`/`results` envelope). A failure after the first byte of a stream can only abort
  * the response: the first item of every stream is produced before the status line is written, so
  * what fails at the start (unknown boot, store errors) still gets its status.
@@ -23,11 +25,23 @@ import { formatCursor, parseCursor } from './bundle.js';
 import { ServeError } from './errors.js';
 import { bootSummaries } from './boot-summary.js';
 import { buildBundle, DEFAULT_BUNDLE_LIMITS, type BundleLimits } from './evidence.js';
-import { keylimeQuoteBody, keylimeQuoteFields, parseKeylimeMask, parseKeylimeNonce } from './keylime.js';
+import {
+  KEYLIME_API_VERSION,
+  KEYLIME_DATA_PCR,
+  akPublicPem,
+  keylimeBindingDigests,
+  keylimeQuoteBody,
+  keylimeQuoteFields,
+  keylimeSuccess,
+  parseKeylimeMask,
+  parseKeylimeNonce,
+  payloadPublicPem,
+  type KeylimeOptions,
+} from './keylime.js';
 import { keylimeQuote } from './keylime-quote.js';
 import { bootBanks, logCount, openLog, type LogFormat, type LogSource } from './log-stream.js';
 import { formatPrometheus, PROMETHEUS_CONTENT_TYPE } from './metrics.js';
-import type { QuoteSource } from '../tpm/index.js';
+import type { PcrBinder, QuoteSource } from '../tpm/index.js';
 import type { MetricSample, StatusSource } from './sources.js';
 
 /** What the API serves from. */
@@ -42,20 +56,35 @@ export interface ApiOptions extends LogSource {
   readonly bundleLimits?: BundleLimits;
   /** Longest request target (path and query) accepted, in bytes; default 2048 (414 beyond). */
   readonly maxUrlLength?: number;
+  /** Keylime mode: the agent's routes (`/v2.<M>/...`, `/version`) answer; 503 without it. */
+  readonly keylime?: KeylimeOptions;
 }
 
-type RouteName = 'log' | 'quote' | 'evidence' | 'status' | 'metrics';
+type RouteName = 'log' | 'quote' | 'evidence' | 'status' | 'metrics' | 'keylime-quote' | 'keylime-pubkey' | 'keylime-version';
 
-const KEYLIME_QUOTE_PATH = /^\/v\d{1,2}(?:\.\d{1,2})?\/quotes\/integrity$/;
+/** The agent's routes under an API version 2.x (the pull agent's versions; keylime `api_version.py`). */
+const KEYLIME_PATHS: Readonly<Record<string, RouteName>> = { 'quotes/integrity': 'keylime-quote', 'keys/pubkey': 'keylime-pubkey' };
+const KEYLIME_VERSIONED = /^\/v2\.\d{1,2}\/(.+)$/;
 
 /** Query parameters each route accepts; anything else is a 400 (a typo must not silently mean a default). */
 const PARAMETERS: Readonly<Record<RouteName, readonly string[]>> = {
   log: ['boot', 'from', 'format', 'bank'],
   quote: ['nonce', 'mask', 'ima_ml_entry', 'partial', 'bank'],
+  'keylime-quote': ['nonce', 'mask', 'ima_ml_entry', 'partial', 'bank'],
   evidence: ['since', 'max_bytes'],
   status: [],
   metrics: [],
+  'keylime-pubkey': [],
+  'keylime-version': [],
 };
+
+/** Keylime mode as the handler holds it. */
+interface KeylimeRoutes {
+  readonly pubkey: string;
+  readonly quotes: QuoteSource & PcrBinder;
+}
+
+const isKeylimeRoute = (route: RouteName | undefined): boolean => route === 'quote' || (route?.startsWith('keylime-') ?? false);
 
 function routeOf(pathname: string): RouteName | undefined {
   switch (pathname) {
@@ -69,8 +98,12 @@ function routeOf(pathname: string): RouteName | undefined {
       return 'status';
     case '/metrics':
       return 'metrics';
-    default:
-      return KEYLIME_QUOTE_PATH.test(pathname) ? 'quote' : undefined;
+    case '/version':
+      return 'keylime-version';
+    default: {
+      const rest = KEYLIME_VERSIONED.exec(pathname)?.[1];
+      return rest !== undefined && Object.hasOwn(KEYLIME_PATHS, rest) ? KEYLIME_PATHS[rest] : undefined;
+    }
   }
 }
 
@@ -184,9 +217,14 @@ export class ApiHandler {
   readonly #bytes = new Map<RouteName, number>();
   #activeStreams = 0;
   #abortedStreams = 0;
+  /** Keylime mode: the payload key's PEM and what its routes quote with. */
+  readonly #keylime: KeylimeRoutes | undefined;
 
+  /** Throws `SERVE_BAD_PAYLOAD_KEY` for a Keylime payload key that is not RSA. */
   constructor(options: ApiOptions) {
     this.#options = options;
+    const { keylime } = options;
+    this.#keylime = keylime === undefined ? undefined : { pubkey: payloadPublicPem(keylime.payloadKey), quotes: keylime.quotes };
   }
 
   /** The `request` listener to give `http.createServer`. */
@@ -226,7 +264,14 @@ export class ApiHandler {
       case 'log':
         return this.#log(query, res);
       case 'quote':
-        return this.#quote(query, res);
+        return this.#quote(query, res, undefined);
+      case 'keylime-quote':
+        return this.#quote(query, res, this.#keylimeMode());
+      case 'keylime-pubkey':
+        return this.#json(res, 200, keylimeSuccess({ pubkey: this.#keylimeMode().pubkey }));
+      case 'keylime-version':
+        this.#keylimeMode();
+        return this.#json(res, 200, keylimeSuccess({ supported_version: KEYLIME_API_VERSION }));
       case 'evidence':
         return this.#evidence(query, res);
       case 'status':
@@ -246,12 +291,25 @@ export class ApiHandler {
     await this.#stream('log', body, res);
   }
 
-  async #quote(query: Query, res: ServerResponse): Promise<void> {
+  /** Keylime mode's key and quotes; 503 `SERVE_UNAVAILABLE` outside Keylime mode. */
+  #keylimeMode(): KeylimeRoutes {
+    if (this.#keylime === undefined) throw new ServeError('SERVE_UNAVAILABLE', 'Keylime mode is off: start the daemon with --keylime (a payload key)');
+    return this.#keylime;
+  }
+
+  /**
+   * A quote answer. With `keylime` (the Keylime routes) PCR 16 is reset and extended with
+   * H(payload key PEM) in the quoted bank and added to the selection whatever the mask, and
+   * `pubkey` is that PEM, as the agent does (rust-keylime `keylime/src/tpm.rs`, `build_pcr_list`);
+   * otherwise (`/v1/quote`) `pubkey` is the AK. `partial=1` leaves `pubkey` out.
+   */
+  async #quote(query: Query, res: ServerResponse, keylime: KeylimeRoutes | undefined): Promise<void> {
     const nonce = parseKeylimeNonce(query.text('nonce'));
-    const pcrs = parseKeylimeMask(query.text('mask'));
+    const mask = parseKeylimeMask(query.text('mask'));
     const requestedEntry = query.index('ima_ml_entry') ?? 0;
     const requestedBank = query.oneOf('bank', BANKS);
-    const quotes = this.#options.quotes;
+    const partial = query.oneOf('partial', ['0', '1']) === '1';
+    const quotes = keylime?.quotes ?? this.#options.quotes;
     if (quotes === undefined) throw new ServeError('SERVE_UNAVAILABLE', 'this server has no TPM to quote with');
     const { store } = this.#options;
     const boot = store.currentBoot;
@@ -260,14 +318,24 @@ export class ApiHandler {
     const bank: BankName = requestedBank ?? (bootBanks(bootRecord).sha256 !== undefined ? 'sha256' : 'sha1');
     // Quote first, then read the log: the log then holds at least every record the quote covers;
     // the verifier replays until the quote matches (docs/ima-formats.md#pcr-replay; keylime `keylime/ima/ima.py`).
-    const quote = await keylimeQuote(this.#options, quotes, { nonce, bank, pcrs, boot });
+    const quote =
+      keylime === undefined
+        ? await keylimeQuote(this.#options, quotes, { nonce, bank, pcrs: mask, boot })
+        : await keylimeQuote(this.#options, quotes, {
+            nonce,
+            bank,
+            pcrs: [...new Set([...mask, KEYLIME_DATA_PCR])],
+            boot,
+            bind: { binder: keylime.quotes, pcr: KEYLIME_DATA_PCR, digests: keylimeBindingDigests(keylime.pubkey, [bank]) },
+          });
     // Keylime agent semantics: an entry past the end returns the whole list from 0 (rust-keylime `keylime/src/ima/measurement_list.rs`).
     const entry = requestedEntry > (await logCount(this.#options, boot)) ? 0 : requestedEntry;
     const log = await openLog(this.#options, { boot, from: entry, format: 'ascii', bank: 'sha1' });
-    const fields = keylimeQuoteFields(quote, bank, Math.floor(bootRecord.firstSeen / 1000));
+    const pubkey = partial ? undefined : (keylime?.pubkey ?? akPublicPem(quote));
+    const fields = keylimeQuoteFields(quote, bank, pubkey, Math.floor(bootRecord.firstSeen / 1000));
     const body = await primed(keylimeQuoteBody(fields, log.bytes(), entry));
     res.writeHead(200, { 'Content-Type': 'application/json' });
-    await this.#stream('quote', body, res);
+    await this.#stream(keylime === undefined ? 'quote' : 'keylime-quote', body, res);
   }
 
   async #evidence(query: Query, res: ServerResponse): Promise<void> {
@@ -363,7 +431,7 @@ export class ApiHandler {
     const message = error instanceof Error ? error.message : String(error);
     const body: Record<string, unknown> = { error: { code, message } };
     // Keylime verifiers read `code` and `status` of the agent's JsonWrapper.
-    const value = route === 'quote' ? { code: status, status: message, results: {}, ...body } : body;
+    const value = isKeylimeRoute(route) ? { code: status, status: message, results: {}, ...body } : body;
     this.#json(res, status, value);
   }
 

@@ -30,13 +30,19 @@ export {
 } from './bundle.js';
 export { buildBundle, DEFAULT_BUNDLE_LIMITS, type BuiltBundle, type BundleLimits } from './evidence.js';
 export {
+  KEYLIME_API_VERSION,
+  KEYLIME_DATA_PCR,
   MAX_KEYLIME_NONCE,
+  keylimeBindingDigests,
   keylimeQuoteBody,
   keylimeQuoteFields,
   keylimeQuoteString,
   parseKeylimeMask,
   parseKeylimeNonce,
+  payloadPublicPem,
+  type KeylimeOptions,
 } from './keylime.js';
+export { openPayloadKey } from './keylime-key.js';
 export { formatPrometheus, PROMETHEUS_CONTENT_TYPE } from './metrics.js';
 export { ApiHandler, openLogQuery, Query, type ApiOptions, type ClosableIterator } from './http.js';
 export {

@@ -1,13 +1,66 @@
 /**
- * The Keylime agent's `/quotes/integrity` wire format (docs/api.md#keylime-quote, rust-keylime
- * `keylime-agent/src/quotes_handler.rs`, `keylime/src/quote.rs` `KeylimeQuote`), so an unmodified
- * Keylime verifier can pull quotes and incremental logs from imakeep. The only difference from the
- * agent is the meaning of `ima_ml_entry`: a GLOBAL index (Invariant 6), so the lines a verifier gets
- * are the lines an untrimmed list would have given, whatever was removed from the kernel.
+ * The Keylime agent's answers, field for field (docs/api.md#keylime-quote; rust-keylime
+ * `keylime-agent/src/quotes_handler.rs` `integrity`, `keylime/src/quote.rs` `KeylimeQuote`,
+ * `keylime-agent/src/keys_handler.rs` `pubkey`, `keylime-agent/src/version_handler.rs`), so an
+ * unmodified Keylime verifier can pull quotes and incremental logs from imakeep. The only
+ * difference from the agent is the meaning of `ima_ml_entry`: a GLOBAL index (Invariant 6), so the
+ * lines a verifier gets are the lines an untrimmed list would have given, whatever was removed
+ * from the kernel.
  */
+import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import type { BankName } from '../ima/index.js';
-import { encodePcrBlob, parseSignature, parseTpm2bPublic, publicKeyFromTpm2b, type QuoteWithPcrs } from '../tpm/index.js';
+import {
+  encodePcrBlob,
+  parseSignature,
+  parseTpm2bPublic,
+  publicKeyFromTpm2b,
+  type PcrBinder,
+  type QuoteSource,
+  type QuoteWithPcrs,
+} from '../tpm/index.js';
 import { ServeError } from './errors.js';
+
+/**
+ * The PCR Keylime binds the agent's payload key in (keylime `config.TPM_DATA_PCR`): the verifier
+ * requires it in every quote, equal to H(0…0 ‖ H(pubkey as UTF-8 text)) in the quote's bank
+ * (keylime `tpm/tpm_main.py`, `check_pcrs` and `sim_extend`).
+ */
+export const KEYLIME_DATA_PCR = 16;
+
+/** The API version `GET /version` names (rust-keylime `API_VERSION`, the pull agent's). */
+export const KEYLIME_API_VERSION = '2.2';
+
+/** What Keylime mode adds to the API. */
+export interface KeylimeOptions {
+  /**
+   * The agent's payload key: RSA (a tenant payload is encrypted to it with keylime
+   * `crypto.rsa_import_pubkey`, which refuses other keys). Its SPKI PEM is the answers' `pubkey`.
+   */
+  readonly payloadKey: KeyObject;
+  /**
+   * What the Keylime routes quote with and bind PCR 16 through: in the daemon the one `TpmQuoter`
+   * (RSA AK in Keylime mode, as the verifier's default `accept_tpm_signing_algs` require).
+   */
+  readonly quotes: QuoteSource & PcrBinder;
+}
+
+/** The payload key's `pubkey` text (SPKI PEM); throws `SERVE_BAD_PAYLOAD_KEY` for a key that is not RSA. */
+export function payloadPublicPem(key: KeyObject): string {
+  if (key.asymmetricKeyType !== 'rsa') {
+    throw new ServeError('SERVE_BAD_PAYLOAD_KEY', `the Keylime payload key must be RSA, not ${key.asymmetricKeyType ?? key.type}`);
+  }
+  const pub = key.type === 'private' ? createPublicKey(key) : key;
+  return String(pub.export({ type: 'spki', format: 'pem' }));
+}
+
+/**
+ * The digests that bind `pubkey` in the data PCR, one per bank: after a reset and one extend with
+ * them, the PCR holds H(0…0 ‖ H(pubkey)) in each of `banks`, as the verifier recomputes it.
+ */
+export function keylimeBindingDigests(pubkey: string, banks: readonly BankName[]): Partial<Record<BankName, Uint8Array>> {
+  const text = new TextEncoder().encode(pubkey);
+  return Object.fromEntries(banks.map((bank) => [bank, new Uint8Array(createHash(bank).update(text).digest())]));
+}
 
 /** Longest nonce the agent accepts: alphanumeric, at most 64 characters (rust-keylime quotes_handler.rs). */
 export const MAX_KEYLIME_NONCE = 64;
@@ -38,8 +91,12 @@ export function keylimeQuoteString(quote: QuoteWithPcrs): string {
   return `r${b64(quote.attest)}:${b64(quote.signature)}:${b64(encodePcrBlob(quote.pcrs))}`;
 }
 
-/** The fields of a Keylime quote response other than the log, in the agent's order. */
-export function keylimeQuoteFields(quote: QuoteWithPcrs, bank: BankName, bootTimeSeconds: number): Record<string, string | number> {
+/**
+ * The fields of a Keylime quote answer other than the log, in the agent's order: `pubkey` only when
+ * given (the agent leaves it out for `partial=1`), then `boottime` (seconds), which the verifier
+ * reads to tell a reboot (keylime `cloud_verifier_common.process_quote_response`).
+ */
+export function keylimeQuoteFields(quote: QuoteWithPcrs, bank: BankName, pubkey: string | undefined, bootTimeSeconds: number): Record<string, string | number> {
   const ak = parseTpm2bPublic(quote.akPublic);
   const signature = parseSignature(quote.signature);
   return {
@@ -47,9 +104,19 @@ export function keylimeQuoteFields(quote: QuoteWithPcrs, bank: BankName, bootTim
     hash_alg: bank,
     enc_alg: ak.type,
     sign_alg: signature.sigAlg,
-    pubkey: String(publicKeyFromTpm2b(quote.akPublic).export({ type: 'spki', format: 'pem' })),
+    ...(pubkey === undefined ? {} : { pubkey }),
     boottime: bootTimeSeconds,
   };
+}
+
+/** The AK as PEM: the `pubkey` of imakeep's own `/v1/quote`, which a verifier without Keylime's registrar checks the quote with. */
+export function akPublicPem(quote: QuoteWithPcrs): string {
+  return String(publicKeyFromTpm2b(quote.akPublic).export({ type: 'spki', format: 'pem' }));
+}
+
+/** The agent's answer envelope (rust-keylime `JsonWrapper::success`). */
+export function keylimeSuccess(results: Readonly<Record<string, unknown>>): { code: 200; status: 'Success'; results: Readonly<Record<string, unknown>> } {
+  return { code: 200, status: 'Success', results };
 }
 
 /**
@@ -63,7 +130,7 @@ export async function* keylimeQuoteBody(
   lines: AsyncIterable<Uint8Array>,
   entry: number,
 ): AsyncGenerator<string> {
-  const head = JSON.stringify({ code: 200, status: 'Success', results: fields });
+  const head = JSON.stringify(keylimeSuccess(fields));
   yield `${head.slice(0, -2)},"ima_measurement_list":"`;
   const decoder = new TextDecoder('utf-8');
   for await (const chunk of lines) yield JSON.stringify(decoder.decode(chunk, { stream: true })).slice(1, -1);

@@ -5,7 +5,7 @@
  * last record, and the SHA-256 of the previous chunk's stored value bytes (null for a boot's first
  * chunk), so the stored chunks of a boot form a hash chain a verifier can walk.
  */
-import { BANKS, bankHash, BinaryListParser, encodeBinaryRecord, ImaError, parseBinaryList, type ImaRecord, type PcrReplayState } from '../ima/index.js';
+import { BANKS, bankHash, BinaryListParser, encodeBinaryRecordInto, encodedRecordLength, ImaError, parseBinaryList, type ImaRecord, type PcrReplayState } from '../ima/index.js';
 import { decodeValue, encodeValue } from './cbor.js';
 import { StoreError } from './errors.js';
 import { FieldReader } from './shape.js';
@@ -153,12 +153,16 @@ export const DEFAULT_CHUNK_BOUNDS: ChunkBounds = { maxBytes: 64 * 1024, maxAgeMs
  * Accumulates records of the open chunk and says when to seal. Pure: the caller passes the clock.
  * After a successful `appendChunk` of `draft(...)`, call `committed(draft)`; if the commit failed,
  * keep going (the records stay, and the next `draft` includes them).
+ *
+ * Records are encoded straight into one buffer (no allocation per record); the buffer grows by
+ * doubling while commits fail (ENOSPC) and goes back to its usual size once they succeed.
  */
 export class ChunkBuilder {
   readonly #bounds: ChunkBounds;
   #firstIndex: number;
-  #parts: Uint8Array[] = [];
+  #body: Uint8Array;
   #byteLength = 0;
+  #count = 0;
   #openedAt = 0;
 
   /** Starts the open chunk at global index `firstIndex` (the boot's stored count). */
@@ -167,6 +171,7 @@ export class ChunkBuilder {
     if (!(bounds.maxBytes > 0) || !(bounds.maxAgeMs >= 0)) throw new RangeError('chunk bounds must be positive');
     this.#firstIndex = firstIndex;
     this.#bounds = bounds;
+    this.#body = new Uint8Array(usualCapacity(bounds));
   }
 
   /** Global index of the open chunk's first record. */
@@ -176,12 +181,12 @@ export class ChunkBuilder {
 
   /** Records in the open chunk. */
   get count(): number {
-    return this.#parts.length;
+    return this.#count;
   }
 
   /** Global index the next added record gets. */
   get nextIndex(): number {
-    return this.#firstIndex + this.#parts.length;
+    return this.#firstIndex + this.#count;
   }
 
   /** Bytes of the open chunk's records. */
@@ -195,29 +200,22 @@ export class ChunkBuilder {
    * throws `IMA_BAD_LENGTH` for a record the list parser would refuse, before anything changes.
    */
   add(record: ImaRecord, now: number): void {
-    const bytes = encodeBinaryRecord(record);
-    if (this.#parts.length === 0) this.#openedAt = now;
-    this.#parts.push(bytes);
-    this.#byteLength += bytes.length;
+    const size = encodedRecordLength(record);
+    if (this.#byteLength + size > this.#body.length) this.#resize(Math.max(this.#body.length * 2, this.#byteLength + size));
+    encodeBinaryRecordInto(record, this.#body, this.#byteLength);
+    if (this.#count === 0) this.#openedAt = now;
+    this.#byteLength += size;
+    this.#count++;
   }
 
   /** True when the open chunk has records and reached a bound. */
   shouldSeal(now: number): boolean {
-    return (
-      this.#parts.length > 0 &&
-      (this.#byteLength >= this.#bounds.maxBytes || now - this.#openedAt >= this.#bounds.maxAgeMs)
-    );
+    return this.#count > 0 && (this.#byteLength >= this.#bounds.maxBytes || now - this.#openedAt >= this.#bounds.maxAgeMs);
   }
 
-  /** The open chunk as a draft for `appendChunk`, with the replay state after its last record. */
+  /** The open chunk as a draft for `appendChunk` (its own copy of the records), with the replay state after its last record. */
   draft(replay: PcrReplayState): ChunkDraft {
-    const records = new Uint8Array(this.#byteLength);
-    let at = 0;
-    for (const part of this.#parts) {
-      records.set(part, at);
-      at += part.length;
-    }
-    return { firstIndex: this.#firstIndex, count: this.#parts.length, records, replay };
+    return { firstIndex: this.#firstIndex, count: this.#count, records: this.#body.slice(0, this.#byteLength), replay };
   }
 
   /**
@@ -225,11 +223,25 @@ export class ChunkBuilder {
    * flight stay and open the next chunk.
    */
   committed(draft: ChunkDraft): void {
-    if (draft.firstIndex !== this.#firstIndex || draft.count > this.#parts.length) {
+    if (draft.firstIndex !== this.#firstIndex || draft.count > this.#count || draft.records.length > this.#byteLength) {
       throw new RangeError(`draft ${draft.firstIndex}+${draft.count} is not the open chunk at ${this.#firstIndex}`);
     }
-    const dropped = this.#parts.splice(0, draft.count);
-    for (const part of dropped) this.#byteLength -= part.length;
+    this.#body.copyWithin(0, draft.records.length, this.#byteLength);
+    this.#byteLength -= draft.records.length;
+    this.#count -= draft.count;
     this.#firstIndex += draft.count;
+    const usual = usualCapacity(this.#bounds);
+    if (this.#body.length > 2 * usual && this.#byteLength <= usual) this.#resize(usual);
   }
+
+  #resize(capacity: number): void {
+    const body = new Uint8Array(capacity);
+    body.set(this.#body.subarray(0, this.#byteLength));
+    this.#body = body;
+  }
+}
+
+/** The open chunk's buffer: the size bound plus room for the record that crosses it. */
+function usualCapacity(bounds: ChunkBounds): number {
+  return Math.min(bounds.maxBytes, 16 * 1024 * 1024) + 8 * 1024;
 }

@@ -5,7 +5,7 @@
  * chunk at a time (Invariant 4).
  */
 import type { ImaRecord } from '../ima/index.js';
-import { type Chunk, type ChunkDraft, chunkHash, chunkRecords, decodeChunk, encodeChunk } from './chunk.js';
+import { type Chunk, type ChunkDraft, checkChunkBody, chunkHash, chunkRecords, decodeChunk, encodeChunk } from './chunk.js';
 import type { BatchOperation, DatabaseIterator, IterateOptions, StoreDatabase } from './database.js';
 import { StoreError } from './errors.js';
 import {
@@ -290,7 +290,8 @@ export class ImaStore {
         );
       }
       const chunk: Chunk = { ...draft, prevHash: tail.lastChunkHash };
-      chunkRecords(chunk, name);
+      // Refuse a body that is not `count` whole records, checked without copying them.
+      checkChunkBody(chunk, name);
       const value = encodeChunk(chunk);
       const stored: StoredChunk = { key: name, chunk, value, hash: chunkHash(value) };
       await this.#commit([{ type: 'put', key, value }], name, boot);

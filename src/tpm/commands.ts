@@ -125,6 +125,26 @@ export const PcrExtend: TpmCommand<PcrExtendRequest, void> = {
   readParams: nothing,
 };
 
+/** Input of TPM2_PCR_Reset. */
+export interface PcrResetRequest {
+  /** A PCR resettable at the caller's locality: on a PC Client TPM, 16 (debug) and 23 at locality 0. */
+  readonly pcr: number;
+}
+
+/**
+ * TPM2_PCR_Reset: Part 3 §22.3. Sets the PCR to its default value (all zeros for PCR 16) in every
+ * bank; authorized with the PCR's (empty) auth value. TPM_RC_LOCALITY for a PCR not resettable here.
+ */
+export const PcrReset: TpmCommand<PcrResetRequest, void> = {
+  name: 'TPM2_PCR_Reset',
+  code: TPM_CC.PCR_Reset,
+  handles: (req) => [req.pcr],
+  authorized: 1,
+  responseHandles: 0,
+  writeParams: nothing,
+  readParams: nothing,
+};
+
 /** Input of TPM2_CreatePrimary for an attestation key. */
 export interface CreatePrimaryRequest {
   /** TPM_RH_ENDORSEMENT (real reset/restart counts in quotes) or TPM_RH_OWNER. */

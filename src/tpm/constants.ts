@@ -21,6 +21,7 @@ export const TPM_CC = {
   GetRandom: 0x17b,
   PCR_Read: 0x17e,
   PCR_Extend: 0x182,
+  PCR_Reset: 0x13d,
   Quote: 0x158,
 } as const;
 

@@ -1,5 +1,5 @@
 /**
- * imakeep's own TPM 2.0 client: the handful of commands attestation needs (PCR_Read, PCR_Extend,
+ * imakeep's own TPM 2.0 client: the handful of commands attestation needs (PCR_Read, PCR_Extend, PCR_Reset,
  * CreatePrimary, Quote, FlushContext, GetCapability, GetRandom, ReadPublic, Startup) as data, over
  * swtpm TCP or `/dev/tpmrm0`, plus offline quote verification with `node:crypto` and the
  * tpm2-tools PCR file format. No runtime dependencies (docs/tpm.md).

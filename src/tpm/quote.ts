@@ -49,6 +49,18 @@ export interface QuoteSource {
   quoteAndRead(nonce: Uint8Array, pcrs: readonly PcrRef[]): Promise<QuoteWithPcrs>;
 }
 
+/**
+ * A PCR its owner resets and extends with data before quoting it: Keylime's data PCR 16, which
+ * binds the agent's payload key into every quote (rust-keylime `keylime/src/tpm.rs`,
+ * `build_pcr_list`). `TpmQuoter` does both commands as one operation of its queue, so no quote or
+ * read of any user of the TPM sees the PCR reset but not yet extended; every binding of the same
+ * data leaves the same value, so concurrent verifiers' quotes all see it.
+ */
+export interface PcrBinder {
+  /** PCR_Reset of `pcr` (Part 3 §22.3), then one PCR_Extend with `digests`, one per bank. */
+  resetAndExtend(pcr: number, digests: Partial<Record<BankName, Uint8Array>>): Promise<void>;
+}
+
 /** What of a quote checking PCR values against it needs: its selection and digest, and the digest's hash. */
 export interface QuotedDigest {
   readonly parsed: { readonly pcrSelections: readonly PcrSelection[]; readonly pcrDigest: Uint8Array };

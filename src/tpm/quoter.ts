@@ -8,7 +8,7 @@
 import type { BankName } from '../base/banks.js';
 import { Quote } from './commands.js';
 import { TpmError } from './errors.js';
-import type { QuoteSource, QuoteWithPcrs, SignedQuote } from './quote.js';
+import type { PcrBinder, QuoteSource, QuoteWithPcrs, SignedQuote } from './quote.js';
 import { parseQuoteAttest, selectionOf, type AkAlgorithm, type PcrRef, type PcrValue } from './structures.js';
 import type { AkHierarchy, AttestationKey, Tpm } from './tpm.js';
 import { parseSignature } from './verify.js';
@@ -34,7 +34,7 @@ const queues = new WeakMap<Tpm, { tail: Promise<unknown> }>();
  * at a time, across all quoters over the same `Tpm` (the queue belongs to the `Tpm`, so two
  * quoters built on one connection still cannot interleave: safe by construction).
  */
-export class TpmQuoter implements QuoteSource {
+export class TpmQuoter implements QuoteSource, PcrBinder {
   readonly #tpm: Tpm;
   readonly #ak: { readonly alg: AkAlgorithm; readonly hierarchy: AkHierarchy };
   readonly #release: boolean;
@@ -62,6 +62,17 @@ export class TpmQuoter implements QuoteSource {
   /** Reads `pcrs` (TPM2_PCR_Read). */
   readPcrs(pcrs: readonly PcrRef[]): Promise<PcrValue[]> {
     return this.#exclusive(() => this.#tpm.pcrRead(pcrs));
+  }
+
+  /**
+   * Resets `pcr`, then extends it once with `digests` (one per bank): afterwards it holds
+   * H(0…0 ‖ digest) in each bank given, and zeros in the others.
+   */
+  resetAndExtend(pcr: number, digests: Partial<Record<BankName, Uint8Array>>): Promise<void> {
+    return this.#exclusive(async () => {
+      await this.#tpm.pcrReset(pcr);
+      await this.#tpm.pcrExtend(pcr, digests);
+    });
   }
 
   /** TPM2_Quote of `pcrs` with `nonce` as qualifying data; no PCR is read. */

@@ -12,6 +12,7 @@ import {
   GetRandom,
   PcrExtend,
   PcrRead,
+  PcrReset,
   Quote,
   ReadPublic,
   type ReadPublicResponse,
@@ -211,6 +212,11 @@ export class Tpm {
       return [{ hashAlg: BANK_ALG[bank], digest }];
     });
     await this.execute(PcrExtend, { pcr, digests: list });
+  }
+
+  /** Resets one PCR to its default value in every bank (TPM2_PCR_Reset; PCR 16 or 23 at locality 0). */
+  async pcrReset(pcr: number): Promise<void> {
+    await this.execute(PcrReset, { pcr });
   }
 
   /** Up to `n` random bytes from the TPM (it may return fewer than asked). */

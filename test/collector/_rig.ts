@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startSecurityfsEmulator, type SecurityfsEmulator } from '../../hw/securityfs/emulator.js';
 import { startSwtpm, type SwtpmInstance } from '../../hw/swtpm.js';
-import { startTpmMultiplexer } from '../../bench/_tpm-mux.js';
+import { startTpmProxy } from '../../hw/tpm-proxy.js';
 import { ImaWorkload, PcrReplay, parseBinaryList, type BankName, type ImaRecord } from '../../src/ima/index.js';
 import { openStore, type ImaStore } from '../../src/store/index.js';
 import { Tpm, TpmQuoter, type QuoteSource } from '../../src/tpm/index.js';
@@ -28,7 +28,7 @@ export interface RigOptions {
   /** Kernel boot id the rig's boot_id file shows. */
   readonly bootId?: string;
   /**
-   * Put a TPM multiplexer in front of swtpm (bench/_tpm-mux.ts), so that a collector in another
+   * Put the TPM proxy in front of swtpm (hw/tpm-proxy.ts), so that a collector in another
    * process can quote while the emulator extends (swtpm serves one connection at a time).
    */
   readonly mux?: boolean;
@@ -38,7 +38,7 @@ export interface RigOptions {
 export interface Rig {
   readonly emu: SecurityfsEmulator;
   readonly swtpm: SwtpmInstance;
-  /** TPM address for another process: the multiplexer's with `mux`, else swtpm's. */
+  /** TPM address for another process: the proxy's with `mux`, else swtpm's. */
   readonly tpmAddress: string;
   /** The TPM connection the emulator extends through (the collector shares it). */
   readonly tpm: Tpm;
@@ -70,7 +70,7 @@ export async function startRig(opts: RigOptions = {}): Promise<Rig> {
   try {
     const swtpm = await startSwtpm();
     cleanups.push(() => swtpm.stop());
-    const mux = opts.mux === true ? await startTpmMultiplexer(swtpm.host, swtpm.port) : undefined;
+    const mux = opts.mux === true ? await startTpmProxy(swtpm.host, swtpm.port) : undefined;
     if (mux !== undefined) cleanups.push(() => mux.close());
     const tpmAddress = mux?.address ?? swtpm.address;
     const tpm = Tpm.open(tpmAddress);

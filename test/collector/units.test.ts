@@ -1,7 +1,7 @@
 /**
  * The collector's pure parts: judging a pending removal from the kernel's head, choosing the
- * flavour, the chained nonce, bounded timings, the crash seam's parser, and byte offsets of stored
- * record ranges (a real LevelDB store).
+ * flavour, bounded timings, the crash seam's parser, and byte offsets of stored record ranges (a
+ * real LevelDB store). The chained nonce is the store's rule: test/store/nonce.test.ts.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';

@@ -8,7 +8,7 @@ import { computeTemplateDigest, splitTemplateData, toHex } from '../../src/ima/i
 import { benchWorkloads, demoWorkload, dueRecords, lastSecond, recordSupply, RUNAWAY_PATH, totalRecords } from '../../bench/_workload.js';
 import { parseProcStatTicks, parseProcStatus, quantile, sampleProcess } from '../../bench/_proc.js';
 import { parseStraceSummary } from '../../bench/_strace.js';
-import { takeTpmFrame } from '../../bench/_tpm-mux.js';
+import { takeTpmFrame } from '../../hw/tpm-proxy.js';
 import { heapUsedOf, pressureTables, type PressureRun } from '../../bench/memory-pressure.js';
 import { BENCH_MODULES, headlineOf, plotsOf, summaryTable } from '../../bench/_summary.js';
 

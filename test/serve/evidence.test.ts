@@ -53,7 +53,7 @@ describe('evidence sync', () => {
         // The same request, cut: what arrived does not decode, the cursor does not move.
         const cut = await getCut(target, path, 1 + Math.floor(rand() * (whole.body.length - 1)));
         assert.ok(cut.length < whole.body.length);
-        assert.throws(() => decodeBundle(cut));
+        assert.throws(() => decodeBundle(cut), { code: 'STORE_CORRUPT' });
         cuts++;
         continue;
       }

@@ -1,47 +1,37 @@
 /**
- * A Keylime-style verifier pulls quotes and incremental logs with `ima_ml_entry` = the next global
- * index, across many removals from the kernel: it gets exactly the lines an untrimmed list would
- * have given, every quote verifies (signature, nonce, PCR blob), and the lines replay to the
+ * A Keylime verifier pulls quotes and incremental logs from a device in Keylime mode with
+ * `ima_ml_entry` = the next global index, across many removals from the kernel: it gets exactly the
+ * lines an untrimmed list would have given, every quote verifies with the AK a registrar holds
+ * (signature, nonce, PCR blob), PCR 16 holds the payload key's binding, and the lines replay to the
  * quoted PCR 10 as Keylime's verifier replays them (ASCII lines re-parsed, bank = hash_alg).
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createPublicKey } from 'node:crypto';
+import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { join } from 'node:path';
 import { AsciiListParser, PcrReplay, formatAsciiLineBytes, toHex } from '../../src/ima/index.js';
-import { TpmQuoter, decodePcrBlob, verifyQuote } from '../../src/tpm/index.js';
+import { publicKeyFromTpm2b, TpmQuoter } from '../../src/tpm/index.js';
 import { startApiServer } from '../../src/serve/index.js';
 import type { SimulatedDevice } from './_device.js';
 import { errorCode, get, json, type Target } from './_http.js';
+import { expectedDataPcr, keylimeResults, text, verifiedQuote } from './_keylime.js';
 import { ServedDevice } from './_served.js';
-
-interface KeylimeResults {
-  readonly quote: string;
-  readonly hash_alg: string;
-  readonly enc_alg: string;
-  readonly sign_alg: string;
-  readonly pubkey: string;
-  readonly boottime: number;
-  readonly ima_measurement_list: string;
-  readonly ima_measurement_list_entry: number;
-}
-
-function results(body: unknown): KeylimeResults {
-  assert.ok(typeof body === 'object' && body !== null && 'results' in body && 'code' in body && 'status' in body);
-  assert.equal(body.code, 200);
-  assert.equal(body.status, 'Success');
-  return body.results as KeylimeResults;
-}
 
 describe('Keylime pull over imakeep', () => {
   let served: ServedDevice;
   let device: SimulatedDevice;
   let target: Target;
+  let ak: KeyObject;
+  const payloadKey = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
 
   before(async () => {
     served = await ServedDevice.start('keylime', { chunkRecords: 32 });
     device = served.device;
-    ({ target } = await served.serve({ tail: device.tail({ batch: 25 }), quotes: new TpmQuoter(device.tpm) }));
+    const quotes = new TpmQuoter(device.tpm, { alg: 'rsa' });
+    ({ target } = await served.serve({ tail: device.tail({ batch: 25 }), quotes, keylime: { payloadKey, quotes } }));
+    const rsaAk = await device.tpm.createAk({ alg: 'rsa' });
+    await device.tpm.flush(rsaAk.handle);
+    ak = publicKeyFromTpm2b(rsaAk.public);
   });
 
   after(async () => {
@@ -54,27 +44,29 @@ describe('Keylime pull over imakeep', () => {
     const received: string[] = [];
     const replay = new PcrReplay({ banks: { sha256: 'native' }, verifyDigests: false });
     const parser = new AsciiListParser({ bank: 'sha1' });
+    let payloadPem = '';
     for (let round = 0; round < 8; round++) {
       await device.cycle(41 + 13 * round);
       await device.measure(9); // in the kernel only, not yet quoted by a checkpoint
       const nonce = `n${round}x${next}`;
-      const reply = await get(target, `/v2.2/quotes/integrity?nonce=${nonce}&mask=0x400&partial=1&ima_ml_entry=${next}`);
-      assert.equal(reply.status, 200, reply.body.toString().slice(0, 300));
-      const r = results(json(reply));
+      // The verifier asks for the key once (partial=0), then uses the one it cached (partial=1).
+      const r = keylimeResults(await get(target, `/v2.2/quotes/integrity?nonce=${nonce}&mask=0x400&partial=${round === 0 ? 0 : 1}&ima_ml_entry=${next}`));
       assert.equal(r.ima_measurement_list_entry, next);
       assert.equal(r.hash_alg, 'sha256');
-      assert.equal(r.enc_alg, 'ecc');
-      assert.equal(r.sign_alg, 'ecdsa');
+      assert.equal(r.enc_alg, 'rsa');
+      assert.equal(r.sign_alg, 'rsassa');
       assert.equal(r.boottime, Math.floor(1_763_800_000_000 / 1000));
-      const [attest, signature, blob] = r.quote.slice(1).split(':').map((p) => new Uint8Array(Buffer.from(p, 'base64')));
-      assert.ok(r.quote.startsWith('r') && attest !== undefined && signature !== undefined && blob !== undefined);
-      const pcrs = decodePcrBlob(blob).values;
-      verifyQuote({ attest, signature, akPublic: createPublicKey(r.pubkey), nonce: new TextEncoder().encode(nonce), pcrs });
+      const pubkey = round === 0 ? text(r, 'pubkey') : payloadPem;
+      payloadPem = pubkey;
+      const { pcrs } = verifiedQuote(text(r, 'quote'), nonce, ak);
+      assert.deepEqual(pcrs.map((p) => p.pcr), [10, 16]);
+      assert.equal(toHex(pcrs[1]?.value ?? new Uint8Array(0)), expectedDataPcr(pubkey, 'sha256'));
       // Replay the new lines from the running state; they must end exactly at the quoted PCR 10.
-      for (const rec of parser.push(new TextEncoder().encode(r.ima_measurement_list))) replay.extend(rec);
+      const list = text(r, 'ima_measurement_list');
+      for (const rec of parser.push(new TextEncoder().encode(list))) replay.extend(rec);
       assert.equal(toHex(replay.value('sha256', 10)), toHex(pcrs[0]?.value ?? new Uint8Array(0)), `round ${round}`);
-      received.push(r.ima_measurement_list);
-      next += r.ima_measurement_list.split('\n').length - 1;
+      received.push(list);
+      next += list.split('\n').length - 1;
       assert.ok(device.removed > 0);
     }
     const untrimmed = Buffer.concat(device.records().map((rec) => formatAsciiLineBytes(rec, { bank: 'sha1' }))).toString('utf8');
@@ -85,12 +77,14 @@ describe('Keylime pull over imakeep', () => {
 
   it('entry == count gives an empty list; entry past the count gives the whole list from 0 (agent semantics)', async () => {
     const count = device.records().length;
-    const atEnd = results(json(await get(target, `/v1/quote?nonce=abc&ima_ml_entry=${count}`)));
-    assert.equal(atEnd.ima_measurement_list, '');
-    assert.equal(atEnd.ima_measurement_list_entry, count);
-    const past = results(json(await get(target, `/v1/quote?nonce=abc&ima_ml_entry=${count + 5}`)));
-    assert.equal(past.ima_measurement_list_entry, 0);
-    assert.equal(past.ima_measurement_list.split('\n').length - 1, count);
+    for (const path of ['/v1/quote?', '/v2.2/quotes/integrity?mask=0x400&partial=1&']) {
+      const atEnd = keylimeResults(await get(target, `${path}nonce=abc&ima_ml_entry=${count}`));
+      assert.equal(atEnd.ima_measurement_list, '');
+      assert.equal(atEnd.ima_measurement_list_entry, count);
+      const past = keylimeResults(await get(target, `${path}nonce=abc&ima_ml_entry=${count + 5}`));
+      assert.equal(past.ima_measurement_list_entry, 0);
+      assert.equal(text(past, 'ima_measurement_list').split('\n').length - 1, count);
+    }
   });
 
   it('bad nonce, mask or entry: 400 with the agent envelope and our error code', async () => {

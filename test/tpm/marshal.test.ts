@@ -5,6 +5,7 @@ import {
   GetRandom,
   PcrExtend,
   PcrRead,
+  PcrReset,
   TPM_RH,
   TpmReader,
   TpmWriter,
@@ -32,6 +33,9 @@ describe('command encoding is byte-exact (docs/tpm.md#wire-basics)', () => {
     const expectedBody = '00000182' + '0000000a' + '00000009' + '40000009' + '0000' + '00' + '0000' + '00000002' + '0004' + hex(d1) + '000b' + hex(d2);
     assert.equal(hex(cmd), '8002' + (expectedBody.length / 2 + 6).toString(16).padStart(8, '0') + expectedBody);
     assert.equal(TPM_RH.PW, 0x40000009);
+  });
+  test('PCR_Reset(16) with the empty-password session (Part 3 §22.3: handle, auth, no parameters)', () => {
+    assert.equal(hex(encodeCommand(PcrReset, { pcr: 16 })), '80020000001b0000013d' + '00000010' + '00000009' + '40000009' + '0000' + '00' + '0000');
   });
 });
 
