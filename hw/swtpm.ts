@@ -31,7 +31,25 @@ export interface StartSwtpmOptions {
    * all four banks sha1, sha256, sha384, sha512 (docs/tpm.md#swtpm).
    */
   readonly banks?: readonly BankName[];
+  /**
+   * Manufacture the state with `swtpm_setup --create-ek-cert --create-platform-cert` (about 1 s):
+   * an RSA EK (L-1 template, certificate at NV 0x01C00002; `rsaKeySize` 3072 makes it H-6 at
+   * 0x01C0001C) and an ECC NIST P-384 EK (H-3, 0x01C00016), persisted at 0x81010001/0x81010016,
+   * their certificates signed by swtpm's local CA (`SWTPM_LOCAL_CA`). Without `banks`, all four
+   * banks stay active as in a fresh state.
+   */
+  readonly ekCertificates?: boolean | { readonly rsaKeySize?: 2048 | 3072 };
 }
+
+/**
+ * swtpm's local CA (swtpm-tools' `swtpm_localca`, configured in /etc/swtpm-localca.conf): it
+ * creates its root and issuing CA on first use, in a root-owned directory, so provisioning EK
+ * certificates needs root. `certificates` are the files a verifier's CA directory needs.
+ */
+export const SWTPM_LOCAL_CA = {
+  dir: '/var/lib/swtpm-localca',
+  certificates: ['/var/lib/swtpm-localca/issuercert.pem', '/var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem'],
+} as const;
 
 /** A running swtpm. */
 export interface SwtpmInstance {
@@ -122,14 +140,19 @@ async function pickPortPair(): Promise<[number, number]> {
   return [ports[0] ?? 0, ports[1] ?? 0];
 }
 
-function runSetup(stateDir: string, banks: readonly BankName[]): void {
-  const res = spawnSync(
-    'swtpm_setup',
-    ['--tpm2', '--tpmstate', stateDir, '--pcr-banks', banks.join(','), '--overwrite'],
-    { encoding: 'utf8' },
-  );
+function runSetup(stateDir: string, options: StartSwtpmOptions): void {
+  const args = ['--tpm2', '--tpmstate', stateDir, '--pcr-banks', options.banks?.join(',') ?? '-', '--overwrite'];
+  const ek = options.ekCertificates;
+  if (ek !== undefined && ek !== false) {
+    if (process.getuid?.() !== 0) {
+      throw new SwtpmError('SWTPM_SETUP_FAILED', `EK certificates need root: swtpm's local CA lives in ${SWTPM_LOCAL_CA.dir}`);
+    }
+    args.push('--create-ek-cert', '--create-platform-cert');
+    if (typeof ek === 'object' && ek.rsaKeySize !== undefined) args.push('--rsa-keysize', String(ek.rsaKeySize));
+  }
+  const res = spawnSync('swtpm_setup', args, { encoding: 'utf8' });
   if (res.status !== 0) {
-    throw new SwtpmError('SWTPM_SETUP_FAILED', `swtpm_setup --pcr-banks ${banks.join(',')} failed: ${res.stderr || res.stdout}`);
+    throw new SwtpmError('SWTPM_SETUP_FAILED', `swtpm_setup ${args.slice(3).join(' ')} failed: ${res.stderr || res.stdout}`);
   }
 }
 
@@ -216,7 +239,7 @@ export async function startSwtpm(options: StartSwtpmOptions = {}): Promise<Swtpm
   for (let attempt = 0; attempt < START_ATTEMPTS; attempt++) {
     const stateDir = mkdtempSync(join(tmpdir(), 'imakeep-swtpm-'));
     try {
-      if (options.banks !== undefined) runSetup(stateDir, options.banks);
+      if (options.banks !== undefined || (options.ekCertificates ?? false) !== false) runSetup(stateDir, options);
       const [port, ctrlPort] = await pickPortPair();
       const logFile = join(stateDir, 'swtpm.log');
       const stderrFile = join(stateDir, 'stderr.log');

@@ -6,7 +6,9 @@
  * Every error, in every verb: exit status 1 (2 for usage), one line on stderr
  * `imakeep: CODE: message`, no stack trace unless `--debug`; a usage error names where the usage
  * is: `imakeep: USAGE: message (imakeep VERB --help)`. `--help` or `-h` anywhere after the verb
- * prints the verb module's `usage` and exits 0, without running the verb.
+ * prints the verb module's `usage` and exits 0, without running the verb. A reader of stdout that
+ * goes away (`imakeep convert FILE --to ascii | head -1`: EPIPE) ends the command quietly with
+ * status 0, as it ends `cat`: the output was wanted only that far.
  */
 import { ImakeepError, UsageError } from './errors.js';
 import type { CliVerb } from './cli/_verb.js';
@@ -30,11 +32,17 @@ const VERBS: Record<string, { summary: string; load: () => Promise<VerbModule> }
   verify: { summary: 'verify evidence bundles or a log offline', load: () => import('./cli/verify.js') },
   policy: { summary: 'judge a log against a Keylime runtime policy; make one', load: () => import('./cli/policy.js') },
   fleet: { summary: 'the fleet service devices sync their evidence to', load: () => import('./cli/fleet.js') },
+  enroll: { summary: 'enroll a device: EK certificate, AK, credential activation', load: () => import('./cli/enroll.js') },
 };
 
 function usage(): string {
   const lines = Object.entries(VERBS).map(([name, v]) => `  ${name.padEnd(10)} ${v.summary}`);
   return ['usage: imakeep <verb> [options]   (--debug for stack traces)', '', ...lines, ''].join('\n');
+}
+
+/** True for the error of a write to a pipe whose reader closed it. */
+function isReaderGone(e: unknown): boolean {
+  return e instanceof Error && (e as NodeJS.ErrnoException).code === 'EPIPE';
 }
 
 /** Runs the command line `argv` (without `node` and the script) and returns the exit status. */
@@ -57,6 +65,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     return await mod.default(rest);
   } catch (e) {
+    if (isReaderGone(e)) return 0;
     if (debug) process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
     if (e instanceof ImakeepError) {
       // One line, always: point at the verb's usage rather than print it.
@@ -70,4 +79,9 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+// EPIPE on stdout also arrives as an 'error' event (unhandled, it would print a stack trace).
+process.stdout.on('error', (e) => {
+  if (!isReaderGone(e)) throw e;
+  process.exit(0);
+});
 process.exitCode = await main(process.argv.slice(2));

@@ -1,6 +1,8 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { UsageError } from '../errors.js';
+import { existsSync } from 'node:fs';
 import { BANKS, type BankName } from '../ima/record.js';
+import { DEFAULT_TPM_DEVICE } from '../tpm/index.js';
 
 /**
  * A CLI verb: takes the arguments after its name, writes to stdout/stderr, returns the exit status.
@@ -103,4 +105,19 @@ export function writeStdout(data: Uint8Array | string): Promise<void> {
   return new Promise((resolve, reject) => {
     process.stdout.write(data, (err) => (err ? reject(err) : resolve()));
   });
+}
+
+/** The TPM address of `--tpm`, else `device:/dev/tpmrm0` when that device exists, else a UsageError. */
+export function tpmAddress(given: string | undefined): string {
+  if (given !== undefined) return given;
+  if (existsSync(DEFAULT_TPM_DEVICE)) return `device:${DEFAULT_TPM_DEVICE}`;
+  throw new UsageError(`no ${DEFAULT_TPM_DEVICE}: pass --tpm swtpm:HOST:PORT or --tpm device:PATH`);
+}
+
+/** Runs the subcommand `argv[0]` of verb `verb` from `subcommands`, or throws a UsageError naming them. */
+export function runSubcommand(verb: string, subcommands: Readonly<Record<string, CliVerb>>, argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  const run = sub !== undefined && Object.hasOwn(subcommands, sub) ? subcommands[sub] : undefined;
+  if (run === undefined) throw new UsageError(`unknown ${verb} subcommand '${sub ?? ''}' (one of ${Object.keys(subcommands).join(', ')})`);
+  return run(rest);
 }

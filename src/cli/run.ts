@@ -14,6 +14,7 @@ import {
   COLLECTOR_DEFAULTS,
   COLLECTOR_STEPS,
   Collector,
+  RECOVERY_PAUSE_REASONS,
   daemonPaths,
   missingDaemonEnv,
   parseCrashAt,
@@ -51,6 +52,9 @@ export function statusSamples(s: CollectorStatus): MetricSample[] {
     ...(['p50', 'p99', 'max'] as const).map((q) => g('imakeep_writer_lock_hold_ms', 'Writer-lock hold time per kernel write.', m.writerLockHoldMs[q], { quantile: q })),
     ...(['p50', 'p99', 'max'] as const).map((q) => g('imakeep_cycle_ms', 'Cycle duration.', m.cycleMs[q], { quantile: q })),
     ...Object.entries(m.errors).map(([code, n]) => c('imakeep_errors_total', 'Cycle failures by error code.', n, { code })),
+    ...RECOVERY_PAUSE_REASONS.map((reason) =>
+      g('imakeep_removal_paused', 'A pending removal left undecided (1): removal and the kernel part of the log wait, by reason.', s.recovery?.reason === reason ? 1 : 0, { reason }),
+    ),
   ];
 }
 

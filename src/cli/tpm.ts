@@ -18,7 +18,6 @@ import { join } from 'node:path';
 import { UsageError } from '../errors.js';
 import type { BankName } from '../ima/record.js';
 import {
-  DEFAULT_TPM_DEVICE,
   type PcrRef,
   Tpm,
   decodePcrBlob,
@@ -26,7 +25,7 @@ import {
   publicKeyFromTpm2b,
   verifyQuote,
 } from '../tpm/index.js';
-import { bankArg, choiceOption, parseVerbArgs, requireOptions, writeStdout } from './_verb.js';
+import { bankArg, choiceOption, parseVerbArgs, requireOptions, runSubcommand, tpmAddress, writeStdout } from './_verb.js';
 
 /** Usage of `imakeep tpm` and its subcommands. */
 export const usage = `usage: imakeep tpm pcrread [--tpm ADDR] [--pcrs sha1:10,sha256:10] [--json]
@@ -59,12 +58,6 @@ export function parsePcrSpec(spec: string): PcrRef[] {
 function parseHex(name: string, hex: string): Uint8Array {
   if (!/^([0-9a-fA-F]{2})+$/.test(hex)) throw new UsageError(`--${name} must be an even number of hex digits`);
   return new Uint8Array(Buffer.from(hex, 'hex'));
-}
-
-function tpmAddress(given: string | undefined): string {
-  if (given !== undefined) return given;
-  if (existsSync(DEFAULT_TPM_DEVICE)) return `device:${DEFAULT_TPM_DEVICE}`;
-  throw new UsageError(`no ${DEFAULT_TPM_DEVICE}: pass --tpm swtpm:HOST:PORT or --tpm device:PATH`);
 }
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
@@ -157,9 +150,6 @@ async function verify(argv: string[]): Promise<number> {
 const SUBCOMMANDS: Readonly<Record<string, (argv: string[]) => Promise<number>>> = { pcrread, quote, verify };
 
 /** `imakeep tpm <pcrread|quote|verify> ...` */
-export default async function tpmVerb(argv: string[]): Promise<number> {
-  const [sub, ...rest] = argv;
-  const run = sub !== undefined && Object.hasOwn(SUBCOMMANDS, sub) ? SUBCOMMANDS[sub] : undefined;
-  if (run === undefined) throw new UsageError(`unknown tpm subcommand '${sub ?? ''}' (one of ${Object.keys(SUBCOMMANDS).join(', ')})`);
-  return run(rest);
+export default function tpmVerb(argv: string[]): Promise<number> {
+  return runSubcommand('tpm', SUBCOMMANDS, argv);
 }

@@ -10,7 +10,7 @@
  */
 import { readFileSync, writeFileSync, renameSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
-import { BANKS, PcrReplay, bytesEqual, replayUntilFits, toHex, type BankMode, type BankName, type ImaRecord } from '../ima/index.js';
+import { BANKS, PcrReplay, bytesEqual, fitsNow, replayUntilFits, toHex, type BankMode, type BankName, type ImaRecord } from '../ima/index.js';
 import { encodePcrBlob, quoteTarget, verifySignedQuote, type PcrRef, type PcrValue, type SignedQuote } from '../tpm/index.js';
 import {
   KernelError,
@@ -25,7 +25,7 @@ import {
   type RemovalResult,
   type SecurityfsFiles,
 } from '../kernel/index.js';
-import { ChunkBuilder, chainedNonce, replayAt, type BootRecord, type Checkpoint, type ImaStore, type StoredRecord } from '../store/index.js';
+import { ChunkBuilder, chainedNonce, replayAt, type BootRecord, type Checkpoint, type ImaStore, type KernelHeadFacts, type StoredRecord } from '../store/index.js';
 import { isImakeepError } from '../errors.js';
 import {
   COLLECTOR_DEFAULTS,
@@ -35,18 +35,13 @@ import {
   type Flavor,
 } from './config.js';
 import { CollectorError } from './errors.js';
-import { kernelTail, listReader, type KernelLayout, type KernelReadOptions } from './kernel-log.js';
+import { kernelTail, listReader, recoveryPending, recoveryReads, type KernelLayout, type KernelReadOptions } from './kernel-log.js';
 import { CollectorMetrics, type MetricsSnapshot } from './metrics.js';
-import { judgeRemoval, pcrsByBank, sameRecord, tieBreakByReplay } from './recovery.js';
+import { pcrsByBank, recordIdentity, resolveJournal, sameRecord, type RecoveryPauseReason } from './recovery.js';
 import { storedBytes, storedRange } from './stored.js';
 
 /** Default path of the kernel's boot id. */
 export const DEFAULT_BOOT_ID_PATH = '/proc/sys/kernel/random/boot_id';
-
-/** Records compared at the kernel's head when deciding a pending removal. */
-const RECOVERY_HEAD_RECORDS = 1024;
-/** Replay rounds of the recovery tie-break while records keep arriving. */
-const RECOVERY_REPLAY_ROUNDS = 5;
 
 /** PCR `pcr` of each of `banks`: what the collector quotes and reads. */
 const inBanks = (banks: readonly BankName[], pcr: number): PcrRef[] => banks.map((bank) => ({ bank, pcr }));
@@ -56,6 +51,16 @@ export interface CollectorCondition {
   readonly code: string;
   readonly message: string;
   /** When it was last seen (ms since the epoch). */
+  readonly at: number;
+}
+
+/** A pending removal left undecided: removal and the kernel's part of the log wait (recovery.ts). */
+export interface RecoveryPause {
+  readonly reason: RecoveryPauseReason;
+  readonly message: string;
+  /** T as journaled (records before it are removed for certain). */
+  readonly removed: number;
+  /** When it was last tried (ms since the epoch). */
   readonly at: number;
 }
 
@@ -81,6 +86,8 @@ export type CollectorStatus = {
   readonly lastCheckpoint: { readonly count: number } | null;
   /** Why removal is stopped for this boot (ESTALE: kexec/reboot under way), or null. */
   readonly removalHalted: string | null;
+  /** A pending removal that could not be decided (retried every cycle), or null. */
+  readonly recovery: RecoveryPause | null;
   /** The last failure, cleared by the next clean cycle. */
   readonly condition: CollectorCondition | null;
   readonly metrics: MetricsSnapshot;
@@ -152,10 +159,13 @@ export class Collector {
   #matchReplay: PcrReplay | undefined;
   /** Replay at the open chunk's end (every drained record). */
   #chunkReplay: PcrReplay;
+  /** PCR of the last record drained (the one #chunkReplay extended last); -1 before any. */
+  #lastDrainedPcr = -1;
   #builder: ChunkBuilder;
   #current: MeasurementListReader;
   #staged: MeasurementListReader | null = null;
   #halted: string | null = null;
+  #recoveryPause: RecoveryPause | null = null;
   #condition: CollectorCondition | null = null;
   #kmemPerRecord = 0;
   #kmemSamples = 0;
@@ -191,7 +201,8 @@ export class Collector {
   /**
    * Probes the kernel, picks the flavour, finds or begins the boot segment, and recovers: a
    * journaled removal without outcome is decided and finished, a staged list left after `A` is
-   * taken over. Throws `COLLECTOR_RECOVERY_FAILED` when a pending removal cannot be decided.
+   * taken over. A pending removal that cannot be decided does not stop it: `status().recovery`
+   * says why, and each cycle tries again (failing with `COLLECTOR_RECOVERY_FAILED` meanwhile).
    */
   static async open(options: CollectorOptions): Promise<Collector> {
     const caps = probeSecurityfs({ root: options.securityfsRoot, cmdlinePath: options.cmdlinePath, files: options.files });
@@ -248,54 +259,37 @@ export class Collector {
   }
 
   /**
-   * Brings the in-memory state to the store's and the kernel's (design.md "Recovery"): decides a
-   * pending removal, adopts a staged list, then positions the kernel readers after the stored
-   * records. Drops the open chunk: its records are still in the kernel and are read again.
+   * Brings the in-memory state to the store's and the kernel's (design.md "Recovery"): resolves
+   * the journal (recovery.ts, the one resolution every serving path shares) and journals the
+   * decision, then positions the kernel readers after the stored records. Drops the open chunk:
+   * its records are still in the kernel and are read again. An undecided removal leaves the
+   * readers unpositioned and sets `#recoveryPause`.
    */
   async #recover(): Promise<void> {
-    const { boot } = this.#b;
+    const { boot, banks } = this.#b;
     const store = this.#store;
-    let journal = await store.journal(boot);
-    const stagedOnDisk = await this.#stagedListLength();
-    const pending = journal.pending;
-    if (pending !== null && pending.flavor === 'n') {
-      const done = await this.#decideN(journal.removed, pending.n);
-      journal = await store.journalOutcome(boot, { done });
-    } else if (pending !== null && pending.flavor === 'staged') {
-      const step = journal.staged;
-      if (stagedOnDisk === 0) {
-        // No staged list: `A` never happened (no staged state yet), or `D` did (only after `stored`).
-        if (step !== null && step.step !== 'stored') {
-          throw new CollectorError('COLLECTOR_RECOVERY_FAILED', `boot ${boot}: the journal says ${step.count} records are staged, the kernel has no staged list`, { boot, index: journal.removed });
-        }
-        journal = await store.journalOutcome(boot, { done: step !== null });
-      } else if (step !== null && step.count !== stagedOnDisk) {
-        throw new CollectorError('COLLECTOR_RECOVERY_FAILED', `boot ${boot}: the journal says ${step.count} records are staged, the kernel's staged list holds ${stagedOnDisk}`, { boot, index: journal.removed });
-      } else if (step === null) {
-        journal = await store.journalStaged(boot, { step: 'staged', count: stagedOnDisk });
-      }
-    } else if (stagedOnDisk > 0) {
-      // A staged list nobody journaled (another agent's `A`): take it over like our own.
-      await store.journalIntent(boot, { flavor: 'staged', removed: journal.removed, n: 0, at: this.#now() });
-      journal = await store.journalStaged(boot, { step: 'staged', count: stagedOnDisk });
-    }
-    this.#removed = journal.removed;
-    this.#stagedCount = journal.pending?.flavor === 'staged' && journal.staged !== null ? journal.staged.count : null;
+    const journal = await store.journal(boot);
+    const tpm = { pcr: this.#pcr, readPcrs: async () => pcrsByBank(await this.#o.quotes.readPcrs(inBanks(banks, this.#pcr)), this.#pcr) };
+    const resolution = await resolveJournal(journal, recoveryReads(store, boot, this.#caps, this.#read, tpm));
+    this.#removed = resolution.removed;
     this.#stored = await store.storedCount(boot);
     this.#checkpoint = await store.lastCheckpoint(boot);
     this.#matchReplay = undefined;
-    await this.#positionReaders();
-  }
-
-  /** Records in the kernel's staged list (0 without one or without the staging interface). */
-  async #stagedListLength(): Promise<number> {
-    const path = this.#caps.stagedBinaryListPath;
-    if (path === undefined) return 0;
-    let count = 0;
-    for await (const batch of listReader(path, { index: 0, offset: 0 }, this.#read).drain({ maxBatchRecords: this.#read.maxBatchRecords })) {
-      count += batch.records.length;
+    if (!resolution.settled) {
+      this.#recoveryPause = { reason: resolution.reason, message: resolution.message, removed: resolution.removed, at: this.#now() };
+      this.#stagedCount = null;
+      this.#builder = new ChunkBuilder(this.#stored);
+      return;
     }
-    return count;
+    const action = resolution.action;
+    if (action.kind === 'outcome') await store.journalOutcome(boot, { done: action.done });
+    if (action.kind === 'adopt-staged') {
+      if (action.journalIntent) await store.journalIntent(boot, { flavor: 'staged', removed: journal.removed, n: 0, at: this.#now() });
+      await store.journalStaged(boot, { step: 'staged', count: action.count });
+    }
+    this.#recoveryPause = null;
+    this.#stagedCount = resolution.stagedCount;
+    await this.#positionReaders();
   }
 
   /** Readers, open chunk and chunk replay at the stored count. */
@@ -317,49 +311,7 @@ export class Collector {
     this.#builder = new ChunkBuilder(stored, this.#o.chunkBounds ?? COLLECTOR_DEFAULTS.chunkBounds);
     const replay = await replayAt(this.#store, boot, stored, this.#b.modes);
     this.#chunkReplay = PcrReplay.fromState(replay.toState(), { verifyDigests: false });
-  }
-
-  /** Decides a pending `n` removal of records T..T+n-1 (recovery.ts). */
-  async #decideN(T: number, n: number): Promise<boolean> {
-    const { boot } = this.#b;
-    const head = await this.#kernelHead(RECOVERY_HEAD_RECORDS);
-    const judgement = judgeRemoval({
-      n,
-      kernelHead: head.records,
-      kernelHeadComplete: head.complete,
-      storedAtT: await storedRange(this.#store, boot, T, head.records.length),
-      storedAtTn: await storedRange(this.#store, boot, T + n, head.records.length),
-    });
-    if (judgement === 'done' || judgement === 'not-done') return judgement === 'done';
-    if (judgement === 'ambiguous') {
-      const decided = await tieBreakByReplay({
-        atT: (await replayAt(this.#store, boot, T, this.#b.modes)).toState(),
-        atTn: (await replayAt(this.#store, boot, T + n, this.#b.modes)).toState(),
-        kernelList: () => this.#kernelBatches(),
-        readPcrs: async () => pcrsByBank(await this.#o.quotes.readPcrs(inBanks(this.#b.banks, this.#pcr)), this.#pcr),
-        pcr: this.#pcr,
-        attempts: RECOVERY_REPLAY_ROUNDS,
-      });
-      if (decided !== undefined) return decided === 'done';
-    }
-    throw new CollectorError(
-      'COLLECTOR_RECOVERY_FAILED',
-      `boot ${boot}: cannot tell whether records ${T}..${T + n - 1} were removed (${judgement === 'neither' ? "the kernel's head matches neither reading" : 'both readings fit the data and the PCRs'})`,
-      { boot, index: T },
-    );
-  }
-
-  async #kernelHead(max: number): Promise<{ records: readonly ImaRecord[]; complete: boolean }> {
-    const reader = listReader(this.#caps.binaryListPath, { index: 0, offset: 0 }, this.#read);
-    for await (const batch of reader.drain({ maxBatchRecords: max + 1 })) {
-      return { records: batch.records.slice(0, max), complete: batch.records.length <= max };
-    }
-    return { records: [], complete: true };
-  }
-
-  async *#kernelBatches(): AsyncGenerator<readonly ImaRecord[]> {
-    const reader = listReader(this.#caps.binaryListPath, { index: 0, offset: 0 }, this.#read);
-    for await (const batch of reader.drain({ maxBatchRecords: this.#read.maxBatchRecords })) yield batch.records;
+    this.#lastDrainedPcr = -1;
   }
 
   // ---- the cycle --------------------------------------------------------------------------------
@@ -381,7 +333,8 @@ export class Collector {
     try {
       const bootId = this.#readBootId();
       if (bootId !== this.#b.record.kernelBootId) await this.#openBoot(bootId);
-      else if ((await this.#store.journal(this.#b.boot)).pending !== null && this.#stagedCount === null) await this.#recover();
+      else if (this.#recoveryPause !== null || ((await this.#store.journal(this.#b.boot)).pending !== null && this.#stagedCount === null)) await this.#recover();
+      if (this.#recoveryPause !== null) throw recoveryPending(this.#b.boot, this.#recoveryPause);
       await this.#drain();
       if (!(await this.#attest())) return this.#report(t0, removedBefore);
       await this.#remove();
@@ -429,6 +382,7 @@ export class Collector {
       let sealFailure: { readonly error: unknown } | undefined;
       for (const rec of batch.records) {
         this.#chunkReplay.extend(rec);
+        this.#lastDrainedPcr = rec.pcr;
         bounds.add(rec, now);
         this.#sampleKmem(rec);
         // Seal at the record that reaches the bound, not at the end of the read batch: a batch of
@@ -508,13 +462,24 @@ export class Collector {
     const { boot, modes, banks } = this.#b;
     const pcr = this.#pcr;
     const from = this.#checkpoint?.count ?? 0;
+    const target = quoteTarget(quote);
+    // Fast path: every drained record is stored (drain and seal came first) and already replayed,
+    // record by record as it was read (#chunkReplay). On a kernel that logged nothing between the
+    // quote and the drain, the quote fits that state, and no stored record is read back and hashed
+    // again (bench/results/lean.md). It is the shortest fitting prefix only if the last record
+    // extended the quoted PCR; otherwise the search below finds the shortest.
+    const drained = this.#chunkReplay;
+    if (drained.recordCount > from && this.#lastDrainedPcr === pcr) {
+      const values = fitsNow(target, drained);
+      if (values !== undefined) return { count: drained.recordCount, replay: PcrReplay.fromState(drained.toState(), { verifyDigests: false }), pcrs: values };
+    }
     const base = this.#matchReplay ?? (await replayAt(this.#store, boot, from, modes));
     this.#matchReplay = base;
     const replay = PcrReplay.fromState(base.toState(), { verifyDigests: false });
     const records = async function* (store: ImaStore): AsyncGenerator<ImaRecord> {
       for await (const { record } of store.records(boot, from)) yield record;
     };
-    const pcrs = await replayUntilFits(quoteTarget(quote), replay, records(this.#store));
+    const pcrs = await replayUntilFits(target, replay, records(this.#store));
     if (pcrs !== undefined) return { count: replay.recordCount, replay, pcrs };
     // Name a bank whose TPM value differs from the replay of everything stored (informational).
     const tpm = await this.#o.quotes.readPcrs(inBanks(banks, pcr));
@@ -567,7 +532,8 @@ export class Collector {
     const bytes = await storedBytes(this.#store, boot, T, target);
     const [head] = await storedRange(this.#store, boot, T, 1);
     if (head === undefined) throw new RangeError(`record ${T} is not stored`);
-    await this.#store.journalIntent(boot, { flavor: 'n', removed: T, n, at: this.#now() });
+    const kernelHead = await this.#kernelHeadFacts(head, n, bytes);
+    await this.#store.journalIntent(boot, { flavor: 'n', removed: T, n, at: this.#now(), kernelHead });
     await this.#step('intent-journaled');
     let result: RemovalResult;
     try {
@@ -601,6 +567,24 @@ export class Collector {
     this.#metrics.recordsRemoved += n;
     this.#metrics.removals++;
     await this.#step('outcome-journaled');
+  }
+
+  /**
+   * What recovery needs to decide this removal from one read of the head (store `KernelHeadFacts`):
+   * the counter, record T, and the record at kernel position n (read at the removed records' byte
+   * end, known from the store). Read before the intent, outside the writer window: records only
+   * append meanwhile, so they still hold at the write (the window checks the head again).
+   */
+  async #kernelHeadFacts(first: ImaRecord, n: number, bytes: number): Promise<KernelHeadFacts> {
+    const listed = readCounter(this.#caps.countPath, this.#files);
+    // One record is wanted: a small read (the reader reads on for a larger record).
+    const reader = listReader(this.#caps.binaryListPath, { index: n, offset: bytes }, { ...this.#read, readSize: 4096 });
+    let next: ImaRecord | undefined;
+    for await (const batch of reader.drain({ maxBatchRecords: 1 })) {
+      next = batch.records[0];
+      break;
+    }
+    return { listed, first: recordIdentity(first), next: next === undefined ? null : recordIdentity(next) };
   }
 
   /** Flavour `staged`, first half: `A`, then read and store the staged list. */
@@ -677,8 +661,8 @@ export class Collector {
   /**
    * Runs cycles until `signal` aborts: every `intervalMs`, earlier when the kernel's list passes
    * `cycleAtRecords` records or `cycleAtKmemBytes` modeled bytes. A failed cycle is reported in
-   * `status()` and retried at the next one, except `COLLECTOR_RECOVERY_FAILED` and store
-   * corruption, which end the loop. An abort lets the current cycle finish its step.
+   * `status()` and retried at the next one (an undecided pending removal included), except store
+   * corruption, which ends the loop. An abort lets the current cycle finish its step.
    */
   async run(signal: AbortSignal, onCycle?: (report: CycleReport | undefined, error: unknown) => void): Promise<void> {
     while (!signal.aborted && !this.#closed) {
@@ -687,7 +671,7 @@ export class Collector {
       } catch (e) {
         onCycle?.(undefined, e);
         const code = codeOf(e);
-        if (code === 'COLLECTOR_RECOVERY_FAILED' || code === 'STORE_CORRUPT' || code === 'STORE_CHAIN_BROKEN' || code === 'COLLECTOR_STOPPED') throw e;
+        if (code === 'STORE_CORRUPT' || code === 'STORE_CHAIN_BROKEN' || code === 'COLLECTOR_STOPPED') throw e;
       }
       await this.#waitForCycle(signal);
     }
@@ -731,6 +715,7 @@ export class Collector {
       kernelBytesModel: Math.round(kernelRecords * this.#kmemPerRecord),
       lastCheckpoint: this.#checkpoint === undefined ? null : { count: this.#checkpoint.count },
       removalHalted: this.#halted,
+      recovery: this.#recoveryPause,
       condition: this.#condition,
       metrics: this.#metrics.snapshot(),
       updatedAt: this.#now(),
@@ -757,6 +742,7 @@ export class Collector {
    * (the counter file takes no lock); the drained count if the counter cannot be read.
    */
   kernelEnd(): number {
+    if (this.#recoveryPause !== null) throw recoveryPending(this.#b.boot, this.#recoveryPause);
     try {
       return this.#removed + (this.#stagedCount ?? 0) + readCounter(this.#caps.countPath, this.#files);
     } catch {
@@ -780,6 +766,7 @@ export class Collector {
       let removed: number;
       try {
         if (this.#b.boot !== boot) return;
+        if (this.#recoveryPause !== null) throw recoveryPending(boot, this.#recoveryPause);
         removed = this.#removed;
         // The drain position less the open chunk is where the first unsealed record starts.
         const storedAt = { index: this.#current.position.index - this.#builder.count, offset: this.#current.position.offset - this.#builder.byteLength };

@@ -4,6 +4,7 @@
  */
 import { DetailedError } from '../errors.js';
 import type { BankName } from '../ima/index.js';
+import type { RecoveryPauseReason } from './recovery.js';
 
 /** Stable codes of {@link CollectorError}. */
 export type CollectorErrorCode =
@@ -15,9 +16,11 @@ export type CollectorErrorCode =
    */
   | 'QUOTE_MISMATCH'
   /**
-   * A journaled removal (intent without outcome) could not be decided at start: the kernel's first
-   * records match neither "removed" nor "not removed", or both and the PCR replay does not tell
-   * them apart. The collector refuses to run rather than guess (Invariant 3).
+   * A journaled removal (intent without outcome) could not be decided: the kernel's head matches
+   * neither "removed" nor "not removed", or both and the PCR replay does not tell them apart
+   * (`details.reason`, recovery.ts `RecoveryPauseReason`). The collector does not guess
+   * (Invariant 3): it keeps running and serving the stored log with removal paused, retries every
+   * cycle, and says why in its status; a path that would serve the kernel's records refuses.
    */
   | 'COLLECTOR_RECOVERY_FAILED'
   /** The collector was stopped (`stop()`, SIGINT/SIGTERM) or closed while a call was waiting. */
@@ -41,6 +44,8 @@ export interface CollectorErrorDetails {
   /** QUOTE_MISMATCH: records replayed, from the last checkpoint to the stored count. */
   readonly from?: number;
   readonly to?: number;
+  /** COLLECTOR_RECOVERY_FAILED: why the pending removal is undecided. */
+  readonly reason?: RecoveryPauseReason;
 }
 
 /** The one error class of `src/collector`; switch on `code`. */

@@ -15,7 +15,21 @@ export {
   type FlavorChoice,
 } from './config.js';
 export { SAMPLE_WINDOW, Timing, type MetricsSnapshot, type TimingSummary } from './metrics.js';
-export { judgeRemoval, sameRecord, type RemovalEvidence, type RemovalJudgement } from './recovery.js';
+export {
+  RECOVERY_PAUSE_REASONS,
+  decideByHeadFacts,
+  judgeRemoval,
+  recordIdentity,
+  resolveJournal,
+  sameRecord,
+  type JournalAction,
+  type JournalResolution,
+  type RecoveryKernelReads,
+  type RecoveryPauseReason,
+  type RecoveryReads,
+  type RemovalEvidence,
+  type RemovalJudgement,
+} from './recovery.js';
 export {
   kernelSegments,
   kernelTail,
@@ -33,6 +47,7 @@ export {
   DEFAULT_BOOT_ID_PATH,
   type CollectorCondition,
   type CollectorStatus,
+  type RecoveryPause,
   type CycleReport,
 } from './collector.js';
 export {

@@ -6,8 +6,10 @@
 import { readFileSync } from 'node:fs';
 import type { ImaRecord } from '../ima/index.js';
 import { MeasurementListReader, probeSecurityfs, readCounter, type BusyRetryPolicy, type ListPosition, type SecurityfsFiles } from '../kernel/index.js';
-import type { ImaStore, StoredRecord } from '../store/index.js';
-import { storedBytes } from './stored.js';
+import { replayAt, type ImaStore, type StoredRecord } from '../store/index.js';
+import { CollectorError } from './errors.js';
+import { resolveJournal, type RecoveryKernelReads, type RecoveryPauseReason, type RecoveryReads, type RecoveryTpmReads } from './recovery.js';
+import { storedBytes, storedRange } from './stored.js';
 
 /** One kernel list file and the global index of its first record. */
 export interface KernelSegment {
@@ -90,11 +92,63 @@ export async function* kernelTail(
   }
 }
 
-/** The kernel files {@link openKernelTail} reads (a subset of `KernelCapabilities`). */
+/** The kernel files recovery and {@link openKernelTail} read (a subset of `KernelCapabilities`). */
 export interface KernelTailFiles {
   readonly binaryListPath: string;
   readonly stagedBinaryListPath: string | undefined;
   readonly countPath: string;
+}
+
+/** Records of a list file, counted by reading it whole in batches. */
+async function listLength(path: string, opts: KernelReadOptions): Promise<number> {
+  let count = 0;
+  for await (const batch of listReader(path, { index: 0, offset: 0 }, opts).drain({ maxBatchRecords: opts.maxBatchRecords })) count += batch.records.length;
+  return count;
+}
+
+/** The kernel reads of recovery (recovery.ts) on the files of `files`. */
+export function kernelRecoveryReads(files: KernelTailFiles, opts: KernelReadOptions): RecoveryKernelReads {
+  return {
+    stagedListLength: async () => (files.stagedBinaryListPath === undefined ? 0 : listLength(files.stagedBinaryListPath, opts)),
+    async currentHead(max) {
+      // The counter first: read before the records, it is a lower bound of the list the read sees.
+      const count = readCounter(files.countPath, opts.files);
+      const reader = listReader(files.binaryListPath, { index: 0, offset: 0 }, opts);
+      for await (const batch of reader.drain({ maxBatchRecords: max + 1 })) {
+        return { count, records: batch.records.slice(0, max), complete: batch.records.length <= max };
+      }
+      return { count, records: [], complete: true };
+    },
+    async *currentList() {
+      const reader = listReader(files.binaryListPath, { index: 0, offset: 0 }, opts);
+      for await (const batch of reader.drain({ maxBatchRecords: opts.maxBatchRecords })) yield batch.records;
+    },
+  };
+}
+
+/** Everything {@link resolveJournal} reads, for `boot` of `store` on the kernel files `files`. */
+export function recoveryReads(
+  store: ImaStore,
+  boot: number,
+  files: KernelTailFiles,
+  opts: KernelReadOptions,
+  tpm?: RecoveryTpmReads,
+): RecoveryReads {
+  return {
+    kernel: kernelRecoveryReads(files, opts),
+    storedRange: (from, max) => storedRange(store, boot, from, max),
+    replayAt: async (count) => (await replayAt(store, boot, count, (await store.bootRecord(boot)).bankModes)).toState(),
+    tpm,
+  };
+}
+
+/** The error of a path that serves when the pending removal is undecided: no silent gap. */
+export function recoveryPending(boot: number, resolution: { readonly removed: number; readonly reason: RecoveryPauseReason; readonly message: string }): CollectorError {
+  return new CollectorError(
+    'COLLECTOR_RECOVERY_FAILED',
+    `boot ${boot}: the pending removal at record ${resolution.removed} is undecided (${resolution.reason}): ${resolution.message}; the kernel's records are not served until it is`,
+    { boot, index: resolution.removed, reason: resolution.reason },
+  );
 }
 
 /** Records of the kernel's part of a boot's log, in batches with the global index of the first. */
@@ -107,19 +161,15 @@ export interface StandaloneKernelTail {
 
 /**
  * The kernel tail of `boot` for a reader without a running collector (`imakeep log` while the
- * daemon is down): T from the journal, a staged list (left by a crash between `A` and `D`)
- * counted from its file. Nobody removes records meanwhile, so positions stay valid.
+ * daemon is down): the journal resolved against the kernel as the collector resolves it at start
+ * (a removal journaled without outcome decided, a staged list found or gone), without writing.
+ * Nobody removes records meanwhile, so positions stay valid. Throws `COLLECTOR_RECOVERY_FAILED`
+ * (with `details.reason`) when the pending removal cannot be decided without the daemon.
  */
 export async function openKernelTail(store: ImaStore, boot: number, files: KernelTailFiles, opts: KernelReadOptions = {}): Promise<StandaloneKernelTail> {
-  const removed = (await store.journal(boot)).removed;
-  let stagedCount: number | null = null;
-  if (files.stagedBinaryListPath !== undefined) {
-    let count = 0;
-    for await (const batch of listReader(files.stagedBinaryListPath, { index: 0, offset: 0 }, opts).drain({ maxBatchRecords: opts.maxBatchRecords })) {
-      count += batch.records.length;
-    }
-    if (count > 0) stagedCount = count;
-  }
+  const resolution = await resolveJournal(await store.journal(boot), recoveryReads(store, boot, files, opts));
+  if (!resolution.settled) throw recoveryPending(boot, resolution);
+  const { removed, stagedCount } = resolution;
   const layout: KernelLayout = { removed, stagedCount, currentPath: files.binaryListPath, stagedPath: files.stagedBinaryListPath };
   return {
     boot,

@@ -60,6 +60,7 @@ export {
   PcrReplay,
   replayUntilMatch,
   replayUntilMatchAsync,
+  fitsNow,
   replayUntilFits,
   type PcrReplayOptions,
   type ReplayedPcr,

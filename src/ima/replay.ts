@@ -321,17 +321,19 @@ export async function replayUntilFits(
   records: AsyncIterable<ImaRecord> | Iterable<ImaRecord>,
 ): Promise<ReplayedPcr[] | undefined> {
   const targetPcrs = new Set(target.pcrs.map((r) => r.pcr));
-  const fitting = (): ReplayedPcr[] | undefined => {
-    const values = target.pcrs.map(({ bank, pcr }) => ({ bank, pcr, value: replay.value(bank, pcr) }));
-    return target.fits(values) ? values : undefined;
-  };
-  const first = fitting();
+  const first = fitsNow(target, replay);
   if (first !== undefined) return first;
   for await (const record of records) {
     replay.extend(record);
     if (!targetPcrs.has(record.pcr)) continue;
-    const values = fitting();
+    const values = fitsNow(target, replay);
     if (values !== undefined) return values;
   }
   return undefined;
+}
+
+/** The replayed values of the target's PCRs (the target's order) if they fit it now; else undefined. */
+export function fitsNow(target: ReplayTarget, replay: PcrReplay): ReplayedPcr[] | undefined {
+  const values = target.pcrs.map(({ bank, pcr }) => ({ bank, pcr, value: replay.value(bank, pcr) }));
+  return target.fits(values) ? values : undefined;
 }

@@ -181,7 +181,9 @@ interface RecordFields {
   readonly path: string;
   readonly algo: string;
   readonly digest: Uint8Array;
-  readonly shown: string;
+  /** The digest as lowercase hex, and the text before it as the ASCII list shows it (`sha256:`). */
+  readonly hex: string;
+  readonly prefix: string;
   readonly sig: Uint8Array | undefined;
   readonly buf: Uint8Array | undefined;
 }
@@ -201,8 +203,24 @@ function recordFields(fields: readonly TemplateField[]): RecordFields | null {
   if (digestField === undefined || path === undefined) return null;
   const hex = toHex(digestField.digest);
   // The `ima` template's `d` has no prefix: a SHA-1 digest (or an MD5 one padded to 20 bytes).
-  if (digestField.id === 'd') return { path, algo: 'sha1', digest: digestField.digest, shown: hex, sig, buf };
-  return { path, algo: digestField.algo, digest: digestField.digest, shown: `${digestField.prefix}${hex}`, sig, buf };
+  if (digestField.id === 'd') return { path, algo: 'sha1', digest: digestField.digest, hex, prefix: '', sig, buf };
+  return { path, algo: digestField.algo, digest: digestField.digest, hex, prefix: digestField.prefix, sig, buf };
+}
+
+/** No reason, and each reason alone: shared arrays, so a passing record allocates none. */
+const PASS: readonly ReasonCode[] = [];
+const ONLY = Object.fromEntries(REASON_CODES.map((r) => [r, [r]])) as unknown as Readonly<Record<ReasonCode, readonly ReasonCode[]>>;
+
+/** A record's finding: the PCR reason (if any) first, then the others. */
+function finding(rec: ImaRecord, index: number, fields: RecordFields | null, pcr: readonly ReasonCode[], more: readonly ReasonCode[], violation: boolean): Finding {
+  return {
+    index,
+    template: rec.template,
+    path: fields?.path ?? '',
+    digest: fields === null ? '' : `${fields.prefix}${fields.hex}`,
+    reasons: [...pcr, ...more],
+    violation,
+  };
 }
 
 function emptyCounts(): Record<ReasonCode, number> {
@@ -299,8 +317,7 @@ export class PolicyJudge {
   }
 
   #judge(rec: ImaRecord, index: number): Finding | null {
-    const reasons: ReasonCode[] = [];
-    if (rec.pcr !== this.#imaPcr) reasons.push('pcr');
+    const pcr = rec.pcr === this.#imaPcr ? PASS : ONLY.pcr;
     let fields: RecordFields | null = null;
     try {
       const decoded = decodeTemplateFields(rec, this.#endian, index);
@@ -308,21 +325,13 @@ export class PolicyJudge {
     } catch {
       fields = null;
     }
-    const finding = (more: readonly ReasonCode[], violation = false): Finding => ({
-      index,
-      template: rec.template,
-      path: fields?.path ?? '',
-      digest: fields?.shown ?? '',
-      reasons: [...reasons, ...more],
-      violation,
-    });
-    if (isViolation(rec)) return finding(this.#treatment === 'reject' ? ['violation'] : [], true);
-    if (this.#checkTemplateHash && !bytesEqual(computeTemplateDigest(rec, 'sha1', this.#endian), rec.digest)) return finding(['template_hash']);
-    if (fields === null) return finding(['unparsable']);
+    if (isViolation(rec)) return finding(rec, index, fields, pcr, this.#treatment === 'reject' ? ONLY.violation : PASS, true);
+    if (this.#checkTemplateHash && !bytesEqual(computeTemplateDigest(rec, 'sha1', this.#endian), rec.digest)) return finding(rec, index, fields, pcr, ONLY.template_hash, false);
+    if (fields === null) return finding(rec, index, fields, pcr, ONLY.unparsable, false);
     const size = hashAlgoSize(fields.algo);
-    if (size === undefined || size !== fields.digest.length) return finding(['digest_malformed']);
+    if (size === undefined || size !== fields.digest.length) return finding(rec, index, fields, pcr, ONLY.digest_malformed, false);
     const more = fields.buf === undefined ? this.#file(fields) : this.#buffer(fields);
-    return reasons.length + more.length === 0 ? null : finding(more);
+    return pcr.length + more.length === 0 ? null : finding(rec, index, fields, pcr, more, false);
   }
 
   #excludes(path: string): boolean {
@@ -332,48 +341,48 @@ export class PolicyJudge {
   }
 
   /** `_validate_ima_ng` against one of the policy's digest maps. */
-  #listed(fields: RecordFields, list: readonly string[] | undefined, missing: ReasonCode, wrong: ReasonCode): ReasonCode[] {
-    if (this.#excludes(fields.path)) return [];
-    if (list === undefined) return [missing];
-    return list.includes(toHex(fields.digest)) ? [] : [wrong];
+  #listed(fields: RecordFields, list: ReadonlySet<string> | undefined, missing: ReasonCode, wrong: ReasonCode): readonly ReasonCode[] {
+    if (this.#excludes(fields.path)) return PASS;
+    if (list === undefined) return ONLY[missing];
+    return list.has(fields.hex) ? PASS : ONLY[wrong];
   }
 
-  #file(fields: RecordFields): ReasonCode[] {
+  #file(fields: RecordFields): readonly ReasonCode[] {
     let signatureReason: ReasonCode | undefined;
     if (fields.sig !== undefined && fields.sig.length > 0) {
       const sig = parseImaSignature(fields.sig);
       if (sig === null) {
         signatureReason = 'signature_malformed';
       } else {
-        if (this.#excludes(fields.path)) return [];
+        if (this.#excludes(fields.path)) return PASS;
         const status = checkSignature(sig, fields.digest, fields.algo, this.#keys);
         if (status === 'valid') {
           this.#signaturesVerified++;
-          return [];
+          return PASS;
         }
         signatureReason = SIGNATURE_REASON[status];
       }
     }
-    let digestReasons: ReasonCode[];
+    let digestReasons: readonly ReasonCode[];
     if (fields.path === 'boot_aggregate') {
-      digestReasons = this.#excludes(fields.path) || this.#bootAggregates.has(toHex(fields.digest)) ? [] : ['boot_aggregate'];
+      digestReasons = this.#excludes(fields.path) || this.#bootAggregates.has(fields.hex) ? PASS : ONLY.boot_aggregate;
     } else {
       digestReasons = this.#listed(fields, this.#policy.digests.get(fields.path), 'not_in_policy', 'digest_not_allowed');
     }
-    if (digestReasons.length === 0) return [];
+    if (digestReasons.length === 0) return PASS;
     return signatureReason === undefined ? digestReasons : [signatureReason, ...digestReasons];
   }
 
-  #buffer(fields: RecordFields): ReasonCode[] {
+  #buffer(fields: RecordFields): readonly ReasonCode[] {
     const buf = fields.buf ?? new Uint8Array(0);
     const found = keyFromBuffer(buf);
     if (found.kind === 'none') return this.#listed(fields, this.#policy.imaBuf.get(fields.path), 'buffer_not_allowed', 'buffer_not_allowed');
     const type = found.key.asymmetricKeyType;
-    if (type !== 'rsa' && type !== 'ec') return ['invalid_key'];
+    if (type !== 'rsa' && type !== 'ec') return ONLY.invalid_key;
     const ignored = this.#policy.ignoredKeyrings;
     if (ignored.has('*') || ignored.has(fields.path)) {
       this.#keyringsIgnored++;
-      return [];
+      return PASS;
     }
     const reasons = this.#listed(fields, this.#policy.keyrings.get(fields.path), 'keyring_not_allowed', 'keyring_not_allowed');
     // A trusted key joins the keyrings only now (Keylime `add_pubkey_to_keyring` after validation);

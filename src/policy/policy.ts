@@ -45,15 +45,17 @@ export interface RuntimePolicyDocument {
   readonly 'verification-keys': string;
 }
 
-/** A validated policy, ready to judge records. */
+/**
+ * A validated policy, ready to judge records. Digest lists are sets: a path measured many times
+ * (a log file, a changing config) can list hundreds of digests, and each record looks one up.
+ */
 export interface RuntimePolicy {
-  readonly document: RuntimePolicyDocument;
   /** Path → allowed hex digests of files (and `boot_aggregate`). */
-  readonly digests: ReadonlyMap<string, readonly string[]>;
+  readonly digests: ReadonlyMap<string, ReadonlySet<string>>;
   /** Keyring name → allowed hex digests of keys measured onto it. */
-  readonly keyrings: ReadonlyMap<string, readonly string[]>;
+  readonly keyrings: ReadonlyMap<string, ReadonlySet<string>>;
   /** Buffer name → allowed hex digests of other ima-buf measurements. */
-  readonly imaBuf: ReadonlyMap<string, readonly string[]>;
+  readonly imaBuf: ReadonlyMap<string, ReadonlySet<string>>;
   /** The joined exclude list, anchored at the start (Python `re.match`), or null. */
   readonly exclude: RegExp | null;
   /** Keyrings whose key measurements are not judged; `*` in the policy ignores all. */
@@ -110,9 +112,9 @@ function stringList(value: unknown, fieldName: string, limit: number, itemLimit:
 }
 
 /** A `digests-object`: name → non-empty list of hex digests (40..128 lowercase hex digits). */
-function digestMap(value: unknown, fieldName: string, budget: { entries: number }): Map<string, readonly string[]> {
+function digestMap(value: unknown, fieldName: string, budget: { entries: number }): Map<string, ReadonlySet<string>> {
   if (!isObject(value)) throw schema(fieldName, 'an object of name → [hex digest, ...]', value);
-  const out = new Map<string, readonly string[]>();
+  const out = new Map<string, ReadonlySet<string>>();
   for (const [name, list] of Object.entries(value)) {
     const where = `${fieldName}[${JSON.stringify(name.slice(0, 200))}]`;
     if (++budget.entries > MAX_POLICY_ENTRIES) throw tooLarge('digests, keyrings and ima-buf names', MAX_POLICY_ENTRIES, budget.entries);
@@ -122,7 +124,7 @@ function digestMap(value: unknown, fieldName: string, budget: { entries: number 
     list.forEach((d: unknown, i) => {
       if (typeof d !== 'string' || !DIGEST_PATTERN.test(d)) throw schema(`${where}[${i}]`, 'a string of 40..128 lowercase hex digits', d);
     });
-    out.set(name, list as string[]);
+    out.set(name, new Set(list as string[]));
   }
   return out;
 }
@@ -207,23 +209,11 @@ export function loadRuntimePolicy(value: unknown): RuntimePolicy {
   if (field(ima, 'dm_policy') !== null) throw schema('ima.dm_policy', 'null (device-mapper policies are not read)', field(ima, 'dm_policy'));
   const keysText = field(doc, 'verification-keys');
   if (typeof keysText !== 'string') throw schema('verification-keys', 'a string', keysText);
-  const exclude = compileExcludes(excludes);
-  const document: RuntimePolicyDocument = {
-    meta: { version, generator, ...(timestamp === undefined ? {} : { timestamp }) },
-    release,
-    digests: Object.fromEntries(digests),
-    excludes,
-    keyrings: Object.fromEntries(keyrings),
-    ima: { ignored_keyrings: ignored, log_hash_alg: logHashAlg, dm_policy: null },
-    'ima-buf': Object.fromEntries(imaBuf),
-    'verification-keys': keysText,
-  };
   return {
-    document,
     digests,
     keyrings,
     imaBuf,
-    exclude,
+    exclude: compileExcludes(excludes),
     ignoredKeyrings: new Set(ignored),
     logHashAlg,
     keys: parseVerificationKeys(keysText),
@@ -244,7 +234,7 @@ export function parseRuntimePolicy(input: string | Uint8Array): RuntimePolicy {
   return loadRuntimePolicy(value);
 }
 
-/** The policy's JSON text, one line, as `keylime-policy create runtime` writes it (`json.dumps`). */
+/** The policy's JSON text on one line (`keylime-policy create runtime` writes `json.dumps` of it). */
 export function formatRuntimePolicy(doc: RuntimePolicyDocument): string {
   return JSON.stringify(doc);
 }

@@ -22,7 +22,7 @@ export const SERVE_ERROR_STATUS = {
   SERVE_UNKNOWN_BOOT: 404,
   /** The bank asked for was not replayed on that boot (no such kernel list). */
   SERVE_UNKNOWN_BANK: 404,
-  /** The method is not GET or HEAD. */
+  /** The method is not GET (CONNECT included). */
   SERVE_METHOD_NOT_ALLOWED: 405,
   /** The cursor names a boot retention already dropped. */
   SERVE_CURSOR_GONE: 410,
@@ -32,6 +32,11 @@ export const SERVE_ERROR_STATUS = {
   SERVE_RANGE: 416,
   /** The endpoint needs a source the server was started without (no TPM for quotes). */
   SERVE_UNAVAILABLE: 503,
+  /**
+   * The server is answering as many requests of this class (long streams, or short requests) or
+   * holding as many connections as it admits; `Retry-After` says when to try again.
+   */
+  SERVE_BUSY: 503,
   /** Records are neither in the store nor in the kernel: Invariant 1 is broken. */
   SERVE_LOG_GAP: 500,
   /** A TCP bind on a non-loopback address without TLS client certificates (design.md "Serving"). */

@@ -10,6 +10,12 @@
  *   GET /v1/status                                       JSON
  *   GET /metrics                                         Prometheus text
  *
+ * Every method but GET is 405 `SERVE_METHOD_NOT_ALLOWED`. Requests are admitted per class of
+ * client (`RequestLimits`): long streams (log, evidence) and short requests (status, quotes,
+ * metrics, the Keylime routes) each have their own share, so readers holding streams never starve
+ * a status probe; a full class answers 503 `SERVE_BUSY` with `Retry-After`. A stream whose client
+ * reads slower than a minimum rate while the server waits on it is cut.
+ *
  * Errors: 4xx/5xx with `{ "error": { "code", "message" } }` (the Keylime routes add the agent's
  * `code`/`status`/`results` envelope). A failure after the first byte of a stream can only abort
  * the response: the first item of every stream is produced before the status line is written, so
@@ -61,6 +67,50 @@ export interface ApiOptions extends LogSource {
 }
 
 type RouteName = 'log' | 'quote' | 'evidence' | 'status' | 'metrics' | 'keylime-quote' | 'keylime-pubkey' | 'keylime-version';
+
+/** Classes of request, each admitted up to its own limit. */
+type RequestClass = 'stream' | 'short';
+
+const ROUTE_CLASS: Readonly<Record<RouteName, RequestClass>> = {
+  log: 'stream',
+  evidence: 'stream',
+  status: 'short',
+  quote: 'short',
+  metrics: 'short',
+  'keylime-quote': 'short',
+  'keylime-pubkey': 'short',
+  'keylime-version': 'short',
+};
+
+/** How many requests of each class are answered at once, and how slow a stream's reader may be. */
+export interface RequestLimits {
+  /** Long streams at once (`/v1/log`, `/v1/evidence`). */
+  readonly maxStreams: number;
+  /** Short requests at once (`/v1/status`, `/v1/quote`, `/metrics`): a share streams cannot take. */
+  readonly maxShortRequests: number;
+  /** What `Retry-After` tells a client refused with `SERVE_BUSY`, in seconds. */
+  readonly retryAfterSeconds: number;
+  /**
+   * A stream is cut when, over `slowReaderWindowMs`, its client took fewer than this many bytes
+   * per second while the response was waiting on it (backpressure), not on its source.
+   */
+  readonly minReadBytesPerSecond: number;
+  readonly slowReaderWindowMs: number;
+}
+
+/**
+ * Defaults: a device has a handful of local readers and one or two verifiers; 16 streams at once
+ * keep the memory of concurrent readers inside the daemon's band (each holds a store iterator and
+ * up to 64 KiB of buffered response). 1 KiB/s over 10 s is far below any live client on a unix
+ * socket or LAN and far above a client that stopped reading.
+ */
+export const DEFAULT_REQUEST_LIMITS: RequestLimits = {
+  maxStreams: 16,
+  maxShortRequests: 16,
+  retryAfterSeconds: 1,
+  minReadBytesPerSecond: 1024,
+  slowReaderWindowMs: 10_000,
+};
 
 /** The agent's routes under an API version 2.x (the pull agent's versions; keylime `api_version.py`). */
 const KEYLIME_PATHS: Readonly<Record<string, RouteName>> = { 'quotes/integrity': 'keylime-quote', 'keys/pubkey': 'keylime-pubkey' };
@@ -213,16 +263,20 @@ const STREAM_HIGH_WATER_MARK = 64 * 1024;
 /** The API's request listener and its own counters. */
 export class ApiHandler {
   readonly #options: ApiOptions;
+  readonly #limits: RequestLimits;
   readonly #requests = new Map<string, number>();
   readonly #bytes = new Map<RouteName, number>();
+  readonly #inFlight: Record<RequestClass, number> = { stream: 0, short: 0 };
   #activeStreams = 0;
   #abortedStreams = 0;
+  #slowReadersCut = 0;
   /** Keylime mode: the payload key's PEM and what its routes quote with. */
   readonly #keylime: KeylimeRoutes | undefined;
 
   /** Throws `SERVE_BAD_PAYLOAD_KEY` for a Keylime payload key that is not RSA. */
-  constructor(options: ApiOptions) {
+  constructor(options: ApiOptions, limits: Partial<RequestLimits> = {}) {
     this.#options = options;
+    this.#limits = { ...DEFAULT_REQUEST_LIMITS, ...limits };
     const { keylime } = options;
     this.#keylime = keylime === undefined ? undefined : { pubkey: payloadPublicPem(keylime.payloadKey), quotes: keylime.quotes };
   }
@@ -239,7 +293,12 @@ export class ApiHandler {
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     let route: RouteName | undefined;
+    let admitted: RequestClass | undefined;
     try {
+      if (req.method !== 'GET') {
+        res.setHeader('Allow', 'GET');
+        throw new ServeError('SERVE_METHOD_NOT_ALLOWED', `${String(req.method).slice(0, 16)} is not allowed; use GET`);
+      }
       const target = req.url ?? '/';
       const maxUrl = this.#options.maxUrlLength ?? 2048;
       if (target.length > maxUrl) throw new ServeError('SERVE_URI_TOO_LONG', `request target longer than ${maxUrl} bytes`);
@@ -247,16 +306,26 @@ export class ApiHandler {
       if (url === undefined) throw new ServeError('SERVE_BAD_REQUEST', 'the request target is not a URL path');
       route = routeOf(url.pathname);
       if (route === undefined) throw new ServeError('SERVE_NOT_FOUND', `no resource ${url.pathname.slice(0, 64)}`);
-      if (req.method !== 'GET') {
-        res.setHeader('Allow', 'GET');
-        throw new ServeError('SERVE_METHOD_NOT_ALLOWED', `${String(req.method).slice(0, 16)} is not allowed; use GET`);
-      }
       const query = new Query(url.searchParams, PARAMETERS[route]);
+      admitted = this.#admit(ROUTE_CLASS[route], res);
       await this.#route(route, query, res);
       this.#count(route, res.statusCode);
     } catch (e) {
       this.#fail(res, route, e);
+    } finally {
+      if (admitted !== undefined) this.#inFlight[admitted]--;
     }
+  }
+
+  /** Takes a place in the class's share, or throws `SERVE_BUSY` (with `Retry-After` set on `res`). */
+  #admit(cls: RequestClass, res: ServerResponse): RequestClass {
+    const limit = cls === 'stream' ? this.#limits.maxStreams : this.#limits.maxShortRequests;
+    if (this.#inFlight[cls] >= limit) {
+      res.setHeader('Retry-After', String(this.#limits.retryAfterSeconds));
+      throw new ServeError('SERVE_BUSY', `${limit} ${cls === 'stream' ? 'streams' : 'short requests'} are being answered; retry after ${this.#limits.retryAfterSeconds} s`);
+    }
+    this.#inFlight[cls]++;
+    return cls;
   }
 
   async #route(route: RouteName, query: Query, res: ServerResponse): Promise<void> {
@@ -382,6 +451,7 @@ export class ApiHandler {
     samples.push(
       { name: 'imakeep_http_active_streams', help: 'Responses being streamed now.', type: 'gauge', value: this.#activeStreams },
       { name: 'imakeep_http_aborted_streams_total', help: 'Streams ended early (client gone, timeout, or source failure).', type: 'counter', value: this.#abortedStreams },
+      { name: 'imakeep_http_slow_readers_cut_total', help: 'Streams cut because the client read slower than the minimum rate.', type: 'counter', value: this.#slowReadersCut },
     );
     const current = this.#options.store.currentBoot;
     if (current !== undefined) {
@@ -402,12 +472,30 @@ export class ApiHandler {
    */
   async #stream(route: RouteName, body: ClosableIterator<Uint8Array | string>, res: ServerResponse): Promise<void> {
     this.#activeStreams++;
+    let sentInWindow = 0;
+    const { minReadBytesPerSecond, slowReaderWindowMs } = this.#limits;
+    // The socket's idle timeout ends a client that takes nothing; this ends one that takes a
+    // trickle (a few bytes now and then reset the idle timer) while the response waits on it.
+    const rate = setInterval(() => {
+      if (res.writableNeedDrain && sentInWindow < (minReadBytesPerSecond * slowReaderWindowMs) / 1000) {
+        this.#slowReadersCut++;
+        res.destroy();
+      }
+      sentInWindow = 0;
+    }, slowReaderWindowMs);
     try {
-      const source = Readable.from(counted(body, (n) => this.#addBytes(route, n)), { objectMode: false, highWaterMark: STREAM_HIGH_WATER_MARK });
+      const source = Readable.from(
+        counted(body, (n) => {
+          sentInWindow += n;
+          this.#addBytes(route, n);
+        }),
+        { objectMode: false, highWaterMark: STREAM_HIGH_WATER_MARK },
+      );
       await pipeline(source, res);
     } catch {
       this.#abortedStreams++;
     } finally {
+      clearInterval(rate);
       this.#activeStreams--;
       await body.return(); // a no-op after a full read; otherwise closes the source
     }

@@ -7,16 +7,23 @@
  * headers at most `maxHeaderBytes` (431), the request target at most `maxUrlLength` (414), the
  * whole request within `requestTimeoutMs` (408), headers within `headersTimeoutMs` (slowloris),
  * and a socket with no progress for `idleTimeoutMs` is destroyed, which also ends a stream whose
- * client stopped reading (its backpressure had already paused the source).
+ * client stopped reading (its backpressure had already paused the source); a stream read slower
+ * than a minimum rate is cut (http.ts `RequestLimits`).
+ *
+ * Every client gets an HTTP answer, none a reset: at `maxConnections` open connections a new one
+ * takes the place of the oldest connection that has no request in progress (a slow client still
+ * sending headers gets 503 `SERVE_BUSY`, an idle keep-alive connection is closed); when every
+ * connection has a request in progress, the new one gets 503 `SERVE_BUSY` with `Retry-After`.
+ * Requests are then admitted per class (http.ts). CONNECT is answered 405 like any other method.
  */
 import { readFileSync } from 'node:fs';
 import { chmod, lstat, unlink } from 'node:fs/promises';
-import { createServer as createHttpServer, type RequestListener, type Server } from 'node:http';
+import { createServer as createHttpServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { connect, isIP } from 'node:net';
+import { connect, isIP, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { ServeError } from './errors.js';
-import { ApiHandler, type ApiOptions } from './http.js';
+import { ApiHandler, DEFAULT_REQUEST_LIMITS, type ApiOptions, type RequestLimits } from './http.js';
 
 /** TLS with client certificates: every client must present a certificate signed by `ca`. */
 export interface TlsFiles {
@@ -33,21 +40,24 @@ export type ListenAddress =
   | { readonly socket: string; /** File mode of the socket; default 0o660. */ readonly mode?: number }
   | { readonly host: string; readonly port: number; readonly tls?: TlsFiles };
 
-/** Server-side limits. */
-export interface ServerLimits {
+/** Server-side limits (with the per-class request limits of http.ts). */
+export interface ServerLimits extends RequestLimits {
   readonly maxHeaderBytes: number;
   readonly headersTimeoutMs: number;
   readonly requestTimeoutMs: number;
   readonly idleTimeoutMs: number;
+  /** Open connections; past it, see the module comment. */
   readonly maxConnections: number;
 }
 
 /**
  * Defaults: 8 KiB of headers (a Keylime request is ~300 B); 10 s for headers and 30 s for a request
- * (GET requests have no body); 30 s without progress ends a connection; 64 connections (a device
- * has a handful of local readers and one or two verifiers).
+ * (GET requests have no body); 30 s without progress ends a connection; 64 connections, more than
+ * both request classes together (a device has a handful of local readers and one or two
+ * verifiers), so a connection with no request in progress can always be found to make room.
  */
 export const DEFAULT_SERVER_LIMITS: ServerLimits = {
+  ...DEFAULT_REQUEST_LIMITS,
   maxHeaderBytes: 8 * 1024,
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 30_000,
@@ -110,6 +120,26 @@ function listen(server: Server, bind: (done: () => void) => void): Promise<void>
   });
 }
 
+/**
+ * How long a connection answered and half-closed by the server may stay open for its client to
+ * read the answer: a client still sending (slowloris) must not keep it longer, and destroying it
+ * at once would make that client's next write fail (EPIPE), which discards the unread answer.
+ */
+const ANSWER_GRACE_MS = 1000;
+
+/** An HTTP answer written on a raw socket, which is then half-closed and destroyed after a grace. */
+function answerAndClose(socket: Duplex, status: number, reason: string, code: string, message: string, headers: readonly string[] = []): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const body = JSON.stringify({ error: { code, message } });
+  const head = [`HTTP/1.1 ${status} ${reason}`, 'Content-Type: application/json', `Content-Length: ${Buffer.byteLength(body)}`, ...headers, 'Connection: close'];
+  socket.end(`${head.join('\r\n')}\r\n\r\n${body}`);
+  const grace = setTimeout(() => socket.destroy(), ANSWER_GRACE_MS);
+  socket.once('close', () => clearTimeout(grace));
+}
+
 /** llhttp error codes with their own status (node `http` docs, 'clientError'). */
 const CLIENT_ERROR_STATUS: Readonly<Record<string, readonly [number, string, string]>> = {
   HPE_HEADER_OVERFLOW: [431, 'Request Header Fields Too Large', 'SERVE_HEADERS_TOO_LARGE'],
@@ -121,14 +151,72 @@ const CLIENT_ERROR_STATUS: Readonly<Record<string, readonly [number, string, str
  * the API's JSON error shape, then closes the connection; a socket already gone is just destroyed.
  */
 function answerClientError(error: Error & { code?: string }, socket: Duplex): void {
-  if (!socket.writable || error.code === 'ECONNRESET') {
+  if (error.code === 'ECONNRESET') {
     socket.destroy();
     return;
   }
   const [status, reason, code] = CLIENT_ERROR_STATUS[error.code ?? ''] ?? [400, 'Bad Request', 'SERVE_BAD_REQUEST'];
-  const body = JSON.stringify({ error: { code, message: `${reason} (${error.code ?? 'parse error'})` } });
-  // Destroyed once written: a client still sending (slowloris) must not keep a half-open socket.
-  socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`, () => socket.destroy());
+  answerAndClose(socket, status, reason, code, `${reason} (${error.code ?? 'parse error'})`);
+}
+
+/** What the server knows of one open connection. */
+interface ConnectionState {
+  /** Requests it sent so far. */
+  requests: number;
+  /** True while a request is in progress (from its headers to the end of its response). */
+  busy: boolean;
+}
+
+/**
+ * Keeps at most `max` connections open without resetting any (module comment): the oldest
+ * connections that have no request in progress make room for new ones.
+ */
+class ConnectionGate {
+  readonly #open = new Map<Socket, ConnectionState>();
+
+  constructor(
+    readonly max: number,
+    readonly retryAfterSeconds: number,
+  ) {}
+
+  admit(socket: Socket): void {
+    if (this.#open.size >= this.max) {
+      // Map order is arrival order: the first idle one is the oldest.
+      const idle = [...this.#open].find(([, state]) => !state.busy);
+      if (idle === undefined) {
+        this.#busy(socket);
+        return;
+      }
+      const [victim, state] = idle;
+      this.#open.delete(victim);
+      if (state.requests === 0) this.#busy(victim);
+      else victim.end(() => victim.destroy()); // idle keep-alive: a close is its normal end
+    }
+    this.#open.set(socket, { requests: 0, busy: false });
+    socket.once('close', () => this.#open.delete(socket));
+  }
+
+  #busy(socket: Duplex): void {
+    answerAndClose(socket, 503, 'Service Unavailable', 'SERVE_BUSY', `${this.max} connections are open; retry after ${this.retryAfterSeconds} s`, [`Retry-After: ${this.retryAfterSeconds}`]);
+  }
+
+  /** A request began on `socket`; it ends when its response closes. */
+  started(socket: Socket, res: { once(event: 'close', f: () => void): unknown }): void {
+    const state = this.#open.get(socket);
+    if (state === undefined) return;
+    state.requests++;
+    state.busy = true;
+    res.once('close', () => {
+      state.busy = false;
+    });
+  }
+}
+
+/** Starts the API on `address`. Throws `SERVE_INSECURE_BIND`, `SERVE_ADDRESS_IN_USE`, `SERVE_TLS_CONFIG`. */
+export async function startApiServer(api: ApiOptions, address: ListenAddress, limits: Partial<ServerLimits> = {}): Promise<ApiServer> {
+  const handler = new ApiHandler(api, { ...DEFAULT_SERVER_LIMITS, ...limits });
+  const bound = await startHttpServer(handler.listener, address, limits);
+  return { address: bound.address, handler, close: bound.close };
 }
 
 /** A bound HTTP server: its shown address and how to stop it. */
@@ -139,19 +227,13 @@ export interface BoundServer {
   close(): Promise<void>;
 }
 
-/** Starts the API on `address`. Throws `SERVE_INSECURE_BIND`, `SERVE_ADDRESS_IN_USE`, `SERVE_TLS_CONFIG`. */
-export async function startApiServer(api: ApiOptions, address: ListenAddress, limits: Partial<ServerLimits> = {}): Promise<ApiServer> {
-  const handler = new ApiHandler(api);
-  const bound = await startHttpServer(handler.listener, address, limits);
-  return { address: bound.address, handler, close: bound.close };
-}
-
 /**
  * Binds `listener` on `address` with this module's rules and limits (the device API and the fleet
  * service share them). Throws `SERVE_INSECURE_BIND`, `SERVE_ADDRESS_IN_USE`, `SERVE_TLS_CONFIG`.
  */
 export async function startHttpServer(listener: RequestListener, address: ListenAddress, limits: Partial<ServerLimits> = {}): Promise<BoundServer> {
   const l = { ...DEFAULT_SERVER_LIMITS, ...limits };
+  const gate = new ConnectionGate(l.maxConnections, l.retryAfterSeconds);
   const options = {
     maxHeaderSize: l.maxHeaderBytes,
     headersTimeout: l.headersTimeoutMs,
@@ -177,8 +259,14 @@ export async function startHttpServer(listener: RequestListener, address: Listen
     shown = `http://${address.host}:${address.port}`;
   }
   server.on('clientError', answerClientError);
+  // TLS: admitted once the handshake is done (a plaintext 503 means nothing to a TLS client).
+  server.on('tls' in address && address.tls !== undefined ? 'secureConnection' : 'connection', (socket: Socket) => gate.admit(socket));
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => gate.started(req.socket, res));
+  // Node closes a CONNECT request's socket unanswered when nobody listens for 'connect'.
+  server.on('connect', (req: IncomingMessage, socket: Duplex) => {
+    answerAndClose(socket, 405, 'Method Not Allowed', 'SERVE_METHOD_NOT_ALLOWED', `${String(req.method).slice(0, 16)} is not allowed; use GET`, ['Allow: GET']);
+  });
   server.timeout = l.idleTimeoutMs;
-  server.maxConnections = l.maxConnections;
   if ('socket' in address) {
     const path = address.socket;
     await clearStaleSocket(path);

@@ -47,6 +47,7 @@ export {
   type Checkpoint,
   type RemovalFlavor,
   type RemovalIntent,
+  type KernelHeadFacts,
   type StagedListState,
   type Journal,
   encodeMeta,

@@ -31,6 +31,11 @@ export class FieldReader {
     throw FieldReader.corrupt(`${this.where} .${name}`, `is not ${want}`);
   }
 
+  /** True if the map has the field (a field added to a value later is absent from older values). */
+  has(name: string): boolean {
+    return Object.hasOwn(this.#fields, name);
+  }
+
   /** True if the field is CBOR null. */
   isNull(name: string): boolean {
     return this.#fields[name] === null;

@@ -90,6 +90,22 @@ export interface Checkpoint {
 /** Removal flavours that write to the kernel (design.md "remove"). */
 export type RemovalFlavor = 'n' | 'staged';
 
+/**
+ * What the kernel's current list showed just before an `n` removal, journaled with the intent so
+ * that recovery decides from facts that do not move (design.md "Recovery"): records only ever
+ * append at the list's tail, so the head after the write is the record that was at position n,
+ * whatever arrived since. A record's identity is the SHA-256 of its bytes in the SHA-1 binary list
+ * (`recordIdentity` in collector/recovery.ts).
+ */
+export interface KernelHeadFacts {
+  /** Records in the current list (`runtime_measurements_count`) before the write: a lower bound of it at the write. */
+  readonly listed: number;
+  /** Identity of the list's first record, stored record T (the one the window checks). */
+  readonly first: Uint8Array;
+  /** Identity of the record at kernel position n (global T+n), the head once the write is done; null when the list ended at T+n. */
+  readonly next: Uint8Array | null;
+}
+
 /** A journaled removal whose outcome is not yet written (Invariant 3). */
 export interface RemovalIntent {
   readonly flavor: RemovalFlavor;
@@ -99,6 +115,11 @@ export interface RemovalIntent {
   readonly n: number;
   /** When the intent was written (ms since the epoch). */
   readonly at: number;
+  /**
+   * Flavour `n`: the kernel's head before the write. Absent from intents written before this
+   * field existed (recovery then compares records and replays, see collector/recovery.ts).
+   */
+  readonly kernelHead?: KernelHeadFacts;
 }
 
 /** Progress of a `staged` removal between `A` and `D`, for recovery (design.md "Recovery"). */
@@ -223,24 +244,33 @@ export function decodeCheckpoint(bytes: Uint8Array, key: string): Checkpoint {
   };
 }
 
-/** Encodes a `journal/<boot>` value. */
+/** Encodes a `journal/<boot>` value. An intent without `kernelHead` encodes as before the field existed. */
 export function encodeJournal(j: Journal): Uint8Array {
   const p = j.pending;
+  const head = p?.kernelHead;
+  const kernelHead = head === undefined ? {} : { kernelHead: { listed: head.listed, first: head.first, next: head.next } };
   return encodeValue({
     removed: j.removed,
-    pending: p === null ? null : { flavor: p.flavor, removed: p.removed, n: p.n, at: p.at },
+    pending: p === null ? null : { flavor: p.flavor, removed: p.removed, n: p.n, at: p.at, ...kernelHead },
     staged: j.staged === null ? null : { step: j.staged.step, count: j.staged.count },
   });
 }
 
-/** Decodes a `journal/<boot>` value. */
+function decodeIntent(p: FieldReader): RemovalIntent {
+  const intent = { flavor: p.oneOf('flavor', FLAVORS), removed: p.count('removed'), n: p.count('n'), at: p.count('at') };
+  if (!p.has('kernelHead')) return intent;
+  const h = p.object('kernelHead');
+  return { ...intent, kernelHead: { listed: h.count('listed'), first: h.bytes('first', 32), next: h.isNull('next') ? null : h.bytes('next', 32) } };
+}
+
+/** Decodes a `journal/<boot>` value (with or without an intent's `kernelHead`). */
 export function decodeJournal(bytes: Uint8Array, key: string): Journal {
   const r = new FieldReader(decodeValue(bytes, key), key);
   const p = r.isNull('pending') ? null : r.object('pending');
   const s = r.isNull('staged') ? null : r.object('staged');
   return {
     removed: r.count('removed'),
-    pending: p === null ? null : { flavor: p.oneOf('flavor', FLAVORS), removed: p.count('removed'), n: p.count('n'), at: p.count('at') },
+    pending: p === null ? null : decodeIntent(p),
     staged: s === null ? null : { step: s.oneOf('step', STAGED_STEPS), count: s.count('count') },
   };
 }

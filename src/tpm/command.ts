@@ -16,8 +16,14 @@ export interface TpmCommand<Req, Res> {
   readonly code: number;
   /** Handles of the handle area (Part 3 "handle" fields), in order. */
   handles(req: Req): readonly number[];
-  /** How many of the leading handles need authorization (an empty-password session each). */
+  /** How many of the leading handles need authorization (an empty-password session each, unless `sessions` says otherwise). */
   readonly authorized: number;
+  /**
+   * The session authorizing each of the `authorized` handles, in order; TPM_RS_PW (the
+   * empty-password session) where absent. A policy session's authorization carries no HMAC and
+   * no nonce here: it is unsalted and unbound, and its policy holds no PolicyAuthValue (Part 1 §19.7).
+   */
+  sessions?(req: Req): readonly (number | undefined)[];
   /** Number of handles in the response's handle area (CreatePrimary: 1). */
   readonly responseHandles: number;
   /** Writes the parameter area. */
@@ -40,9 +46,11 @@ export function encodeCommand<Req>(cmd: TpmCommand<Req, unknown>, req: Req): Uin
   if (cmd.authorized > 0) {
     // TPMS_AUTH_COMMAND with the password session and an empty password:
     // sessionHandle | nonce (empty) | attributes (0) | hmac (empty password). Part 1 §19.8.4.
+    // Attributes 0: continueSession clear, so the TPM flushes a policy session after its use.
     const authSize = 9 * cmd.authorized;
+    const sessions = cmd.sessions?.(req) ?? [];
     w.u32(authSize);
-    for (let i = 0; i < cmd.authorized; i++) w.u32(TPM_RH.PW).u16(0).u8(0).u16(0);
+    for (let i = 0; i < cmd.authorized; i++) w.u32(sessions[i] ?? TPM_RH.PW).u16(0).u8(0).u16(0);
   }
   cmd.writeParams(w, req);
   return w.patchU32(2, w.length).finish();

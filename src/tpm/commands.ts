@@ -39,7 +39,7 @@ export const Startup: TpmCommand<StartupRequest, void> = {
 
 /** Input of TPM2_GetCapability. */
 export interface GetCapabilityRequest {
-  /** TPM_CAP_HANDLES or TPM_CAP_PCRS (the two this client decodes). */
+  /** TPM_CAP_HANDLES, TPM_CAP_PCRS or TPM_CAP_TPM_PROPERTIES (those this client decodes). */
   readonly capability: number;
   /** First property: for TPM_CAP_HANDLES the first handle, e.g. 0x80000000 for transients. */
   readonly property: number;
@@ -50,6 +50,7 @@ export interface GetCapabilityRequest {
 export type GetCapabilityResponse = { readonly moreData: boolean } & (
   | { readonly capability: 'handles'; readonly handles: readonly number[] }
   | { readonly capability: 'pcrs'; readonly selections: readonly PcrSelection[] }
+  | { readonly capability: 'properties'; readonly properties: ReadonlyMap<number, number> }
 );
 
 /** TPM2_GetCapability: Part 3 §30.2. */
@@ -70,6 +71,14 @@ export const GetCapability: TpmCommand<GetCapabilityRequest, GetCapabilityRespon
       return { moreData, capability: 'handles', handles: Array.from({ length: count }, () => r.u32('handle')) };
     }
     if (capability === TPM_CAP.PCRS) return { moreData, capability: 'pcrs', selections: readPcrSelections(r) };
+    if (capability === TPM_CAP.TPM_PROPERTIES) {
+      // TPML_TAGGED_TPM_PROPERTY (Part 2 §10.9.8): count, then (property, value) pairs.
+      const count = r.u32('TPML_TAGGED_TPM_PROPERTY.count');
+      if (count * 8 > r.remaining) throw new TpmProtocolError(`TPML_TAGGED_TPM_PROPERTY count ${count} exceeds response`, r.offset - 4);
+      const properties = new Map<number, number>();
+      for (let i = 0; i < count; i++) properties.set(r.u32('property'), r.u32('value'));
+      return { moreData, capability: 'properties', properties };
+    }
     throw new TpmProtocolError(`capability 0x${capability.toString(16)} not decoded`, r.offset - 4);
   },
 };
@@ -145,12 +154,14 @@ export const PcrReset: TpmCommand<PcrResetRequest, void> = {
   readParams: nothing,
 };
 
-/** Input of TPM2_CreatePrimary for an attestation key. */
-export interface CreatePrimaryRequest {
+/**
+ * Input of TPM2_CreatePrimary: an attestation key of `alg` (the template of `writeAkTemplate`), or
+ * any other primary from its `TPMT_PUBLIC` template bytes (an EK template, `ek.ts`).
+ */
+export type CreatePrimaryRequest = {
   /** TPM_RH_ENDORSEMENT (real reset/restart counts in quotes) or TPM_RH_OWNER. */
   readonly hierarchy: number;
-  readonly alg: AkAlgorithm;
-}
+} & ({ readonly alg: AkAlgorithm } | { readonly template: Uint8Array });
 
 /** Output of TPM2_CreatePrimary (creation data, hash and ticket are skipped). */
 export interface CreatePrimaryResponse {
@@ -163,7 +174,7 @@ export interface CreatePrimaryResponse {
 }
 
 /** Reads a `TPM2B_PUBLIC` and returns its raw bytes after checking its inner layout parses. */
-function readTpm2bPublic(r: TpmReader): Uint8Array {
+export function readTpm2bPublic(r: TpmReader): Uint8Array {
   const start = r.offset;
   const inner = r.sub(r.u16('TPM2B_PUBLIC.size'), 'TPMT_PUBLIC');
   readPublic(inner);
@@ -172,8 +183,8 @@ function readTpm2bPublic(r: TpmReader): Uint8Array {
 }
 
 /**
- * TPM2_CreatePrimary: Part 3 §24.1, with the restricted-signing-key template of `writeAkTemplate`,
- * an empty auth value and no creation PCRs.
+ * TPM2_CreatePrimary: Part 3 §24.1, with the restricted-signing-key template of `writeAkTemplate`
+ * or the template given, an empty auth value and no creation PCRs.
  */
 export const CreatePrimary: TpmCommand<CreatePrimaryRequest, CreatePrimaryResponse> = {
   name: 'TPM2_CreatePrimary',
@@ -185,7 +196,8 @@ export const CreatePrimary: TpmCommand<CreatePrimaryRequest, CreatePrimaryRespon
     w.u16(4).u16(0).u16(0); // TPM2B_SENSITIVE_CREATE: empty userAuth, empty data
     const sizeAt = w.length;
     w.u16(0);
-    writeAkTemplate(w, req.alg);
+    if ('template' in req) w.bytes(req.template);
+    else writeAkTemplate(w, req.alg);
     w.patchU16(sizeAt, w.length - sizeAt - 2); // TPM2B_PUBLIC.size, known only now
     w.u16(0); // outsideInfo: empty
     w.u32(0); // creationPCR: none

@@ -23,6 +23,13 @@ export const TPM_CC = {
   PCR_Extend: 0x182,
   PCR_Reset: 0x13d,
   Quote: 0x158,
+  ActivateCredential: 0x147,
+  NV_Read: 0x14e,
+  PolicySecret: 0x151,
+  NV_ReadPublic: 0x169,
+  PolicyOR: 0x171,
+  StartAuthSession: 0x176,
+  PolicyAuthorizeNV: 0x192,
 } as const;
 
 /** Permanent handles (Part 2 §7.4). */
@@ -31,6 +38,20 @@ export const TPM_RH = {
   /** The empty-password session handle. */
   PW: 0x40000009,
   ENDORSEMENT: 0x4000000b,
+  /** No handle: an unsalted, unbound session's tpmKey and bind (Part 2 §7.4). */
+  NULL: 0x40000007,
+} as const;
+
+/** Session types of TPM2_StartAuthSession (Part 2 §6.11). */
+export const TPM_SE = {
+  HMAC: 0x00,
+  POLICY: 0x01,
+} as const;
+
+/** Properties read with TPM_CAP_TPM_PROPERTIES (Part 2 §6.13, PT_FIXED = 0x100). */
+export const TPM_PT = {
+  /** Largest buffer TPM2_NV_Read returns in one call. */
+  NV_BUFFER_MAX: 0x100 + 44,
 } as const;
 
 /** First handle of the transient range (Part 2 §7.2, TPM_HT_TRANSIENT = 0x80). */
@@ -40,6 +61,7 @@ export const TRANSIENT_FIRST = 0x80000000;
 export const TPM_CAP = {
   HANDLES: 0x00000001,
   PCRS: 0x00000005,
+  TPM_PROPERTIES: 0x00000006,
 } as const;
 
 /** Startup types (Part 2 §6.13). */
@@ -52,6 +74,7 @@ export const TPM_SU = {
 export const TPM_ALG = {
   RSA: 0x0001,
   SHA1: 0x0004,
+  AES: 0x0006,
   SHA256: 0x000b,
   SHA384: 0x000c,
   SHA512: 0x000d,
@@ -62,12 +85,14 @@ export const TPM_ALG = {
   ECDSA: 0x0018,
   ECDAA: 0x001a,
   ECC: 0x0023,
+  CFB: 0x0043,
 } as const;
 
 /** ECC curves (Part 2 §6.4). */
 export const TPM_ECC = {
   NIST_P256: 0x0003,
   NIST_P384: 0x0004,
+  NIST_P521: 0x0005,
 } as const;
 
 /** TPM_ALG_ID of each PCR bank. */

@@ -105,6 +105,8 @@ interface PublicCommon {
   /** TPMA_OBJECT bits (Part 2 §8.3). */
   readonly attributes: number;
   readonly authPolicy: Uint8Array;
+  /** The symmetric algorithm of a storage key (an EK's AES-128-CFB), or null for TPM_ALG_NULL. */
+  readonly symmetric: SymmetricDef | null;
   /** The key's signing scheme, or null for TPM_ALG_NULL. */
   readonly scheme: SigScheme | null;
 }
@@ -114,9 +116,20 @@ export type TpmPublic =
   | (PublicCommon & { readonly type: 'rsa'; readonly keyBits: number; readonly exponent: number; readonly modulus: Uint8Array })
   | (PublicCommon & { readonly type: 'ecc'; readonly curve: number; readonly x: Uint8Array; readonly y: Uint8Array });
 
-/** Reads a `TPMT_SYM_DEF_OBJECT` (Part 2 §11.1.7); only its size matters here. */
-function skipSymDef(r: TpmReader): void {
-  if (r.u16('symmetric.algorithm') !== TPM_ALG.NULL) r.bytes(4, 'symmetric.keyBits+mode');
+/** A `TPMT_SYM_DEF_OBJECT` other than TPM_ALG_NULL (Part 2 §11.1.7). */
+export interface SymmetricDef {
+  /** TPM_ALG_AES, ... */
+  readonly alg: number;
+  readonly keyBits: number;
+  /** TPM_ALG_CFB, ... */
+  readonly mode: number;
+}
+
+/** Reads a `TPMT_SYM_DEF_OBJECT` (Part 2 §11.1.7). */
+function readSymDef(r: TpmReader): SymmetricDef | null {
+  const alg = r.u16('symmetric.algorithm');
+  if (alg === TPM_ALG.NULL) return null;
+  return { alg, keyBits: r.u16('symmetric.keyBits'), mode: r.u16('symmetric.mode') };
 }
 
 /** Reads a `TPMT_RSA_SCHEME`/`TPMT_ECC_SCHEME`/`TPMT_SIG_SCHEME` (Part 2 §11.2.4-11.2.5). */
@@ -135,9 +148,9 @@ export function readPublic(r: TpmReader): TpmPublic {
   const nameAlg = r.u16('nameAlg');
   const attributes = r.u32('objectAttributes');
   const authPolicy = r.tpm2b('authPolicy');
-  skipSymDef(r);
+  const symmetric = readSymDef(r);
   const scheme = readScheme(r);
-  const common = { nameAlg, attributes, authPolicy, scheme };
+  const common = { nameAlg, attributes, authPolicy, symmetric, scheme };
   if (type === TPM_ALG.RSA) {
     const keyBits = r.u16('keyBits');
     const exponent = r.u32('exponent');

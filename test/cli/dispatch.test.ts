@@ -13,7 +13,7 @@ import { REPO_ROOT } from '../ima/_fixtures.js';
 const CLI = join(REPO_ROOT, 'dist/src/cli.js');
 
 /** Every verb of the table in `src/cli.ts` (the first test checks the top-level usage lists exactly these). */
-const VERBS = ['replay', 'convert', 'tpm', 'sim', 'run', 'status', 'log', 'serve', 'export', 'verify', 'policy', 'fleet'];
+const VERBS = ['replay', 'convert', 'tpm', 'sim', 'run', 'status', 'log', 'serve', 'export', 'verify', 'policy', 'fleet', 'enroll'];
 
 function cli(args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [CLI, ...args], { timeout: 30_000, encoding: 'utf8' });
@@ -84,5 +84,29 @@ test('a bad option value exits 2 with one line naming the option and the value',
     const r = cli(args);
     assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
     assert.equal(r.stderr, `imakeep: USAGE: ${message}\n`);
+  }
+});
+
+test('a reader of stdout that goes away (`convert … | head -1`): exit 0, nothing on stderr', async () => {
+  const { spawn } = await import('node:child_process');
+  const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { ImaWorkload, encodeBinaryList } = await import('../../src/ima/index.js');
+  const dir = mkdtempSync(join(tmpdir(), 'imakeep-epipe-'));
+  try {
+    // Far more ASCII than a pipe buffer holds: the writes meet the closed pipe.
+    const file = join(dir, 'binary_runtime_measurements');
+    writeFileSync(file, encodeBinaryList([...new ImaWorkload({ seed: 3, template: 'mixed' }).records(20_000)]));
+    const child = spawn(process.execPath, [CLI, 'convert', file, '--to', 'ascii'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
+    const firstLine = await new Promise<string>((resolve) => child.stdout.once('data', (d: Buffer) => resolve(d.toString('utf8').split('\n')[0] ?? '')));
+    child.stdout.destroy(); // what `head -1` does once it has its line
+    const status = await new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    assert.match(firstLine, /^10 [0-9a-f]{40} /);
+    assert.equal(stderr, '');
+    assert.equal(status, 0);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });

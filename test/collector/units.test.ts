@@ -11,11 +11,121 @@ import { join } from 'node:path';
 import { ImaWorkload, PcrReplay, encodeBinaryList, type ImaRecord } from '../../src/ima/index.js';
 import type { KernelCapabilities } from '../../src/kernel/index.js';
 import { ChunkBuilder, openStore } from '../../src/store/index.js';
-import { SAMPLE_WINDOW, Timing, chooseFlavor, judgeRemoval, parseCrashAt, storedBytes } from '../../src/collector/index.js';
+import {
+  SAMPLE_WINDOW,
+  Timing,
+  chooseFlavor,
+  decideByHeadFacts,
+  judgeRemoval,
+  parseCrashAt,
+  recordIdentity,
+  resolveJournal,
+  storedBytes,
+  type RecoveryReads,
+} from '../../src/collector/index.js';
+import type { Journal } from '../../src/store/index.js';
 
 function records(n: number, seed = 1): ImaRecord[] {
   return [...new ImaWorkload({ seed, template: 'mixed', violationRate: 0.05 }).records(n)];
 }
+
+describe('decideByHeadFacts: a pending n removal from the journaled head and one read of it', () => {
+  const stored = records(30);
+  const id = (i: number) => recordIdentity(stored[i] as ImaRecord);
+  // Removal of records 10..14 (n = 5); the list held 9 records then, record 15 followed.
+  const facts = { listed: 9, first: id(10), next: id(15) };
+  it('head = record T: not done, however many records arrived since', () => {
+    assert.equal(decideByHeadFacts(facts, stored[10], 9), false);
+    assert.equal(decideByHeadFacts(facts, stored[10], 100_000), false);
+  });
+  it('head = the former record T+n: done, however many arrived since', () => {
+    assert.equal(decideByHeadFacts(facts, stored[15], 4), true);
+    assert.equal(decideByHeadFacts(facts, stored[15], 100_000), true);
+  });
+  it('an empty list: done', () => {
+    assert.equal(decideByHeadFacts(facts, undefined, 0), true);
+  });
+  it('the list ended at T+n: any other head is a later arrival, done', () => {
+    assert.equal(decideByHeadFacts({ ...facts, next: null }, stored[20], 50), true);
+  });
+  it('head is neither: undecided, kernel-diverged', () => {
+    assert.deepEqual(decideByHeadFacts(facts, stored[20], 50), { reason: 'kernel-diverged', message: "the kernel's first record is neither record T nor the record that followed the removed ones" });
+  });
+  it('record T and record T+n the same bytes: the list shrank = done; else the facts do not decide', () => {
+    const same = { listed: 9, first: id(10), next: id(10) };
+    assert.equal(decideByHeadFacts(same, stored[10], 8), true);
+    assert.equal(decideByHeadFacts(same, stored[10], 9), undefined);
+    assert.equal(decideByHeadFacts({ ...same, next: null }, stored[10], 9), undefined);
+  });
+  it('identity is of the whole record: pcr, digest, template and data', () => {
+    const r = stored[3] as ImaRecord;
+    assert.notDeepEqual(recordIdentity({ ...r, pcr: r.pcr + 1 }), recordIdentity(r));
+    assert.equal(recordIdentity(r).length, 32);
+  });
+});
+
+describe('resolveJournal: the one resolution every serving path shares', () => {
+  // Records 0..39 are stored; 40.. arrived in the kernel later.
+  const stored = records(60);
+  const storedCount = 40;
+  /** Reads over a kernel list and a staged list given as arrays (no TPM: a reader without the daemon). */
+  function reads(current: readonly ImaRecord[], staged: readonly ImaRecord[] = []): RecoveryReads {
+    return {
+      kernel: {
+        stagedListLength: async () => staged.length,
+        currentHead: async (max: number) => ({ count: current.length, records: current.slice(0, max), complete: current.length <= max }),
+        async *currentList() {
+          yield current;
+        },
+      },
+      storedRange: async (from: number, max: number) => stored.slice(from, Math.min(from + max, storedCount)),
+      replayAt: async () => new PcrReplay({ banks: { sha256: 'native' } }).toState(),
+    };
+  }
+  const facts = (T: number, n: number, listed: number) => ({ listed, first: recordIdentity(stored[T] as ImaRecord), next: recordIdentity(stored[T + n] as ImaRecord) });
+  const pendingN = (T: number, n: number, kernelHead?: ReturnType<typeof facts>): Journal => ({
+    removed: T,
+    pending: { flavor: 'n', removed: T, n, at: 1, ...(kernelHead === undefined ? {} : { kernelHead }) },
+    staged: null,
+  });
+  it('n, done, records arriving: one head read decides, T moves by n, outcome journaled', async () => {
+    assert.deepEqual(await resolveJournal(pendingN(10, 5, facts(10, 5, 8)), reads(stored.slice(15, 39))), {
+      settled: true,
+      removed: 15,
+      stagedCount: null,
+      action: { kind: 'outcome', done: true },
+    });
+  });
+  it('n, not done: T stays', async () => {
+    assert.deepEqual(await resolveJournal(pendingN(10, 5, facts(10, 5, 8)), reads(stored.slice(10, 39))), {
+      settled: true,
+      removed: 10,
+      stagedCount: null,
+      action: { kind: 'outcome', done: false },
+    });
+  });
+  it('n, landed intent without facts, nothing stored past T+n and no TPM: undecided (ambiguous), never a guess', async () => {
+    const r = await resolveJournal(pendingN(10, 30), reads(stored.slice(10, 50)));
+    assert.equal(r.settled, false);
+    assert.equal(!r.settled && r.reason, 'ambiguous');
+    assert.equal(r.removed, 10);
+  });
+  it('staged: D happened before the outcome (no staged list, step stored): done, T + count', async () => {
+    const j: Journal = { removed: 4, pending: { flavor: 'staged', removed: 4, n: 6, at: 1 }, staged: { step: 'stored', count: 6 } };
+    assert.deepEqual(await resolveJournal(j, reads(stored.slice(10, 20))), { settled: true, removed: 10, stagedCount: null, action: { kind: 'outcome', done: true } });
+  });
+  it('staged: the list is there: staged count, or adopted; a missing or different list is undecided', async () => {
+    const intent = { flavor: 'staged', removed: 4, n: 6, at: 1 } as const;
+    const staged = stored.slice(4, 10);
+    assert.deepEqual(await resolveJournal({ removed: 4, pending: intent, staged: { step: 'staged', count: 6 } }, reads([], staged)), { settled: true, removed: 4, stagedCount: 6, action: { kind: 'none' } });
+    assert.deepEqual(await resolveJournal({ removed: 4, pending: intent, staged: null }, reads([], staged)), { settled: true, removed: 4, stagedCount: 6, action: { kind: 'adopt-staged', count: 6, journalIntent: false } });
+    assert.deepEqual(await resolveJournal({ removed: 4, pending: null, staged: null }, reads([], staged)), { settled: true, removed: 4, stagedCount: 6, action: { kind: 'adopt-staged', count: 6, journalIntent: true } });
+    const missing = await resolveJournal({ removed: 4, pending: intent, staged: { step: 'staged', count: 6 } }, reads(stored.slice(4, 9)));
+    assert.equal(!missing.settled && missing.reason, 'staged-missing');
+    const other = await resolveJournal({ removed: 4, pending: intent, staged: { step: 'staged', count: 6 } }, reads([], stored.slice(4, 9)));
+    assert.equal(!other.settled && other.reason, 'staged-mismatch');
+  });
+});
 
 describe('judgeRemoval', () => {
   const stored = records(30);

@@ -82,6 +82,19 @@ const JOURNAL: Journal = {
   pending: { flavor: 'staged', removed: 100, n: 20, at: 1763800000000 },
   staged: { step: 'stored', count: 20 },
 };
+/** An `n` intent with the head facts recovery decides from (added after the format landed). */
+const JOURNAL_N_FACTS: Journal = {
+  removed: 7,
+  pending: { flavor: 'n', removed: 7, n: 3, at: 9, kernelHead: { listed: 12, first: new Uint8Array(32).fill(1), next: null } },
+  staged: null,
+};
+/** An `n` intent as the store wrote it before the head facts existed (the landed format). */
+const GOLDEN_JOURNAL_N_LANDED = 'a36772656d6f766564076770656e64696e67a466666c61766f72616e6772656d6f76656407616e036261740966737461676564f6';
+/** The same intent with its head facts: one more key, `kernelHead`, last in the intent. */
+const GOLDEN_JOURNAL_N_FACTS =
+  'a36772656d6f766564076770656e64696e67a566666c61766f72616e6772656d6f76656407616e03626174096a6b6572' +
+  '6e656c48656164a3666c69737465640c6566697273745820010101010101010101010101010101010101010101010101' +
+  '0101010101010101646e657874f666737461676564f6';
 const BOOT = { ...bootInfo(1), exported: { cursor: 3, at: 5 } };
 const META = { schema: 1, akPublic: Uint8Array.of(0xaa), deviceId: 'gw-17' };
 
@@ -99,6 +112,21 @@ describe('store CBOR golden vectors', () => {
   it('journal', () => {
     assert.equal(hex(encodeJournal(JOURNAL)), GOLDEN.journal);
     assert.deepEqual(decodeJournal(encodeJournal(JOURNAL), 'k'), JOURNAL);
+  });
+  it('journal: an intent of the landed format (no head facts) still decodes, and encodes to the same bytes', () => {
+    const landed: Journal = { removed: 7, pending: { flavor: 'n', removed: 7, n: 3, at: 9 }, staged: null };
+    const decoded = decodeJournal(Buffer.from(GOLDEN_JOURNAL_N_LANDED, 'hex'), 'journal/0');
+    assert.deepEqual(decoded, landed);
+    assert.equal(decoded.pending !== null && 'kernelHead' in decoded.pending, false, 'no kernelHead key at all');
+    assert.equal(hex(encodeJournal(landed)), GOLDEN_JOURNAL_N_LANDED);
+  });
+  it('journal: an intent with the kernel head facts round-trips (next null and 32 bytes)', () => {
+    assert.equal(hex(encodeJournal(JOURNAL_N_FACTS)), GOLDEN_JOURNAL_N_FACTS);
+    assert.deepEqual(plain(decodeJournal(encodeJournal(JOURNAL_N_FACTS), 'k')), plain(JOURNAL_N_FACTS));
+    const withNext: Journal = { ...JOURNAL_N_FACTS, pending: { flavor: 'n', removed: 7, n: 3, at: 9, kernelHead: { listed: 12, first: new Uint8Array(32).fill(1), next: new Uint8Array(32).fill(2) } } };
+    assert.deepEqual(plain(decodeJournal(encodeJournal(withNext), 'k')), plain(withNext));
+    const short = encodeValue({ removed: 7, pending: { flavor: 'n', removed: 7, n: 3, at: 9, kernelHead: { listed: 12, first: Uint8Array.of(1), next: null } }, staged: null });
+    assert.throws(() => decodeJournal(short, 'journal/0'), { code: 'STORE_CORRUPT', message: 'journal/0 .pending .kernelHead .first is not a byte string of 32 bytes' });
   });
   it('boot metadata, bank modes in BANKS order whatever the input order', () => {
     assert.equal(hex(encodeBootRecord(BOOT)), GOLDEN.boot);

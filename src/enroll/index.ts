@@ -1,0 +1,20 @@
+/**
+ * `imakeep/enroll`: binding a device's AK to its TPM's endorsement key, the way Keylime's
+ * registrar does: EK certificate checked against the verifier's CAs, the AK's attributes checked,
+ * credential activation proving the AK is on the same TPM as the EK. Pure verifier functions,
+ * device functions over a `Tpm`, and the versioned JSON files of the exchange. Depends only on `tpm`.
+ */
+export { EnrollError, type EnrollErrorCode, type EnrollErrorDetails } from './errors.js';
+export { type AkPolicy, checkAkPublic, checkEkMatchesCertificate, verifyEkCertificateChain } from './checks.js';
+export { loadCaDirectory, parseCertificates } from './ca.js';
+export {
+  DEFAULT_CHALLENGE_VALIDITY_MS,
+  type EnrollChallengeOptions,
+  type EnrollRequestOptions,
+  answerEnrollChallenge,
+  createEnrollRequest,
+  finishEnrollment,
+  makeEnrollChallenge,
+  trustedAkOfEnrollment,
+} from './enroll.js';
+export * from './formats.js';
