@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, readlinkSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DAEMON_MALLOC_ENV, DAEMON_NODE_FLAGS } from '../src/collector/index.js';
+import { DAEMON_MALLOC_ENV, DAEMON_NODE_FLAGS } from '../src/daemon/index.js';
 import { FLUSH_HTABLE_OPTION } from '../src/kernel/index.js';
 import { parseStraceSummary, straceSyncArgs, SYNC_SYSCALLS } from './_strace.js';
 

@@ -30,7 +30,8 @@ import { runInNewContext } from 'node:vm';
 import { startSecurityfsEmulator } from '../hw/securityfs/emulator.js';
 import { ImaWorkload, encodeBinaryRecord, type BankName } from '../src/ima/index.js';
 import { openStore } from '../src/store/index.js';
-import { Collector, DAEMON_MALLOC_ENV, type TimingSummary } from '../src/collector/index.js';
+import { Collector, type TimingSummary } from '../src/collector/index.js';
+import { DAEMON_MALLOC_ENV } from '../src/daemon/index.js';
 import { SoftQuoteSource } from '../test/collector/_soft-tpm.js';
 import { DEVICE_NODE_FLAGS, REPO_ROOT } from './_collector.js';
 import { parseProcStatus } from './_proc.js';
@@ -350,6 +351,14 @@ async function main(): Promise<void> {
       const file = fromTo(at10k, end, (m) => m.rssFileKiB);
       const ldb = fromTo(at10k, end, (m) => m.ldbKiB);
       return `| ${r.flavor} | ${r.records} | ${r.recordsPerSecond} | ${r.cpuMicrosecondsPerRecord} | ${r.restartToFirstCycleMs} | ${rss} | ${anon} | ${file} | ${ldb} | ${at10k?.heapUsedMiB ?? '-'} / ${end?.heapUsedMiB ?? '-'} | ${r.flashBytesPerRecord} (${r.rawRecordBytes}) | ${r.writeAmplification} | ${h.p50}/${h.p99}/${h.max} | ${r.kernelRecordsAtEnd} |`;
+    }),
+    '',
+    // The first sample is taken with the collector open on an empty store, before any record: node,
+    // imakeep's modules and an open store, idle. What the goals are measured against.
+    ...runs.map((r) => {
+      const floor = r.memory[0];
+      const mib = (kib: number): string => (kib / KiB_PER_MiB).toFixed(1);
+      return floor === undefined ? '' : `Node's floor (${r.flavor}, same process before the first record): RSS ${mib(floor.rssAnonKiB + floor.rssFileKiB + floor.rssShmemKiB)} MiB, RssAnon ${mib(floor.rssAnonKiB)} MiB, heap ${floor.heapUsedMiB} MiB`;
     }),
   ];
   process.stdout.write(`${lines.join('\n')}\n`);

@@ -2,20 +2,20 @@
  * Example: gateway firmware that embeds imakeep as a library (no CLI, no second process). The
  * firmware owns its main loop: it runs a collection cycle when its own scheduler says so (here:
  * after every N new measurements, or on a timer), serves the API on a unix socket for the local
- * attestation agent, and exports its metrics to the firmware's telemetry. Everything goes through
- * the public modules: `store`, `tpm`, `collector`, `serve`.
+ * attestation agent, and exports its metrics to the firmware's telemetry. The daemon is assembled by
+ * `startDaemon` (`imakeep/daemon`), its cycles left to the firmware (`cycles: 'manual'`).
  *
  *   node dist/examples/gateway.js --store /data/imakeep --tpm device:/dev/tpmrm0 [--socket PATH]
  *                                 [--securityfs /sys/kernel/security] [--cycles N]
  */
-import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { Collector, type CycleReport, type CollectorStatus } from '../src/collector/index.js';
-import { startApiServer, type ApiServer, type KernelTail, type MetricSample } from '../src/serve/index.js';
+import type { Collector, CycleReport } from '../src/collector/index.js';
+import { startDaemon, type Daemon } from '../src/daemon/index.js';
 import type { BankName } from '../src/ima/index.js';
-import { openStore, type ImaStore } from '../src/store/index.js';
-import { Tpm, TpmQuoter } from '../src/tpm/index.js';
+import type { ApiServer } from '../src/serve/index.js';
+import type { ImaStore } from '../src/store/index.js';
+import type { Tpm } from '../src/tpm/index.js';
 
 /** Options of {@link Gateway.start}. */
 export interface GatewayOptions {
@@ -32,84 +32,40 @@ export interface GatewayOptions {
   readonly banks?: readonly BankName[];
 }
 
-/** The collector's kernel tail, as the server reads it (the current boot, read between cycles). */
-function kernelTail(collector: Collector): KernelTail {
-  return {
-    get boot() {
-      return collector.boot;
-    },
-    end: () => Promise.resolve(collector.kernelEnd()),
-    records: (from) => collector.tailBatches(from),
-  };
-}
-
-/** A few numbers of the collector's status, as samples for `/metrics`. */
-function collectorSamples(s: CollectorStatus): MetricSample[] {
-  return [
-    { name: 'imakeep_gateway_removed_records', help: 'Records removed from the kernel this boot (T).', type: 'gauge', value: s.removed },
-    { name: 'imakeep_gateway_stored_records', help: 'Records in committed chunks this boot.', type: 'gauge', value: s.stored },
-    { name: 'imakeep_gateway_kernel_records', help: 'Records still in the kernel.', type: 'gauge', value: s.kernelRecords },
-  ];
-}
-
-/** The embedded imakeep: store, collector and API server of one gateway. */
+/** The embedded imakeep: the daemon with its cycles on the firmware's schedule. */
 export class Gateway {
-  readonly store: ImaStore;
-  readonly collector: Collector;
-  readonly server: ApiServer;
-  readonly #tpm: Tpm;
-  readonly #ownsTpm: boolean;
+  readonly #daemon: Daemon;
 
-  private constructor(store: ImaStore, collector: Collector, server: ApiServer, tpm: Tpm, ownsTpm: boolean) {
-    this.store = store;
-    this.collector = collector;
-    this.server = server;
-    this.#tpm = tpm;
-    this.#ownsTpm = ownsTpm;
+  private constructor(daemon: Daemon) {
+    this.#daemon = daemon;
   }
 
   /** Opens the store and the TPM, recovers the collector (finishing any removal a crash interrupted), starts the API. */
   static async start(options: GatewayOptions): Promise<Gateway> {
-    const ownsTpm = typeof options.tpm === 'string';
-    const tpm = typeof options.tpm === 'string' ? Tpm.open(options.tpm) : options.tpm;
-    const store = await openStore(options.storeDir);
-    try {
-      const collector = await Collector.open({
-        store,
-        quotes: new TpmQuoter(tpm, { releaseAfterUse: false }),
-        securityfsRoot: options.securityfsRoot,
-        bootIdPath: options.bootIdPath,
-        cmdlinePath: options.cmdlinePath,
-        banks: options.banks,
-      });
-      const server = await startApiServer(
-        {
-          store,
-          tail: kernelTail(collector),
-          quotes: new TpmQuoter(tpm),
-          status: { status: async () => ({ ...collector.status() }), metrics: async () => collectorSamples(collector.status()) },
-        },
-        { socket: options.socket ?? join(options.storeDir, 'imakeep.sock') },
-      );
-      return new Gateway(store, collector, server, tpm, ownsTpm);
-    } catch (e) {
-      await store.close();
-      if (ownsTpm) await tpm.close();
-      throw e;
-    }
+    const { storeDir, tpm, socket, securityfsRoot, bootIdPath, cmdlinePath, banks } = options;
+    return new Gateway(await startDaemon({ storeDir, tpm, api: { socket }, collector: { securityfsRoot, bootIdPath, cmdlinePath, banks }, cycles: 'manual' }));
+  }
+
+  get store(): ImaStore {
+    return this.#daemon.store;
+  }
+
+  get collector(): Collector {
+    return this.#daemon.collector;
+  }
+
+  get server(): ApiServer {
+    return this.#daemon.server;
   }
 
   /** One collection cycle, when the firmware's scheduler decides: drain, store, quote, remove. */
   cycle(): Promise<CycleReport> {
-    return this.collector.runOnce();
+    return this.#daemon.cycle();
   }
 
   /** Stops serving, closes the collector, the store and (if it opened it) the TPM. */
-  async stop(): Promise<void> {
-    await this.server.close();
-    await this.collector.close();
-    await this.store.close();
-    if (this.#ownsTpm) await this.#tpm.close();
+  stop(): Promise<void> {
+    return this.#daemon.stop();
   }
 }
 

@@ -33,6 +33,7 @@ const VERBS: Record<string, { summary: string; load: () => Promise<VerbModule> }
   policy: { summary: 'judge a log against a Keylime runtime policy; make one', load: () => import('./cli/policy.js') },
   fleet: { summary: 'the fleet service devices sync their evidence to', load: () => import('./cli/fleet.js') },
   enroll: { summary: 'enroll a device: EK certificate, AK, credential activation', load: () => import('./cli/enroll.js') },
+  keylime: { summary: 'register with a Keylime registrar (the body, or register and activate)', load: () => import('./cli/keylime.js') },
 };
 
 function usage(): string {

@@ -7,7 +7,7 @@
  *   imakeep export --store DIR [--since CURSOR] --out FILE [--max-bytes N] [--socket PATH]
  */
 import { open, rename, rm } from 'node:fs/promises';
-import { daemonGet, daemonPaths } from '../collector/index.js';
+import { daemonGet, daemonPaths } from '../daemon/index.js';
 import { buildBundle, DEFAULT_BUNDLE_LIMITS, formatCursor, parseCursor } from '../serve/index.js';
 import { openStore, StoreError } from '../store/index.js';
 import { integerOption, parseVerbArgs, requireOptions, writeStdout } from './_verb.js';

@@ -10,7 +10,8 @@
  * kernel's (its boot id matches).
  */
 import { pipeline } from 'node:stream/promises';
-import { DEFAULT_BOOT_ID_PATH, daemonGet, daemonPaths, runningKernelTail } from '../collector/index.js';
+import { DEFAULT_BOOT_ID_PATH, runningKernelTail } from '../collector/index.js';
+import { daemonGet, daemonPaths } from '../daemon/index.js';
 import { openStore, StoreError, type ImaStore } from '../store/index.js';
 import { openLog, type LogQuery } from '../serve/index.js';
 import { bankArg, choiceOption, integerOption, parseVerbArgs, requireOptions, writeStdout, type CliVerb } from './_verb.js';

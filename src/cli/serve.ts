@@ -11,7 +11,8 @@
  * down, so the kernel positions found at start stay valid).
  */
 import { UsageError } from '../errors.js';
-import { DEFAULT_BOOT_ID_PATH, daemonPaths, runningKernelTail } from '../collector/index.js';
+import { DEFAULT_BOOT_ID_PATH, runningKernelTail } from '../collector/index.js';
+import { daemonPaths } from '../daemon/index.js';
 import { startApiServer, type ListenAddress } from '../serve/index.js';
 import { openStore } from '../store/index.js';
 import { Tpm, TpmQuoter } from '../tpm/index.js';

@@ -9,7 +9,7 @@
  * last status file the daemon left as `collector`.
  */
 import { readFileSync } from 'node:fs';
-import { daemonGet, daemonPaths } from '../collector/index.js';
+import { daemonGet, daemonPaths } from '../daemon/index.js';
 import { bootSummaries } from '../serve/index.js';
 import { openStore, StoreError } from '../store/index.js';
 import { parseVerbArgs, requireOptions, writeStdout, type CliVerb } from './_verb.js';

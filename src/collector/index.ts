@@ -50,13 +50,3 @@ export {
   type RecoveryPause,
   type CycleReport,
 } from './collector.js';
-export {
-  DAEMON_MALLOC_ENV,
-  DAEMON_NODE_FLAGS,
-  DaemonApiError,
-  daemonGet,
-  daemonPaths,
-  missingDaemonEnv,
-  parseCrashAt,
-  type DaemonPaths,
-} from './daemon.js';

@@ -23,7 +23,13 @@ export type EnrollErrorCode =
   /** No pending challenge for this answer (already finished, or made by another verifier), or it names another device. */
   | 'ENROLL_UNKNOWN_CHALLENGE'
   /** A request, challenge, answer, pending state or enrollment file that does not decode or has the wrong type or version. */
-  | 'ENROLL_BAD_FILE';
+  | 'ENROLL_BAD_FILE'
+  /** A Keylime agent id that is not letters, digits, `_`, `.` and `-` (keylime `valid_agent_id`). */
+  | 'KEYLIME_BAD_UUID'
+  /** The Keylime registrar could not be reached, or answered anything but 200 with `results`. */
+  | 'KEYLIME_REGISTRAR_REFUSED'
+  /** The Keylime registrar accepted the registration but answered no credential `blob`. */
+  | 'KEYLIME_BAD_BLOB';
 
 /** Data attached to an enrollment error, all optional. */
 export interface EnrollErrorDetails {
@@ -51,6 +57,9 @@ export interface EnrollErrorDetails {
   readonly field: string;
   /** When the challenge expired (ISO 8601). */
   readonly expiresAt: string;
+  /** The registrar URL of a Keylime request, and the HTTP status it answered. */
+  readonly url: string;
+  readonly httpStatus: number;
 }
 
 /** The one error class of `src/enroll`; switch on `code`. */

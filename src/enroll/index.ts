@@ -18,3 +18,13 @@ export {
   trustedAkOfEnrollment,
 } from './enroll.js';
 export * from './formats.js';
+export {
+  KEYLIME_REGISTRAR_API_VERSION,
+  keylimeAuthTag,
+  keylimeRegistration,
+  registerWithKeylime,
+  type KeylimeRegisterBody,
+  type KeylimeRegisterOptions,
+  type KeylimeRegistration,
+  type KeylimeRegistrationOptions,
+} from './keylime.js';

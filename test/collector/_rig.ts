@@ -13,7 +13,8 @@ import { ImaWorkload, PcrReplay, parseBinaryList, type BankName, type ImaRecord 
 import { openStore, type ImaStore } from '../../src/store/index.js';
 import { Tpm, TpmQuoter, type QuoteSource } from '../../src/tpm/index.js';
 import { Collector, type CollectorOptions } from '../../src/collector/index.js';
-import { openLog, type KernelTail, type LogQuery } from '../../src/serve/index.js';
+import { collectorTail } from '../../src/daemon/index.js';
+import { openLog, type LogQuery } from '../../src/serve/index.js';
 
 /** Banks the rig's TPM extends and the collector quotes. */
 export const RIG_BANKS: readonly BankName[] = ['sha1', 'sha256'];
@@ -134,11 +135,6 @@ export async function startRig(opts: RigOptions = {}): Promise<Rig> {
     await stop();
     throw e;
   }
-}
-
-/** The collector as src/serve's KernelTail (what `imakeep run` hands the API server). */
-export function collectorTail(collector: Collector): KernelTail {
-  return { boot: collector.boot, end: async () => collector.kernelEnd(), records: (from) => collector.tailBatches(from) };
 }
 
 /** The whole log of the collector's current boot as src/serve streams it (store + collector tail), one buffer. */

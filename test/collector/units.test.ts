@@ -17,13 +17,13 @@ import {
   chooseFlavor,
   decideByHeadFacts,
   judgeRemoval,
-  parseCrashAt,
   recordIdentity,
   resolveJournal,
   storedBytes,
   type RecoveryReads,
 } from '../../src/collector/index.js';
 import type { Journal } from '../../src/store/index.js';
+import { parseCrashAt } from '../../src/testing/index.js';
 
 function records(n: number, seed = 1): ImaRecord[] {
   return [...new ImaWorkload({ seed, template: 'mixed', violationRate: 0.05 }).records(n)];

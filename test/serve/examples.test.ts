@@ -66,8 +66,8 @@ describe('examples/gateway.ts with examples/keylime-verifier.ts (real collector,
     const status = json(await get(socket, '/v1/status'));
     assert.ok(typeof status === 'object' && status !== null && 'collector' in status);
     const metrics = (await get(socket, '/metrics')).body.toString();
-    assert.match(metrics, /imakeep_gateway_removed_records \d+/);
-    const removed = Number(/imakeep_gateway_removed_records (\d+)/.exec(metrics)?.[1]);
+    assert.match(metrics, /imakeep_removed_records \d+/);
+    const removed = Number(/imakeep_removed_records (\d+)/.exec(metrics)?.[1]);
     assert.ok(removed > 0, `the collector removed ${removed} records`);
     // The real collector's checkpoints verify offline: quotes, nonce chain, clock, replay, chain.
     const verifierOffline = new EvidenceVerifier({ trustedAk: ak });

@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { encodeBinaryList, parseBinaryList } from '../../src/ima/index.js';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { daemonPaths } from '../../src/collector/index.js';
+import { daemonPaths } from '../../src/daemon/index.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { collectLog, replayPcr10, startRig, tpmPcr10, type Rig } from '../collector/_rig.js';

@@ -1,0 +1,170 @@
+/**
+ * `startDaemon`: the whole imakeep daemon in one call, for `imakeep run` and for firmware that
+ * embeds it. It owns the one TPM connection and attestation key (a single `TpmQuoter`: the
+ * collector's checkpoints and the API's verifier quotes never interleave), opens the store and the
+ * collector (recovering whatever a crash interrupted), runs the cycle on the collector's schedule,
+ * serves the HTTP API with the daemon's status and metrics, and stops cleanly on an `AbortSignal`.
+ */
+import { rmSync } from 'node:fs';
+import { Collector, type CollectorOptions, type CollectorStatus, type CycleReport } from '../collector/index.js';
+import { startApiServer, type ApiServer } from '../serve/index.js';
+import { openStore, type ImaStore } from '../store/index.js';
+import { Tpm, TpmQuoter, type TpmQuoterOptions } from '../tpm/index.js';
+import { daemonStatus } from './metrics.js';
+import { daemonPaths, type DaemonPaths } from './process.js';
+import { collectorTail } from './tail.js';
+
+/** The collector's options a daemon takes (the store and the TPM are the daemon's own). */
+export type DaemonCollectorOptions = Omit<CollectorOptions, 'store' | 'quotes'>;
+
+/** The daemon's HTTP API. */
+export interface DaemonApiOptions {
+  /** Unix socket of the API (mode 0660); default `<storeDir>/imakeep.sock`. A stale file there is removed. */
+  readonly socket?: string;
+}
+
+/** Options of {@link startDaemon}. */
+export interface DaemonOptions {
+  /** The store directory; the daemon opens and closes the store (LevelDB admits one process). */
+  readonly storeDir: string;
+  /**
+   * A TPM address (`device:/dev/tpmrm0`, `swtpm:HOST:PORT`), opened and closed by the daemon, or a
+   * connection the caller holds (then left open at stop).
+   */
+  readonly tpm: string | Tpm;
+  /** The attestation key and connection use of the daemon's one quoter; default an ECC AK in the endorsement hierarchy. */
+  readonly ak?: TpmQuoterOptions;
+  /** What the collector reads, how it removes, when it cycles (`securityfsRoot`, `flavor`, `intervalMs`...). */
+  readonly collector?: DaemonCollectorOptions;
+  readonly api?: DaemonApiOptions;
+  /**
+   * `scheduled` (default): cycles run on the collector's schedule (every `intervalMs`, earlier when
+   * the kernel's list grows past its thresholds) until the daemon stops. `manual`: only when the
+   * caller calls {@link Daemon.cycle} (firmware with its own main loop).
+   */
+  readonly cycles?: 'scheduled' | 'manual';
+  /** Called after every scheduled cycle with its report or its error, and the status after it (written to the status file first). */
+  readonly onCycle?: (report: CycleReport | undefined, error: unknown, status: CollectorStatus) => void;
+  /** Stops the daemon when aborted (as {@link Daemon.stop}). */
+  readonly signal?: AbortSignal;
+}
+
+/** A running daemon. */
+export interface Daemon {
+  readonly store: ImaStore;
+  readonly collector: Collector;
+  readonly server: ApiServer;
+  /** The daemon's files: the API socket and the status file `imakeep status` reads. */
+  readonly paths: DaemonPaths;
+  /** One cycle now (drain, store, quote, remove), then the status file. */
+  cycle(): Promise<CycleReport>;
+  /** Stops: lets the running cycle finish its step, stops serving, closes collector, store and TPM. */
+  stop(): Promise<void>;
+  /**
+   * Settles once the daemon has stopped and closed everything: by {@link stop}, the signal, or an
+   * error that ends the schedule (`COLLECTOR_RECOVERY_FAILED`, store corruption), which it rejects with.
+   */
+  readonly stopped: Promise<void>;
+}
+
+/**
+ * Starts the daemon: store, TPM, collector (with recovery), API server, and the schedule.
+ *
+ * @example
+ * ```ts
+ * import { startDaemon } from 'imakeep/daemon';
+ * const stop = new AbortController();
+ * process.once('SIGTERM', () => stop.abort());
+ * const daemon = await startDaemon({ storeDir: '/var/lib/imakeep', tpm: 'device:/dev/tpmrm0', signal: stop.signal });
+ * await daemon.stopped;
+ * ```
+ * @throws `StoreError` (`STORE_LOCKED`: another process holds the store; `STORE_CORRUPT`...),
+ *   `TpmError` and `TpmTransportError` (the TPM cannot be reached or refuses the AK),
+ *   `CollectorError` (`COLLECTOR_RECOVERY_FAILED`, `KERNEL_*` when securityfs cannot be read);
+ *   everything opened so far is closed again.
+ */
+export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
+  const paths = daemonPaths(options.storeDir);
+  const socket = options.api?.socket ?? paths.socket;
+  const ownsTpm = typeof options.tpm === 'string';
+  const tpm = typeof options.tpm === 'string' ? Tpm.open(options.tpm) : options.tpm;
+  const quoter = new TpmQuoter(tpm, options.ak);
+  const closeTpm = async (): Promise<void> => {
+    if (ownsTpm) await quoter.close();
+  };
+  let store: ImaStore;
+  try {
+    store = await openStore(options.storeDir);
+  } catch (e) {
+    await closeTpm();
+    throw e;
+  }
+  let collector: Collector | undefined;
+  let server: ApiServer;
+  try {
+    collector = await Collector.open({ ...options.collector, store, quotes: quoter });
+    const opened = collector;
+    // A socket left by a killed daemon (this process holds the store lock: no daemon serves it).
+    rmSync(socket, { force: true });
+    server = await startApiServer({ store, tail: collectorTail(opened), quotes: quoter, status: daemonStatus(() => opened.status()) }, { socket });
+  } catch (e) {
+    await collector?.close();
+    await store.close();
+    await closeTpm();
+    throw e;
+  }
+  return running(options, { store, collector, server, paths, closeTpm });
+}
+
+function running(
+  options: DaemonOptions,
+  parts: { store: ImaStore; collector: Collector; server: ApiServer; paths: DaemonPaths; closeTpm: () => Promise<void> },
+): Daemon {
+  const { store, collector, server, paths } = parts;
+  const stopping = new AbortController();
+  const stopOnSignal = (): void => stopping.abort();
+  options.signal?.addEventListener('abort', stopOnSignal, { once: true });
+  if (options.signal?.aborted === true) stopping.abort();
+  const writeStatus = (): void => collector.writeStatusFile(paths.statusFile);
+
+  const schedule = async (): Promise<void> => {
+    if (options.cycles === 'manual') {
+      await new Promise<void>((resolve) => stopping.signal.addEventListener('abort', () => resolve(), { once: true }));
+      return;
+    }
+    await collector.run(stopping.signal, (report, error) => {
+      writeStatus();
+      options.onCycle?.(report, error, collector.status());
+    });
+  };
+  const shutDown = async (): Promise<void> => {
+    options.signal?.removeEventListener('abort', stopOnSignal);
+    writeStatus();
+    await server.close();
+    await collector.close();
+    await store.close();
+    await parts.closeTpm();
+  };
+  const stopped = schedule().then(shutDown, async (e: unknown) => {
+    await shutDown();
+    throw e;
+  });
+  // A caller that only uses stop() still learns of a failure through stop(); never unhandled here.
+  stopped.catch(() => undefined);
+  return {
+    store,
+    collector,
+    server,
+    paths,
+    async cycle() {
+      const report = await collector.runOnce();
+      writeStatus();
+      return report;
+    },
+    async stop() {
+      stopping.abort();
+      await stopped;
+    },
+    stopped,
+  };
+}
