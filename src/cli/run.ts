@@ -6,17 +6,26 @@
  *   imakeep run --securityfs DIR --tpm ADDR --store DIR [--flavor auto|n|staged|none]
  *               [--interval MS] [--socket PATH] [--banks sha1,sha256] [--cycle-at-records N]
  *               [--chunk-bytes N] [--boot-id-file PATH] [--cmdline-file PATH] [--once]
+ *               [--keylime [--payload-key PATH]] [--listen HOST:PORT [--tls-cert PEM --tls-key PEM --tls-client-ca PEM]]
  *
  * One line per cycle on stdout. Test seam: IMAKEEP_TEST_CRASH_AT (src/testing/crash.ts).
  */
 import { COLLECTOR_DEFAULTS, type CollectorHooks, type FlavorChoice } from '../collector/index.js';
-import { daemonPaths, missingDaemonEnv, startDaemon } from '../daemon/index.js';
+import { join } from 'node:path';
+import { daemonPaths, missingDaemonEnv, startDaemon, type DaemonApiOptions } from '../daemon/index.js';
+import { UsageError } from '../errors.js';
+import { openPayloadKey } from '../serve/index.js';
 import { banksOption, choiceOption, integerOption, interruptSignal, parseVerbArgs, requireOptions, type CliVerb } from './_verb.js';
 
 /** Usage of `imakeep run`. */
 export const usage = `usage: imakeep run --securityfs DIR --tpm ADDR --store DIR [--flavor auto|n|staged|none]
                    [--interval MS] [--socket PATH] [--banks sha1,sha256] [--cycle-at-records N]
-                   [--chunk-bytes N] [--boot-id-file PATH] [--cmdline-file PATH] [--once]`;
+                   [--chunk-bytes N] [--boot-id-file PATH] [--cmdline-file PATH] [--once]
+                   [--keylime [--payload-key PATH]] [--listen HOST:PORT [--tls-cert PEM --tls-key PEM --tls-client-ca PEM]]
+--keylime: serve the Keylime agent's routes (RSA AK, payload key bound in PCR 16; the key is made
+once in --payload-key, default STORE/keylime-payload-key.pem). --listen: the API also on TCP, HTTPS
+requiring client certificates signed by --tls-client-ca (the verifier's CA), or plain HTTP on a
+loopback address without the three --tls-* options.`;
 
 const FLAVORS: readonly FlavorChoice[] = ['auto', 'n', 'staged', 'none'];
 
@@ -24,6 +33,23 @@ const FLAVORS: readonly FlavorChoice[] = ['auto', 'n', 'staged', 'none'];
 async function crashHook(): Promise<CollectorHooks | undefined> {
   const value = process.env.IMAKEEP_TEST_CRASH_AT;
   return value === undefined ? undefined : (await import('../testing/crash.js')).crashHook(value);
+}
+
+/** `--listen HOST:PORT` with its TLS files (all three or none), or undefined. */
+function listenOption(values: { listen?: string; 'tls-cert'?: string; 'tls-key'?: string; 'tls-client-ca'?: string }): DaemonApiOptions['listen'] {
+  const files = [values['tls-cert'], values['tls-key'], values['tls-client-ca']];
+  if (values.listen === undefined) {
+    if (files.some((f) => f !== undefined)) throw new UsageError('--tls-cert, --tls-key and --tls-client-ca need --listen');
+    return undefined;
+  }
+  const m = /^(.+):(\d{1,5})$/.exec(values.listen);
+  const host = m?.[1]?.replace(/^\[(.*)\]$/, '$1');
+  const port = Number(m?.[2]);
+  if (host === undefined || !(port <= 65535)) throw new UsageError(`--listen must be HOST:PORT, not '${values.listen}'`);
+  const [cert, key, ca] = files;
+  if (cert === undefined && key === undefined && ca === undefined) return { host, port };
+  if (cert === undefined || key === undefined || ca === undefined) throw new UsageError('--tls-cert, --tls-key and --tls-client-ca go together');
+  return { host, port, tls: { cert, key, ca } };
 }
 
 const run: CliVerb = async (argv) => {
@@ -43,6 +69,12 @@ const run: CliVerb = async (argv) => {
       'boot-id-file': { type: 'string' },
       'cmdline-file': { type: 'string' },
       once: { type: 'boolean' },
+      keylime: { type: 'boolean' },
+      'payload-key': { type: 'string' },
+      listen: { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
+      'tls-client-ca': { type: 'string' },
     },
     false,
   );
@@ -53,6 +85,9 @@ const run: CliVerb = async (argv) => {
   // glibc reads these at process start only: say so once rather than re-exec (a parent left
   // behind would outlive a SIGKILL of the child's supervisor and confuse the crash tests).
   if (unset.length > 0) process.stderr.write(`imakeep run: note: started without ${unset.join(' ')}: its anonymous memory can then grow with the log (README, "Running the daemon")\n`);
+  const listen = listenOption(values);
+  if (values['payload-key'] !== undefined && values.keylime !== true) throw new UsageError('--payload-key needs --keylime');
+  const keylime = values.keylime === true ? { payloadKey: openPayloadKey(values['payload-key'] ?? join(storeDir, 'keylime-payload-key.pem')) } : undefined;
   const stop = interruptSignal();
   try {
     const daemon = await startDaemon({
@@ -69,7 +104,8 @@ const run: CliVerb = async (argv) => {
         chunkBounds: chunkBytes === undefined ? undefined : { ...COLLECTOR_DEFAULTS.chunkBounds, maxBytes: chunkBytes },
         hooks: await crashHook(),
       },
-      api: { socket: values.socket ?? daemonPaths(storeDir).socket },
+      api: { socket: values.socket ?? daemonPaths(storeDir).socket, ...(listen === undefined ? {} : { listen }) },
+      ...(keylime === undefined ? {} : { keylime }),
       cycles: values.once === true ? 'manual' : 'scheduled',
       signal: stop.signal,
       onCycle: (report, error, s) => {
@@ -78,7 +114,7 @@ const run: CliVerb = async (argv) => {
       },
     });
     const s0 = daemon.collector.status();
-    process.stdout.write(`imakeep run: boot ${s0.boot} (${s0.kernelBootId}), flavour ${s0.flavor} (${s0.flavorReason}), T=${s0.removed}, stored ${s0.stored}, serving ${daemon.server.address}\n`);
+    process.stdout.write(`imakeep run: boot ${s0.boot} (${s0.kernelBootId}), flavour ${s0.flavor} (${s0.flavorReason}), T=${s0.removed}, stored ${s0.stored}, serving ${daemon.server.address}${daemon.tcp === undefined ? '' : ` and ${daemon.tcp.address}`}\n`);
     if (values.once === true) {
       try {
         await daemon.cycle();

@@ -1,17 +1,20 @@
 /**
  * `imakeep verify`: offline verification, without the device.
  *
- *   imakeep verify BUNDLE... [--ak PEM] [--from-checkpoint STATE.json] [--state-out FILE] [--json]
- *   imakeep verify LOG --quote QUOTE.json [--nonce TEXT] [--ak PEM] [--format binary|ascii] [--json]
+ *   imakeep verify BUNDLE... [--ak PEM | --enrollment FILE] [--from-checkpoint STATE.json] [--state-out FILE] [--json]
+ *   imakeep verify LOG --quote QUOTE.json [--nonce TEXT] [--ak PEM | --enrollment FILE] [--format binary|ascii] [--json]
  *
  * Bundles (from `imakeep export` or `GET /v1/evidence`) are verified in the order given, the state
  * carried from one to the next; `--state-out` saves the state, `--from-checkpoint` starts from a
  * saved one. A LOG (a kernel-format list, e.g. from `GET /v1/log`) is checked against a quote saved
- * from `GET /v1/quote` (Keylime format). Exit 0 when everything verifies; 1 with the first failure.
+ * from `GET /v1/quote` (Keylime format). The trusted AK is `--ak` or the AK an enrollment record
+ * (`imakeep enroll finish`) proved is on the device's TPM. Exit 0 when everything verifies; 1 with
+ * the first failure.
  */
 import { createReadStream } from 'node:fs';
 import { open, readFile, writeFile } from 'node:fs/promises';
-import { createPublicKey } from 'node:crypto';
+import { type KeyObject, createPublicKey } from 'node:crypto';
+import { decodeEnrollmentRecord, trustedAkOfEnrollment } from '../enroll/index.js';
 import { UsageError } from '../errors.js';
 import { recordBatches } from '../ima/index.js';
 import { decodePcrBlob } from '../tpm/index.js';
@@ -31,8 +34,15 @@ import { choiceOption, parseVerbArgs, writeStdout } from './_verb.js';
 import { judgeBundleFiles } from './policy.js';
 
 /** Usage of `imakeep verify`. */
-export const usage = `usage: imakeep verify BUNDLE... [--ak PEM] [--from-checkpoint STATE.json | --from-token TOKEN --fleet-key PEM] [--state-out FILE] [--policy FILE] [--json]
-       imakeep verify LOG --quote QUOTE.json [--nonce TEXT] [--ak PEM] [--format binary|ascii] [--json]`;
+export const usage = `usage: imakeep verify BUNDLE... [--ak PEM | --enrollment FILE] [--from-checkpoint STATE.json | --from-token TOKEN --fleet-key PEM] [--state-out FILE] [--policy FILE] [--json]
+       imakeep verify LOG --quote QUOTE.json [--nonce TEXT] [--ak PEM | --enrollment FILE] [--format binary|ascii] [--json]`;
+
+/** The trusted AK of `--ak PEM`, or of `--enrollment FILE` (the AK the record proved), if either is given. */
+async function trustedAkOption(ak: string | undefined, enrollment: string | undefined): Promise<KeyObject | undefined> {
+  if (ak !== undefined && enrollment !== undefined) throw new UsageError('give --ak or --enrollment, not both');
+  if (enrollment !== undefined) return trustedAkOfEnrollment(decodeEnrollmentRecord(await readFile(enrollment, 'utf8')));
+  return ak === undefined ? undefined : trustedAkFromPem(await readFile(ak));
+}
 
 /**
  * True if the file starts like an evidence bundle: a CBOR map header (0xa1..0xbf) and its first
@@ -92,6 +102,7 @@ async function startState(values: { 'from-checkpoint'?: string; 'from-token'?: s
 export default async function verify(argv: string[]): Promise<number> {
   const { values, positionals } = parseVerbArgs(argv, {
     ak: { type: 'string' },
+    enrollment: { type: 'string' },
     json: { type: 'boolean' },
     'from-checkpoint': { type: 'string' },
     'from-token': { type: 'string' },
@@ -103,7 +114,7 @@ export default async function verify(argv: string[]): Promise<number> {
     policy: { type: 'string' },
   });
   if (positionals.length === 0) throw new UsageError('give at least one BUNDLE or LOG');
-  const trustedAk = values.ak === undefined ? undefined : trustedAkFromPem(await readFile(values.ak));
+  const trustedAk = await trustedAkOption(values.ak, values.enrollment);
   const json = values.json === true;
   try {
     const first = positionals[0] ?? '';
@@ -114,7 +125,7 @@ export default async function verify(argv: string[]): Promise<number> {
       const format = choiceOption('format', values.format ?? 'binary', ['binary', 'ascii'] as const);
       const q = parseKeylimeQuote(await readFile(values.quote, 'utf8'));
       const ak = trustedAk ?? (q.pubkey === undefined ? undefined : createPublicKey(q.pubkey));
-      if (ak === undefined) throw new UsageError('no AK: give --ak or a quote response with pubkey');
+      if (ak === undefined) throw new UsageError('no AK: give --ak, --enrollment or a quote response with pubkey');
       const report = await verifyLogAgainstQuote(recordBatches(createReadStream(first), { format }), {
         attest: q.attest,
         signature: q.signature,
@@ -144,7 +155,7 @@ export default async function verify(argv: string[]): Promise<number> {
     await writeStdout(
       json
         ? `${JSON.stringify({ ok: true, bundles: reports, state: end === undefined ? null : verifyStateToJson(end) })}\n`
-        : `OK: ${reports.length} bundles, ${records} records, ${checkpoints} checkpoints verified; AK ${trustedAk === undefined ? 'taken from the bundle (not trusted: give --ak)' : 'trusted'}\n`,
+        : `OK: ${reports.length} bundles, ${records} records, ${checkpoints} checkpoints verified; AK ${trustedAk === undefined ? 'taken from the bundle (not trusted: give --ak or --enrollment)' : 'trusted'}\n`,
     );
     // The verified records judged against a runtime policy (src/cli/policy.ts).
     return values.policy === undefined ? 0 : await judgeBundleFiles(positionals, values.policy, json);

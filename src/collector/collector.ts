@@ -138,64 +138,64 @@ interface BootState {
 
 /** The collector of one device. Open with {@link Collector.open}. */
 export class Collector {
-  readonly #o: CollectorOptions;
+  readonly #options: CollectorOptions;
   readonly #store: ImaStore;
-  readonly #caps: KernelCapabilities;
-  readonly #files: SecurityfsFiles | undefined;
-  readonly #read: KernelReadOptions;
+  readonly #capabilities: KernelCapabilities;
+  readonly #securityfsFiles: SecurityfsFiles | undefined;
+  readonly #readOptions: KernelReadOptions;
   readonly #flavorReason: string;
   readonly #metrics = new CollectorMetrics();
   readonly #mutex = new Mutex();
-  readonly #now: () => number;
-  readonly #pcr: number;
+  readonly #clock: () => number;
+  readonly #imaPcr: number;
   #flavor: Flavor;
-  #bootState: BootState | undefined;
+  #segmentState: BootState | undefined;
   /** T. */
-  #removed = 0;
+  #removedRecords = 0;
   #stagedCount: number | null = null;
-  #stored = 0;
-  #checkpoint: Checkpoint | undefined;
+  #storedRecords = 0;
+  #lastCheckpoint: Checkpoint | undefined;
   /** Replay at the last checkpoint's count, if computed. */
-  #matchReplay: PcrReplay | undefined;
+  #replayAtCheckpoint: PcrReplay | undefined;
   /** Replay at the open chunk's end (every drained record). */
-  #chunkReplay: PcrReplay;
-  /** PCR of the last record drained (the one #chunkReplay extended last); -1 before any. */
+  #replayAtDrain: PcrReplay;
+  /** PCR of the last record drained (the one #replayAtDrain extended last); -1 before any. */
   #lastDrainedPcr = -1;
-  #builder: ChunkBuilder;
-  #current: MeasurementListReader;
-  #staged: MeasurementListReader | null = null;
-  #halted: string | null = null;
+  #openChunk: ChunkBuilder;
+  #currentListReader: MeasurementListReader;
+  #stagedListReader: MeasurementListReader | null = null;
+  #removalHalted: string | null = null;
   #recoveryPause: RecoveryPause | null = null;
   #condition: CollectorCondition | null = null;
-  #kmemPerRecord = 0;
+  #kmemPerRecordMean = 0;
   #kmemSamples = 0;
   #closed = false;
 
   private constructor(o: CollectorOptions, caps: KernelCapabilities, flavor: { flavor: Flavor; reason: string }) {
-    this.#o = o;
+    this.#options = o;
     this.#store = o.store;
-    this.#caps = caps;
-    this.#files = o.files;
+    this.#capabilities = caps;
+    this.#securityfsFiles = o.files;
     this.#flavor = flavor.flavor;
     this.#flavorReason = flavor.reason;
-    this.#now = o.now ?? Date.now;
-    this.#pcr = o.pcr ?? COLLECTOR_DEFAULTS.pcr;
-    this.#read = {
+    this.#clock = o.now ?? Date.now;
+    this.#imaPcr = o.pcr ?? COLLECTOR_DEFAULTS.pcr;
+    this.#readOptions = {
       files: o.files,
       readSize: o.readSize ?? COLLECTOR_DEFAULTS.readSize,
       retry: o.busyRetry,
       maxBatchRecords: o.readWindowRecords ?? COLLECTOR_DEFAULTS.readWindowRecords,
     };
     // Placeholders until #openBoot positions them at the boot's stored count.
-    this.#chunkReplay = new PcrReplay({ banks: { sha256: 'native' } });
-    this.#builder = new ChunkBuilder(0);
-    this.#current = listReader(caps.binaryListPath, { index: 0, offset: 0 }, this.#read);
+    this.#replayAtDrain = new PcrReplay({ banks: { sha256: 'native' } });
+    this.#openChunk = new ChunkBuilder(0);
+    this.#currentListReader = listReader(caps.binaryListPath, { index: 0, offset: 0 }, this.#readOptions);
   }
 
   /** The open boot segment (set by #openBoot before any other use). */
-  get #b(): BootState {
-    if (this.#bootState === undefined) throw new CollectorError('COLLECTOR_STOPPED', 'no boot segment is open');
-    return this.#bootState;
+  get #segment(): BootState {
+    if (this.#segmentState === undefined) throw new CollectorError('COLLECTOR_STOPPED', 'no boot segment is open');
+    return this.#segmentState;
   }
 
   /**
@@ -214,7 +214,7 @@ export class Collector {
   // ---- boot segments and recovery ---------------------------------------------------------------
 
   #readBootId(): string {
-    return readFileSync(this.#o.bootIdPath ?? DEFAULT_BOOT_ID_PATH, 'latin1').trim();
+    return readFileSync(this.#options.bootIdPath ?? DEFAULT_BOOT_ID_PATH, 'latin1').trim();
   }
 
   /** Continues the store's current boot if it is this kernel's, else begins a new segment. */
@@ -229,12 +229,12 @@ export class Collector {
     } else {
       const banks = await this.#configuredBanks();
       const modes: Partial<Record<BankName, BankMode>> = {};
-      for (const bank of banks) modes[bank] = this.#o.bankModes?.[bank] ?? 'native';
+      for (const bank of banks) modes[bank] = this.#options.bankModes?.[bank] ?? 'native';
       // The boot's first quote only learns resetCount (a TPM reset is a reboot); it is not stored.
-      const probe = await this.#o.quotes.quote(chainedNonce(undefined, kernelBootId), inBanks(banks, this.#pcr));
+      const probe = await this.#options.quotes.quote(chainedNonce(undefined, kernelBootId), inBanks(banks, this.#imaPcr));
       const info = {
         kernelBootId,
-        firstSeen: this.#now(),
+        firstSeen: this.#clock(),
         resetCount: probe.parsed.clockInfo.resetCount,
         bankModes: modes,
         endianness: 'le' as const,
@@ -245,14 +245,14 @@ export class Collector {
       record = { ...info, exported: null };
     }
     const modes = record.bankModes;
-    this.#bootState = { boot, record, banks: BANKS.filter((b) => modes[b] !== undefined), modes };
-    this.#halted = null;
+    this.#segmentState = { boot, record, banks: BANKS.filter((b) => modes[b] !== undefined), modes };
+    this.#removalHalted = null;
     await this.#recover();
   }
 
   async #configuredBanks(): Promise<readonly BankName[]> {
-    const active = await this.#o.quotes.activeBanks();
-    const wanted = this.#o.banks ?? active;
+    const active = await this.#options.quotes.activeBanks();
+    const wanted = this.#options.banks ?? active;
     const banks = BANKS.filter((b) => wanted.includes(b) && active.includes(b));
     if (banks.length === 0) throw new RangeError(`none of the banks [${wanted.join(', ')}] is active in the TPM [${active.join(', ')}]`);
     return banks;
@@ -266,25 +266,25 @@ export class Collector {
    * readers unpositioned and sets `#recoveryPause`.
    */
   async #recover(): Promise<void> {
-    const { boot, banks } = this.#b;
+    const { boot, banks } = this.#segment;
     const store = this.#store;
     const journal = await store.journal(boot);
-    const tpm = { pcr: this.#pcr, readPcrs: async () => pcrsByBank(await this.#o.quotes.readPcrs(inBanks(banks, this.#pcr)), this.#pcr) };
-    const resolution = await resolveJournal(journal, recoveryReads(store, boot, this.#caps, this.#read, tpm));
-    this.#removed = resolution.removed;
-    this.#stored = await store.storedCount(boot);
-    this.#checkpoint = await store.lastCheckpoint(boot);
-    this.#matchReplay = undefined;
+    const tpm = { pcr: this.#imaPcr, readPcrs: async () => pcrsByBank(await this.#options.quotes.readPcrs(inBanks(banks, this.#imaPcr)), this.#imaPcr) };
+    const resolution = await resolveJournal(journal, recoveryReads(store, boot, this.#capabilities, this.#readOptions, tpm));
+    this.#removedRecords = resolution.removed;
+    this.#storedRecords = await store.storedCount(boot);
+    this.#lastCheckpoint = await store.lastCheckpoint(boot);
+    this.#replayAtCheckpoint = undefined;
     if (!resolution.settled) {
-      this.#recoveryPause = { reason: resolution.reason, message: resolution.message, removed: resolution.removed, at: this.#now() };
+      this.#recoveryPause = { reason: resolution.reason, message: resolution.message, removed: resolution.removed, at: this.#clock() };
       this.#stagedCount = null;
-      this.#builder = new ChunkBuilder(this.#stored);
+      this.#openChunk = new ChunkBuilder(this.#storedRecords);
       return;
     }
     const action = resolution.action;
     if (action.kind === 'outcome') await store.journalOutcome(boot, { done: action.done });
     if (action.kind === 'adopt-staged') {
-      if (action.journalIntent) await store.journalIntent(boot, { flavor: 'staged', removed: journal.removed, n: 0, at: this.#now() });
+      if (action.journalIntent) await store.journalIntent(boot, { flavor: 'staged', removed: journal.removed, n: 0, at: this.#clock() });
       await store.journalStaged(boot, { step: 'staged', count: action.count });
     }
     this.#recoveryPause = null;
@@ -294,30 +294,30 @@ export class Collector {
 
   /** Readers, open chunk and chunk replay at the stored count. */
   async #positionReaders(): Promise<void> {
-    const { boot } = this.#b;
-    const T = this.#removed;
-    const S = this.#stagedCount;
-    const stored = this.#stored;
+    const { boot } = this.#segment;
+    const removed = this.#removedRecords;
+    const stagedCount = this.#stagedCount;
+    const stored = this.#storedRecords;
     const at = async (first: number) => ({ index: stored - first, offset: await storedBytes(this.#store, boot, first, stored) });
-    const stagedPath = this.#caps.stagedBinaryListPath;
-    if (S !== null && stagedPath !== undefined) {
-      const inStaged = stored < T + S;
-      this.#staged = listReader(stagedPath, inStaged ? await at(T) : { index: S, offset: await storedBytes(this.#store, boot, T, T + S) }, this.#read);
-      this.#current = listReader(this.#caps.binaryListPath, inStaged ? { index: 0, offset: 0 } : await at(T + S), this.#read);
+    const stagedPath = this.#capabilities.stagedBinaryListPath;
+    if (stagedCount !== null && stagedPath !== undefined) {
+      const inStaged = stored < removed + stagedCount;
+      this.#stagedListReader = listReader(stagedPath, inStaged ? await at(removed) : { index: stagedCount, offset: await storedBytes(this.#store, boot, removed, removed + stagedCount) }, this.#readOptions);
+      this.#currentListReader = listReader(this.#capabilities.binaryListPath, inStaged ? { index: 0, offset: 0 } : await at(removed + stagedCount), this.#readOptions);
     } else {
-      this.#staged = null;
-      this.#current = listReader(this.#caps.binaryListPath, await at(T), this.#read);
+      this.#stagedListReader = null;
+      this.#currentListReader = listReader(this.#capabilities.binaryListPath, await at(removed), this.#readOptions);
     }
-    this.#builder = new ChunkBuilder(stored, this.#o.chunkBounds ?? COLLECTOR_DEFAULTS.chunkBounds);
-    const replay = await replayAt(this.#store, boot, stored, this.#b.modes);
-    this.#chunkReplay = PcrReplay.fromState(replay.toState(), { verifyDigests: false });
+    this.#openChunk = new ChunkBuilder(stored, this.#options.chunkBounds ?? COLLECTOR_DEFAULTS.chunkBounds);
+    const replay = await replayAt(this.#store, boot, stored, this.#segment.modes);
+    this.#replayAtDrain = PcrReplay.fromState(replay.toState(), { verifyDigests: false });
     this.#lastDrainedPcr = -1;
   }
 
   // ---- the cycle --------------------------------------------------------------------------------
 
   async #step(step: CollectorStep): Promise<void> {
-    await this.#o.hooks?.step?.(step);
+    await this.#options.hooks?.step?.(step);
   }
 
   /**
@@ -329,12 +329,12 @@ export class Collector {
     if (this.#closed) throw new CollectorError('COLLECTOR_STOPPED', 'the collector is closed');
     const release = await this.#mutex.lock();
     const t0 = performance.now();
-    const removedBefore = this.#removed;
+    const removedBefore = this.#removedRecords;
     try {
       const bootId = this.#readBootId();
-      if (bootId !== this.#b.record.kernelBootId) await this.#openBoot(bootId);
-      else if (this.#recoveryPause !== null || ((await this.#store.journal(this.#b.boot)).pending !== null && this.#stagedCount === null)) await this.#recover();
-      if (this.#recoveryPause !== null) throw recoveryPending(this.#b.boot, this.#recoveryPause);
+      if (bootId !== this.#segment.record.kernelBootId) await this.#openBoot(bootId);
+      else if (this.#recoveryPause !== null || ((await this.#store.journal(this.#segment.boot)).pending !== null && this.#stagedCount === null)) await this.#recover();
+      if (this.#recoveryPause !== null) throw recoveryPending(this.#segment.boot, this.#recoveryPause);
       await this.#drain();
       if (!(await this.#attest())) return this.#report(t0, removedBefore);
       await this.#remove();
@@ -342,7 +342,7 @@ export class Collector {
       return this.#report(t0, removedBefore);
     } catch (e) {
       this.#metrics.error(codeOf(e));
-      this.#condition = { code: codeOf(e), message: e instanceof Error ? e.message : String(e), at: this.#now() };
+      this.#condition = { code: codeOf(e), message: e instanceof Error ? e.message : String(e), at: this.#clock() };
       throw e;
     } finally {
       this.#metrics.cycles++;
@@ -353,35 +353,35 @@ export class Collector {
 
   #report(t0: number, removedBefore: number): CycleReport {
     return {
-      boot: this.#b.boot,
-      drained: this.#builder.nextIndex,
-      stored: this.#stored,
-      checkpoint: this.#checkpoint?.count ?? null,
-      removed: this.#removed - removedBefore,
+      boot: this.#segment.boot,
+      drained: this.#openChunk.nextIndex,
+      stored: this.#storedRecords,
+      checkpoint: this.#lastCheckpoint?.count ?? null,
+      removed: this.#removedRecords - removedBefore,
       durationMs: performance.now() - t0,
     };
   }
 
   /** Reads the kernel from the drain position to the end: the staged list first, if any. */
   async #drain(): Promise<void> {
-    const S = this.#stagedCount;
-    if (this.#staged !== null && S !== null && this.#builder.nextIndex < this.#removed + S) await this.#drainFrom(this.#staged);
-    await this.#drainFrom(this.#current);
+    const stagedCount = this.#stagedCount;
+    if (this.#stagedListReader !== null && stagedCount !== null && this.#openChunk.nextIndex < this.#removedRecords + stagedCount) await this.#drainFrom(this.#stagedListReader);
+    await this.#drainFrom(this.#currentListReader);
   }
 
   async #drainFrom(reader: MeasurementListReader): Promise<void> {
-    const bounds = this.#builder;
+    const bounds = this.#openChunk;
     // An earlier seal failed (ENOSPC): commit first, read more only then, so that the open chunk
     // holds at most one bound plus one read window however long the store stays full (Invariant 4).
-    if (bounds.shouldSeal(this.#now())) await this.#seal();
-    for await (const batch of reader.drain({ maxBatchRecords: this.#read.maxBatchRecords })) {
-      const now = this.#now();
+    if (bounds.shouldSeal(this.#clock())) await this.#seal();
+    for await (const batch of reader.drain({ maxBatchRecords: this.#readOptions.maxBatchRecords })) {
+      const now = this.#clock();
       // The reader's position is already past the whole batch: every record of it must reach the
       // open chunk even when a seal fails half-way (ENOSPC), or the next drain would skip the
       // rest (a gap that only QUOTE_MISMATCH would catch). So a failed seal is rethrown after it.
       let sealFailure: { readonly error: unknown } | undefined;
       for (const rec of batch.records) {
-        this.#chunkReplay.extend(rec);
+        this.#replayAtDrain.extend(rec);
         this.#lastDrainedPcr = rec.pcr;
         bounds.add(rec, now);
         this.#sampleKmem(rec);
@@ -403,18 +403,18 @@ export class Collector {
   #sampleKmem(rec: ImaRecord): void {
     // A running mean over the first records is enough for a threshold (docs/kernel.md#kernel-memory-per-record).
     if (this.#kmemSamples >= 4096) return;
-    const k = recordKmem(rec, Math.max(1, this.#b.banks.length));
-    this.#kmemPerRecord += (k.data + k.entry - this.#kmemPerRecord) / ++this.#kmemSamples;
+    const k = recordKmem(rec, Math.max(1, this.#segment.banks.length));
+    this.#kmemPerRecordMean += (k.data + k.entry - this.#kmemPerRecordMean) / ++this.#kmemSamples;
   }
 
   /** Commits the open chunk (one synced put). */
   async #seal(): Promise<void> {
-    const builder = this.#builder;
+    const builder = this.#openChunk;
     if (builder.count === 0) return;
-    const draft = builder.draft(this.#chunkReplay.toState());
-    await this.#store.appendChunk(this.#b.boot, draft);
+    const draft = builder.draft(this.#replayAtDrain.toState());
+    await this.#store.appendChunk(this.#segment.boot, draft);
     builder.committed(draft);
-    this.#stored = draft.firstIndex + draft.count;
+    this.#storedRecords = draft.firstIndex + draft.count;
     this.#metrics.chunksCommitted++;
     this.#metrics.recordsStored += draft.count;
     this.#metrics.bytesStored += draft.records.length;
@@ -426,27 +426,27 @@ export class Collector {
    * False when the TPM was reset (a new boot segment began instead).
    */
   async #attest(): Promise<boolean> {
-    const { banks, record } = this.#b;
-    const nonce = chainedNonce(this.#checkpoint, record.kernelBootId);
-    const quote = await this.#o.quotes.quote(nonce, inBanks(banks, this.#pcr));
+    const { banks, record } = this.#segment;
+    const nonce = chainedNonce(this.#lastCheckpoint, record.kernelBootId);
+    const quote = await this.#options.quotes.quote(nonce, inBanks(banks, this.#imaPcr));
     this.#metrics.quotes++;
     const resetCount = quote.parsed.clockInfo.resetCount;
     if (record.resetCount !== null && resetCount !== record.resetCount) {
       // resetCount moved: the TPM was reset, so its PCRs started over; this is another boot.
-      await this.#store.beginBoot({ ...record, firstSeen: this.#now(), resetCount });
+      await this.#store.beginBoot({ ...record, firstSeen: this.#clock(), resetCount });
       await this.#openBoot(record.kernelBootId);
       return false;
     }
     await this.#drain();
     await this.#seal();
     const { count: k, replay, pcrs } = await this.#match(quote);
-    if (k > (this.#checkpoint?.count ?? 0)) {
+    if (k > (this.#lastCheckpoint?.count ?? 0)) {
       verifySignedQuote(quote, nonce, pcrs);
       const checkpoint: Checkpoint = { count: k, pcrs, attest: quote.attest, signature: quote.signature, akName: quote.akName, nonce, pcrBlob: encodePcrBlob(pcrs) };
-      await this.#store.storeCheckpoint(this.#b.boot, checkpoint);
+      await this.#store.storeCheckpoint(this.#segment.boot, checkpoint);
       if (this.#store.meta.akPublic === null) await this.#store.updateMeta({ akPublic: quote.akPublic });
-      this.#checkpoint = checkpoint;
-      this.#matchReplay = replay;
+      this.#lastCheckpoint = checkpoint;
+      this.#replayAtCheckpoint = replay;
       this.#metrics.checkpoints++;
       await this.#step('checkpoint-stored');
     }
@@ -455,26 +455,26 @@ export class Collector {
 
   /**
    * The smallest record count from the last checkpoint on whose replay gives the PCR values the
-   * quote attests (docs/ima-formats.md#pcr-replay: replay until the quote matches; extra records are normal).
+   * quote attests (docs/ima-formats.md#imaPcr-replay: replay until the quote matches; extra records are normal).
    * Every record logged before the quote is stored by now, so no match is `QUOTE_MISMATCH`.
    */
   async #match(quote: SignedQuote): Promise<{ count: number; replay: PcrReplay; pcrs: PcrValue[] }> {
-    const { boot, modes, banks } = this.#b;
-    const pcr = this.#pcr;
-    const from = this.#checkpoint?.count ?? 0;
+    const { boot, modes, banks } = this.#segment;
+    const pcr = this.#imaPcr;
+    const from = this.#lastCheckpoint?.count ?? 0;
     const target = quoteTarget(quote);
     // Fast path: every drained record is stored (drain and seal came first) and already replayed,
-    // record by record as it was read (#chunkReplay). On a kernel that logged nothing between the
+    // record by record as it was read (#replayAtDrain). On a kernel that logged nothing between the
     // quote and the drain, the quote fits that state, and no stored record is read back and hashed
     // again (bench/results/lean.md). It is the shortest fitting prefix only if the last record
     // extended the quoted PCR; otherwise the search below finds the shortest.
-    const drained = this.#chunkReplay;
+    const drained = this.#replayAtDrain;
     if (drained.recordCount > from && this.#lastDrainedPcr === pcr) {
       const values = fitsNow(target, drained);
       if (values !== undefined) return { count: drained.recordCount, replay: PcrReplay.fromState(drained.toState(), { verifyDigests: false }), pcrs: values };
     }
-    const base = this.#matchReplay ?? (await replayAt(this.#store, boot, from, modes));
-    this.#matchReplay = base;
+    const base = this.#replayAtCheckpoint ?? (await replayAt(this.#store, boot, from, modes));
+    this.#replayAtCheckpoint = base;
     const replay = PcrReplay.fromState(base.toState(), { verifyDigests: false });
     const records = async function* (store: ImaStore): AsyncGenerator<ImaRecord> {
       for await (const { record } of store.records(boot, from)) yield record;
@@ -482,7 +482,7 @@ export class Collector {
     const pcrs = await replayUntilFits(target, replay, records(this.#store));
     if (pcrs !== undefined) return { count: replay.recordCount, replay, pcrs };
     // Name a bank whose TPM value differs from the replay of everything stored (informational).
-    const tpm = await this.#o.quotes.readPcrs(inBanks(banks, pcr));
+    const tpm = await this.#options.quotes.readPcrs(inBanks(banks, pcr));
     const differs = tpm.find((v) => !bytesEqual(v.value, replay.value(v.bank, pcr))) ?? tpm[0];
     const bank = differs?.bank ?? banks[0] ?? 'sha256';
     throw new CollectorError(
@@ -494,7 +494,7 @@ export class Collector {
 
   /** Removes what is stored and covered (Invariant 1), by the flavour in use. */
   async #remove(): Promise<void> {
-    if (this.#flavor === 'none' || this.#halted !== null) return;
+    if (this.#flavor === 'none' || this.#removalHalted !== null) return;
     try {
       if (this.#stagedCount !== null) await this.#finishStaged();
       else if (this.#flavor === 'n') await this.#removeN();
@@ -504,12 +504,12 @@ export class Collector {
       if (code === 'KERNEL_ESTALE' || code === 'KERNEL_EACCES') {
         // Measurement is suspended: kexec/reboot under way. The records travel to the next kernel,
         // whose boot is a new segment: remove nothing more here (docs/kernel.md#reboot-and-kexec).
-        this.#halted = code;
+        this.#removalHalted = code;
         return;
       }
       if (code === 'KERNEL_EPERM') {
         this.#flavor = 'none';
-        this.#halted = code;
+        this.#removalHalted = code;
         return;
       }
       throw e;
@@ -523,24 +523,24 @@ export class Collector {
 
   /** Flavour `n`: one writer window that checks the head and writes "n\n" (docs/kernel.md#staging-requests). */
   async #removeN(): Promise<void> {
-    const { boot } = this.#b;
-    const T = this.#removed;
-    const target = Math.min(this.#stored, this.#checkpoint?.count ?? 0);
-    const n = target - T;
+    const { boot } = this.#segment;
+    const removed = this.#removedRecords;
+    const target = Math.min(this.#storedRecords, this.#lastCheckpoint?.count ?? 0);
+    const n = target - removed;
     if (n <= 0) return;
     // Everything the lock window needs is read before it: the window is open, read one record, write.
-    const bytes = await storedBytes(this.#store, boot, T, target);
-    const [head] = await storedRange(this.#store, boot, T, 1);
-    if (head === undefined) throw new RangeError(`record ${T} is not stored`);
+    const bytes = await storedBytes(this.#store, boot, removed, target);
+    const [head] = await storedRange(this.#store, boot, removed, 1);
+    if (head === undefined) throw new RangeError(`record ${removed} is not stored`);
     const kernelHead = await this.#kernelHeadFacts(head, n, bytes);
-    await this.#store.journalIntent(boot, { flavor: 'n', removed: T, n, at: this.#now(), kernelHead });
+    await this.#store.journalIntent(boot, { flavor: 'n', removed, n, at: this.#clock(), kernelHead });
     await this.#step('intent-journaled');
     let result: RemovalResult;
     try {
       result = await removeFirstRecords({
-        path: this.#caps.binaryListPath,
-        files: this.#files,
-        retry: this.#o.busyRetry,
+        path: this.#capabilities.binaryListPath,
+        files: this.#securityfsFiles,
+        retry: this.#options.busyRetry,
         // The window reads one record: a small read keeps it short (the reader reads on for a
         // larger record). Measured in bench/ingest (FUSE emulator, 1M records): hold p50 1.6 ms
         // with the 256 KiB drain read size, 0.39 ms with 4 KiB.
@@ -548,7 +548,7 @@ export class Collector {
         decide: (list) => {
           const [first] = list.next(1);
           if (first === undefined || !sameRecord(first, head)) {
-            throw new CollectorError('COLLECTOR_KERNEL_DIVERGED', `boot ${boot}: the kernel's first record is not stored record ${T}; nothing removed`, { boot, index: T });
+            throw new CollectorError('COLLECTOR_KERNEL_DIVERGED', `boot ${boot}: the kernel's first record is not stored record ${removed}; nothing removed`, { boot, index: removed });
           }
           return { n, bytes };
         },
@@ -562,8 +562,8 @@ export class Collector {
     this.#kernelWritten(result);
     await this.#step('kernel-written');
     await this.#store.journalOutcome(boot, { done: true });
-    this.#removed = T + n;
-    this.#current.rebase({ records: n, bytes });
+    this.#removedRecords = removed + n;
+    this.#currentListReader.rebase({ records: n, bytes });
     this.#metrics.recordsRemoved += n;
     this.#metrics.removals++;
     await this.#step('outcome-journaled');
@@ -576,9 +576,9 @@ export class Collector {
    * append meanwhile, so they still hold at the write (the window checks the head again).
    */
   async #kernelHeadFacts(first: ImaRecord, n: number, bytes: number): Promise<KernelHeadFacts> {
-    const listed = readCounter(this.#caps.countPath, this.#files);
+    const listed = readCounter(this.#capabilities.countPath, this.#securityfsFiles);
     // One record is wanted: a small read (the reader reads on for a larger record).
-    const reader = listReader(this.#caps.binaryListPath, { index: n, offset: bytes }, { ...this.#read, readSize: 4096 });
+    const reader = listReader(this.#capabilities.binaryListPath, { index: n, offset: bytes }, { ...this.#readOptions, readSize: 4096 });
     let next: ImaRecord | undefined;
     for await (const batch of reader.drain({ maxBatchRecords: 1 })) {
       next = batch.records[0];
@@ -589,14 +589,14 @@ export class Collector {
 
   /** Flavour `staged`, first half: `A`, then read and store the staged list. */
   async #removeStaged(): Promise<void> {
-    const stagedPath = this.#caps.stagedBinaryListPath;
-    const { boot } = this.#b;
-    if (stagedPath === undefined || this.#builder.nextIndex <= this.#removed) return; // nothing read: nothing to stage
-    const T = this.#removed;
-    await this.#store.journalIntent(boot, { flavor: 'staged', removed: T, n: 0, at: this.#now() });
+    const stagedPath = this.#capabilities.stagedBinaryListPath;
+    const { boot } = this.#segment;
+    if (stagedPath === undefined || this.#openChunk.nextIndex <= this.#removedRecords) return; // nothing read: nothing to stage
+    const removed = this.#removedRecords;
+    await this.#store.journalIntent(boot, { flavor: 'staged', removed, n: 0, at: this.#clock() });
     await this.#step('intent-journaled');
     try {
-      const result = await stageAll(stagedPath, { files: this.#files, retry: this.#o.busyRetry });
+      const result = await stageAll(stagedPath, { files: this.#securityfsFiles, retry: this.#options.busyRetry });
       this.#kernelWritten(result);
     } catch (e) {
       await this.#store.journalOutcome(boot, { done: false });
@@ -605,12 +605,12 @@ export class Collector {
     }
     await this.#step('kernel-written');
     // The current list became the staged list: continue reading it there; the new current list is empty.
-    this.#staged = listReader(stagedPath, this.#current.position, this.#read);
-    this.#current = listReader(this.#caps.binaryListPath, { index: 0, offset: 0 }, this.#read);
-    await this.#drainFrom(this.#staged);
-    const S = this.#staged.position.index;
-    await this.#store.journalStaged(boot, { step: 'staged', count: S });
-    this.#stagedCount = S;
+    this.#stagedListReader = listReader(stagedPath, this.#currentListReader.position, this.#readOptions);
+    this.#currentListReader = listReader(this.#capabilities.binaryListPath, { index: 0, offset: 0 }, this.#readOptions);
+    await this.#drainFrom(this.#stagedListReader);
+    const stagedCount = this.#stagedListReader.position.index;
+    await this.#store.journalStaged(boot, { step: 'staged', count: stagedCount });
+    this.#stagedCount = stagedCount;
     await this.#step('staged-journaled');
     await this.#finishStaged();
   }
@@ -620,24 +620,24 @@ export class Collector {
    * them all (the kernel logs before it extends: a quote may lag the list), journal, `D`.
    */
   async #finishStaged(): Promise<void> {
-    const stagedPath = this.#caps.stagedBinaryListPath;
-    const S = this.#stagedCount;
-    if (stagedPath === undefined || S === null) return;
-    const { boot } = this.#b;
-    const end = this.#removed + S;
-    if (this.#builder.nextIndex < end) await this.#drain();
+    const stagedPath = this.#capabilities.stagedBinaryListPath;
+    const stagedCount = this.#stagedCount;
+    if (stagedPath === undefined || stagedCount === null) return;
+    const { boot } = this.#segment;
+    const end = this.#removedRecords + stagedCount;
+    if (this.#openChunk.nextIndex < end) await this.#drain();
     await this.#seal();
-    const attempts = this.#o.stagedQuoteAttempts ?? COLLECTOR_DEFAULTS.stagedQuoteAttempts;
-    for (let attempt = 0; (this.#checkpoint?.count ?? 0) < end && attempt < attempts; attempt++) {
-      await delay(this.#o.stagedQuoteDelayMs ?? COLLECTOR_DEFAULTS.stagedQuoteDelayMs);
+    const attempts = this.#options.stagedQuoteAttempts ?? COLLECTOR_DEFAULTS.stagedQuoteAttempts;
+    for (let attempt = 0; (this.#lastCheckpoint?.count ?? 0) < end && attempt < attempts; attempt++) {
+      await delay(this.#options.stagedQuoteDelayMs ?? COLLECTOR_DEFAULTS.stagedQuoteDelayMs);
       if (!(await this.#attest())) return;
     }
-    if ((this.#checkpoint?.count ?? 0) < end) return; // not covered yet: the next cycle continues
+    if ((this.#lastCheckpoint?.count ?? 0) < end) return; // not covered yet: the next cycle continues
     const journal = await this.#store.journal(boot);
-    if (journal.staged?.step !== 'stored') await this.#store.journalStaged(boot, { step: 'stored', count: S });
+    if (journal.staged?.step !== 'stored') await this.#store.journalStaged(boot, { step: 'stored', count: stagedCount });
     await this.#step('staged-covered');
     try {
-      const result = await deleteStaged(stagedPath, { files: this.#files, retry: this.#o.busyRetry });
+      const result = await deleteStaged(stagedPath, { files: this.#securityfsFiles, retry: this.#options.busyRetry });
       this.#kernelWritten(result);
     } catch (e) {
       // ENOENT: nothing staged any more (deleted by someone else): the records are gone, and stored.
@@ -648,10 +648,10 @@ export class Collector {
     }
     await this.#step('staged-deleted');
     await this.#store.journalOutcome(boot, { done: true });
-    this.#removed = end;
+    this.#removedRecords = end;
     this.#stagedCount = null;
-    this.#staged = null;
-    this.#metrics.recordsRemoved += S;
+    this.#stagedListReader = null;
+    this.#metrics.recordsRemoved += stagedCount;
     this.#metrics.removals++;
     await this.#step('outcome-journaled');
   }
@@ -678,21 +678,21 @@ export class Collector {
   }
 
   async #waitForCycle(signal: AbortSignal): Promise<void> {
-    const interval = this.#o.intervalMs ?? COLLECTOR_DEFAULTS.intervalMs;
-    const poll = Math.min(interval, this.#o.pollMs ?? COLLECTOR_DEFAULTS.pollMs);
-    const atRecords = this.#o.cycleAtRecords ?? COLLECTOR_DEFAULTS.cycleAtRecords;
-    const atBytes = this.#o.cycleAtKmemBytes ?? COLLECTOR_DEFAULTS.cycleAtKmemBytes;
+    const interval = this.#options.intervalMs ?? COLLECTOR_DEFAULTS.intervalMs;
+    const poll = Math.min(interval, this.#options.pollMs ?? COLLECTOR_DEFAULTS.pollMs);
+    const atRecords = this.#options.cycleAtRecords ?? COLLECTOR_DEFAULTS.cycleAtRecords;
+    const atBytes = this.#options.cycleAtKmemBytes ?? COLLECTOR_DEFAULTS.cycleAtKmemBytes;
     const due = performance.now() + interval;
     while (!signal.aborted && performance.now() < due) {
       await delay(Math.min(poll, due - performance.now()), undefined, { signal }).catch(() => undefined);
       if (signal.aborted) return;
       let count: number;
       try {
-        count = readCounter(this.#caps.countPath, this.#files) + (this.#stagedCount ?? 0);
+        count = readCounter(this.#capabilities.countPath, this.#securityfsFiles) + (this.#stagedCount ?? 0);
       } catch {
         continue; // the counter is advisory; the timer still runs cycles
       }
-      if (count >= atRecords || count * this.#kmemPerRecord >= atBytes) return;
+      if (count >= atRecords || count * this.#kmemPerRecordMean >= atBytes) return;
     }
   }
 
@@ -700,25 +700,25 @@ export class Collector {
 
   /** A snapshot of the state and metrics. */
   status(): CollectorStatus {
-    const kernelRecords = this.#builder.nextIndex - this.#removed;
+    const kernelRecords = this.#openChunk.nextIndex - this.#removedRecords;
     return {
-      boot: this.#b.boot,
-      kernelBootId: this.#b.record.kernelBootId,
-      resetCount: this.#b.record.resetCount,
+      boot: this.#segment.boot,
+      kernelBootId: this.#segment.record.kernelBootId,
+      resetCount: this.#segment.record.resetCount,
       flavor: this.#flavor,
       flavorReason: this.#flavorReason,
-      removed: this.#removed,
-      stored: this.#stored,
-      drained: this.#builder.nextIndex,
+      removed: this.#removedRecords,
+      stored: this.#storedRecords,
+      drained: this.#openChunk.nextIndex,
       staged: this.#stagedCount,
       kernelRecords,
-      kernelBytesModel: Math.round(kernelRecords * this.#kmemPerRecord),
-      lastCheckpoint: this.#checkpoint === undefined ? null : { count: this.#checkpoint.count },
-      removalHalted: this.#halted,
+      kernelBytesModel: Math.round(kernelRecords * this.#kmemPerRecordMean),
+      lastCheckpoint: this.#lastCheckpoint === undefined ? null : { count: this.#lastCheckpoint.count },
+      removalHalted: this.#removalHalted,
       recovery: this.#recoveryPause,
       condition: this.#condition,
       metrics: this.#metrics.snapshot(),
-      updatedAt: this.#now(),
+      updatedAt: this.#clock(),
     };
   }
 
@@ -729,12 +729,12 @@ export class Collector {
 
   /** The current boot segment's number in the store. */
   get boot(): number {
-    return this.#b.boot;
+    return this.#segment.boot;
   }
 
   /** T: records of the current boot removed from the kernel so far. */
   get removed(): number {
-    return this.#removed;
+    return this.#removedRecords;
   }
 
   /**
@@ -742,11 +742,11 @@ export class Collector {
    * (the counter file takes no lock); the drained count if the counter cannot be read.
    */
   kernelEnd(): number {
-    if (this.#recoveryPause !== null) throw recoveryPending(this.#b.boot, this.#recoveryPause);
+    if (this.#recoveryPause !== null) throw recoveryPending(this.#segment.boot, this.#recoveryPause);
     try {
-      return this.#removed + (this.#stagedCount ?? 0) + readCounter(this.#caps.countPath, this.#files);
+      return this.#removedRecords + (this.#stagedCount ?? 0) + readCounter(this.#capabilities.countPath, this.#securityfsFiles);
     } catch {
-      return this.#builder.nextIndex;
+      return this.#openChunk.nextIndex;
     }
   }
 
@@ -758,19 +758,19 @@ export class Collector {
    * longer holds anything from `from` on (T grew past it), an empty batch at T ends the iteration.
    */
   async *tailBatches(from: number): AsyncGenerator<{ readonly firstIndex: number; readonly records: readonly ImaRecord[] }> {
-    const boot = this.#b.boot;
+    const boot = this.#segment.boot;
     let next = from;
     for (;;) {
       const release = await this.#mutex.lock();
       let batch: StoredRecord[] | undefined;
       let removed: number;
       try {
-        if (this.#b.boot !== boot) return;
+        if (this.#segment.boot !== boot) return;
         if (this.#recoveryPause !== null) throw recoveryPending(boot, this.#recoveryPause);
-        removed = this.#removed;
+        removed = this.#removedRecords;
         // The drain position less the open chunk is where the first unsealed record starts.
-        const storedAt = { index: this.#current.position.index - this.#builder.count, offset: this.#current.position.offset - this.#builder.byteLength };
-        for await (const first of kernelTail(this.#store, boot, this.#layout(), this.#stored, next, this.#read, storedAt)) {
+        const storedAt = { index: this.#currentListReader.position.index - this.#openChunk.count, offset: this.#currentListReader.position.offset - this.#openChunk.byteLength };
+        for await (const first of kernelTail(this.#store, boot, this.#layout(), this.#storedRecords, next, this.#readOptions, storedAt)) {
           batch = first;
           break;
         }
@@ -790,7 +790,7 @@ export class Collector {
   }
 
   #layout(): KernelLayout {
-    return { removed: this.#removed, stagedCount: this.#stagedCount, currentPath: this.#caps.binaryListPath, stagedPath: this.#caps.stagedBinaryListPath };
+    return { removed: this.#removedRecords, stagedCount: this.#stagedCount, currentPath: this.#capabilities.binaryListPath, stagedPath: this.#capabilities.stagedBinaryListPath };
   }
 
   /**

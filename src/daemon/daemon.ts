@@ -7,7 +7,8 @@
  */
 import { rmSync } from 'node:fs';
 import { Collector, type CollectorOptions, type CollectorStatus, type CycleReport } from '../collector/index.js';
-import { startApiServer, type ApiServer } from '../serve/index.js';
+import type { KeyObject } from 'node:crypto';
+import { startApiServer, type ApiOptions, type ApiServer, type TlsFiles } from '../serve/index.js';
 import { openStore, type ImaStore } from '../store/index.js';
 import { Tpm, TpmQuoter, type TpmQuoterOptions } from '../tpm/index.js';
 import { daemonStatus } from './metrics.js';
@@ -21,6 +22,18 @@ export type DaemonCollectorOptions = Omit<CollectorOptions, 'store' | 'quotes'>;
 export interface DaemonApiOptions {
   /** Unix socket of the API (mode 0660); default `<storeDir>/imakeep.sock`. A stale file there is removed. */
   readonly socket?: string;
+  /**
+   * The API also on TCP, as a Keylime verifier pulls it: HTTPS requiring client certificates signed
+   * by `tls.ca` (mTLS, Keylime's default) or, without `tls`, plain HTTP on a loopback address only
+   * (`SERVE_INSECURE_BIND` otherwise). Port 0 picks a free port (see `Daemon.tcp.address`).
+   */
+  readonly listen?: { readonly host: string; readonly port: number; readonly tls?: TlsFiles };
+}
+
+/** Keylime mode of the daemon (README, "Keylime"). */
+export interface DaemonKeylimeOptions {
+  /** The payload key (RSA; `openPayloadKey` of imakeep/serve keeps one in a file). */
+  readonly payloadKey: KeyObject;
 }
 
 /** Options of {@link startDaemon}. */
@@ -38,6 +51,12 @@ export interface DaemonOptions {
   readonly collector?: DaemonCollectorOptions;
   readonly api?: DaemonApiOptions;
   /**
+   * Keylime mode: the agent's routes, quoting with an RSA 2048 AK (RSASSA-SHA256, the `ak`
+   * hierarchy) through a second quoter on the same TPM and queue; the collector and `/v1/quote`
+   * keep the `ak` (ECC by default: 180x cheaper per quote, README "Keylime").
+   */
+  readonly keylime?: DaemonKeylimeOptions;
+  /**
    * `scheduled` (default): cycles run on the collector's schedule (every `intervalMs`, earlier when
    * the kernel's list grows past its thresholds) until the daemon stops. `manual`: only when the
    * caller calls {@link Daemon.cycle} (firmware with its own main loop).
@@ -54,6 +73,8 @@ export interface Daemon {
   readonly store: ImaStore;
   readonly collector: Collector;
   readonly server: ApiServer;
+  /** The TCP listener, when `api.listen` is given. */
+  readonly tcp: ApiServer | undefined;
   /** The daemon's files: the API socket and the status file `imakeep status` reads. */
   readonly paths: DaemonPaths;
   /** One cycle now (drain, store, quote, remove), then the status file. */
@@ -100,27 +121,38 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     throw e;
   }
   let collector: Collector | undefined;
-  let server: ApiServer;
+  let server: ApiServer | undefined;
+  let tcp: ApiServer | undefined;
   try {
     collector = await Collector.open({ ...options.collector, store, quotes: quoter });
     const opened = collector;
     // A socket left by a killed daemon (this process holds the store lock: no daemon serves it).
     rmSync(socket, { force: true });
-    server = await startApiServer({ store, tail: collectorTail(opened), quotes: quoter, status: daemonStatus(() => opened.status()) }, { socket });
+    const api: ApiOptions = {
+      store,
+      tail: collectorTail(opened),
+      quotes: quoter,
+      status: daemonStatus(() => opened.status()),
+      ...(options.keylime === undefined ? {} : { keylime: { payloadKey: options.keylime.payloadKey, quotes: new TpmQuoter(tpm, { ...options.ak, alg: 'rsa' }) } }),
+    };
+    server = await startApiServer(api, { socket });
+    const listen = options.api?.listen;
+    if (listen !== undefined) tcp = await startApiServer(api, listen);
   } catch (e) {
+    await server?.close();
     await collector?.close();
     await store.close();
     await closeTpm();
     throw e;
   }
-  return running(options, { store, collector, server, paths, closeTpm });
+  return running(options, { store, collector, server, tcp, paths, closeTpm });
 }
 
 function running(
   options: DaemonOptions,
-  parts: { store: ImaStore; collector: Collector; server: ApiServer; paths: DaemonPaths; closeTpm: () => Promise<void> },
+  parts: { store: ImaStore; collector: Collector; server: ApiServer; tcp: ApiServer | undefined; paths: DaemonPaths; closeTpm: () => Promise<void> },
 ): Daemon {
-  const { store, collector, server, paths } = parts;
+  const { store, collector, server, tcp, paths } = parts;
   const stopping = new AbortController();
   const stopOnSignal = (): void => stopping.abort();
   options.signal?.addEventListener('abort', stopOnSignal, { once: true });
@@ -140,6 +172,7 @@ function running(
   const shutDown = async (): Promise<void> => {
     options.signal?.removeEventListener('abort', stopOnSignal);
     writeStatus();
+    await tcp?.close();
     await server.close();
     await collector.close();
     await store.close();
@@ -155,6 +188,7 @@ function running(
     store,
     collector,
     server,
+    tcp,
     paths,
     async cycle() {
       const report = await collector.runOnce();

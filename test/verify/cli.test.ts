@@ -10,6 +10,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { encodeEnrollmentRecord } from '../../src/enroll/index.js';
 import { startApiServer } from '../../src/serve/index.js';
 import { TpmQuoter, publicKeyFromTpm2b } from '../../src/tpm/index.js';
 import { SimulatedDevice } from '../serve/_device.js';
@@ -25,6 +26,8 @@ describe('imakeep export / verify / serve', () => {
   let work: string;
   let storeDir: string;
   let akPem: string;
+  /** The device's AK and another AK of its TPM (RSA), as an enrollment record would hold them. */
+  let aks: { readonly device: { public: Uint8Array; name: Uint8Array }; readonly other: { public: Uint8Array; name: Uint8Array } };
 
   before(async () => {
     work = mkdtempSync(join(tmpdir(), 'imakeep-cli-verify-'));
@@ -36,6 +39,8 @@ describe('imakeep export / verify / serve', () => {
       await device.cycle(33);
       akPem = join(work, 'ak.pem');
       writeFileSync(akPem, String(publicKeyFromTpm2b(device.ak.public).export({ type: 'spki', format: 'pem' })));
+      const other = await device.tpm.withAk({ alg: 'rsa' }, async (ak) => ({ public: ak.public, name: ak.name }));
+      aks = { device: { public: device.ak.public, name: device.ak.name }, other };
       // A quote and the log, saved as a verifier would (for `verify LOG --quote`).
       const socket = join(work, 'q.sock');
       const server = await startApiServer({ store: device.store, tail: device.tail(), quotes: new TpmQuoter(device.tpm) }, { socket });
@@ -93,6 +98,28 @@ describe('imakeep export / verify / serve', () => {
     const wrongNonce = imakeep('verify', join(work, 'log.bin'), '--quote', join(work, 'quote.json'), '--nonce', 'other');
     assert.equal(wrongNonce.status, 1);
     assert.match(wrongNonce.stderr, /VERIFY_SIGNATURE/);
+  });
+
+  it('verify --enrollment trusts the AK an enrollment record proved; a record of another AK is refused', () => {
+    // The record's EK fields do not matter here (test/enroll makes real ones): verify reads its AK.
+    const record = (ak: { public: Uint8Array; name: Uint8Array }): string =>
+      encodeEnrollmentRecord({
+        deviceId: 'gateway-0042', kernelBootId: 'b', enrolledAt: new Date().toISOString(), challengeId: '00'.repeat(16),
+        ekTemplate: 'L-1', ekPublic: new Uint8Array([1]), ekName: new Uint8Array([2]), ekCertificate: new Uint8Array([3]), ekCertificatePath: [],
+        akPublic: ak.public, akName: ak.name, ak: { alg: 'ecc', hierarchy: 'endorsement' },
+      });
+    writeFileSync(join(work, 'enrollment.json'), record(aks.device));
+    writeFileSync(join(work, 'other-enrollment.json'), record(aks.other));
+    const args = [join(work, 'log.bin'), '--quote', join(work, 'quote.json'), '--nonce', 'cli42'];
+    const ok = imakeep('verify', ...args, '--enrollment', join(work, 'enrollment.json'));
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.match(ok.stdout, /; AK trusted\n$/);
+    const other = imakeep('verify', ...args, '--enrollment', join(work, 'other-enrollment.json'));
+    assert.equal(other.status, 1);
+    assert.match(other.stderr, /^imakeep: VERIFY_SIGNATURE: /);
+    const both = imakeep('verify', ...args, '--enrollment', join(work, 'enrollment.json'), '--ak', akPem);
+    assert.equal(both.status, 2);
+    assert.match(both.stderr, /give --ak or --enrollment, not both/);
   });
 
   it('imakeep serve answers on its socket until SIGTERM; export goes through it while it holds the store', async () => {
