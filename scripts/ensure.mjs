@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
 /** Debian packages each job needs. */
-const BASE = ['swtpm', 'swtpm-tools', 'tpm2-tools', 'libfuse2', 'fuse3', 'ima-evm-utils', 'gcc', 'pkg-config', 'libfuse3-dev'];
+const BASE = ['swtpm', 'swtpm-tools', 'tpm2-tools', 'libfuse2', 'fuse3', 'ima-evm-utils', 'gcc', 'pkg-config', 'libfuse3-dev', 'postgresql'];
 const PROFILES = {
   test: BASE,
   demo: BASE,

@@ -31,6 +31,7 @@ const VERBS: Record<string, { summary: string; load: () => Promise<VerbModule> }
   export: { summary: 'write an evidence bundle from a cursor to a file', load: () => import('./cli/export.js') },
   verify: { summary: 'verify evidence bundles or a log offline', load: () => import('./cli/verify.js') },
   policy: { summary: 'judge a log against a Keylime runtime policy; make one', load: () => import('./cli/policy.js') },
+  fleet: { summary: 'the fleet service devices sync their evidence to', load: () => import('./cli/fleet.js') },
   enroll: { summary: 'enroll a device: EK certificate, AK, credential activation', load: () => import('./cli/enroll.js') },
   keylime: { summary: 'register with a Keylime registrar (the body, or register and activate)', load: () => import('./cli/keylime.js') },
 };

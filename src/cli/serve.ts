@@ -25,7 +25,7 @@ Default: unix socket DIR/imakeep.sock (mode 0660). TCP binds loopback only, unle
 certificates (--tls-*: server certificate and key, CA of the client certificates) is given.
 ADDR: swtpm:HOST:PORT | device:/dev/tpmrm0 (enables GET /v1/quote).`;
 
-function listenAddress(values: { socket?: string; listen?: string; 'tls-cert'?: string; 'tls-key'?: string; 'tls-ca'?: string }, storeDir: string): ListenAddress {
+export function listenAddress(values: { socket?: string; listen?: string; 'tls-cert'?: string; 'tls-key'?: string; 'tls-ca'?: string }, storeDir: string): ListenAddress {
   if (values.listen === undefined) return { socket: values.socket ?? daemonPaths(storeDir).socket };
   if (values.socket !== undefined) throw new UsageError('--socket and --listen exclude each other');
   const m = /^(.+):(\d{1,5})$/.exec(values.listen);

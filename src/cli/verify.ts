@@ -24,18 +24,21 @@ import { decodePcrBlob } from '../tpm/index.js';
 import {
   EvidenceVerifier,
   noTrustedAk,
+  fleetKeyFromPem,
   trustedAkFromPem,
+  verifyEarToken,
   verifyLogAgainstQuote,
   verifyStateFromJson,
   verifyStateToJson,
   VerifyError,
   type BundleReport,
+  type VerifyState,
 } from '../verify/index.js';
 import { choiceOption, parseVerbArgs, writeStdout } from './_verb.js';
 import { judgeBundleFiles } from './policy.js';
 
 /** Usage of `imakeep verify`. */
-export const usage = `usage: imakeep verify BUNDLE... (--ak PEM | --enrollment FILE | --trust-on-first-use) [--strict] [--from-checkpoint STATE.json] [--state-out FILE] [--policy FILE] [--json]
+export const usage = `usage: imakeep verify BUNDLE... (--ak PEM | --enrollment FILE | --trust-on-first-use) [--strict] [--from-checkpoint STATE.json | --from-token TOKEN --fleet-key PEM] [--state-out FILE] [--policy FILE] [--json]
        imakeep verify LOG --quote QUOTE.json (--ak PEM | --enrollment FILE | --trust-on-first-use) [--nonce TEXT] [--format binary|ascii] [--json]`;
 
 /** The trusted AK of `--ak PEM`, or of `--enrollment FILE` (the AK the record proved), if either is given. */
@@ -83,6 +86,24 @@ function parseKeylimeQuote(text: string): { attest: Uint8Array; signature: Uint8
   return { attest, signature, blob, pubkey };
 }
 
+/**
+ * Where verification starts: record 0, a saved verifier state, or the state a fleet's EAR token
+ * vouches for (`verifyEarToken`: checked with the fleet's public key; TOKEN is the token or a file
+ * holding it).
+ */
+async function startState(values: { 'from-checkpoint'?: string; 'from-token'?: string; 'fleet-key'?: string }): Promise<VerifyState | undefined> {
+  const checkpoint = values['from-checkpoint'];
+  const token = values['from-token'];
+  if (checkpoint !== undefined && token !== undefined) throw new UsageError('--from-checkpoint and --from-token exclude each other');
+  if (checkpoint !== undefined) return verifyStateFromJson(await readFile(checkpoint, 'utf8'));
+  if (token === undefined) return undefined;
+  const keyFile = values['fleet-key'];
+  if (keyFile === undefined) throw new UsageError('--from-token needs --fleet-key PEM (GET /v1/key of the fleet)');
+  // A JWS compact token has no '/' and exactly two dots; anything else names a file holding one.
+  const text = /^[\w-]+\.[\w-]+\.[\w-]+$/.test(token) ? token : await readFile(token, 'utf8');
+  return verifyEarToken(text, fleetKeyFromPem(await readFile(keyFile, 'utf8'))).state;
+}
+
 /** The `verify` verb: exit 0 when everything verifies, 1 with the first failure. */
 export default async function verify(argv: string[]): Promise<number> {
   const { values, positionals } = parseVerbArgs(argv, {
@@ -92,6 +113,8 @@ export default async function verify(argv: string[]): Promise<number> {
     enrollment: { type: 'string' },
     json: { type: 'boolean' },
     'from-checkpoint': { type: 'string' },
+    'from-token': { type: 'string' },
+    'fleet-key': { type: 'string' },
     'state-out': { type: 'string' },
     quote: { type: 'string' },
     nonce: { type: 'string' },
@@ -128,7 +151,7 @@ export default async function verify(argv: string[]): Promise<number> {
       );
       return 0;
     }
-    const state = values['from-checkpoint'] === undefined ? undefined : verifyStateFromJson(await readFile(values['from-checkpoint'], 'utf8'));
+    const state = await startState(values);
     const verifier = new EvidenceVerifier({ trustedAk, trustOnFirstUse, strict: values.strict === true, state });
     const reports: BundleReport[] = [];
     for (const path of positionals) {

@@ -26,7 +26,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BANKS, type BankName } from '../ima/index.js';
 import { isImakeepError } from '../errors.js';
-import { formatCursor, MAX_BOOT, StoreError } from '../store/index.js';
+import { formatCursor, MAX_BOOT, StoreError, type ImaStore } from '../store/index.js';
 import { ServeError } from './errors.js';
 import { bootSummaries } from './boot-summary.js';
 import { buildBundle, DEFAULT_BUNDLE_LIMITS, parseCursor, type BundleLimits } from './evidence.js';
@@ -51,6 +51,8 @@ import type { MetricSample, StatusSource } from './sources.js';
 
 /** What the API serves from. */
 export interface ApiOptions extends LogSource {
+  /** The device's store (bundles and quotes need all of it). */
+  readonly store: ImaStore;
   /** Collector status and metrics; without it, status shows the store only. */
   readonly status?: StatusSource;
   /** Quotes for `/v1/quote`; without it the route answers 503 `SERVE_UNAVAILABLE`. */
@@ -155,7 +157,7 @@ function routeOf(pathname: string): RouteName | undefined {
 }
 
 /** Typed access to a request's query parameters. */
-class Query {
+export class Query {
   readonly #params: URLSearchParams;
 
   constructor(params: URLSearchParams, allowed: readonly string[]) {
@@ -202,7 +204,7 @@ async function* counted<T extends Uint8Array | string>(items: AsyncIterable<T>, 
 }
 
 /** An async iterator whose `return` is always there (it closes what it reads from). */
-interface ClosableIterator<T> extends AsyncIterableIterator<T> {
+export interface ClosableIterator<T> extends AsyncIterableIterator<T> {
   return(): Promise<IteratorResult<T>>;
 }
 
@@ -226,6 +228,32 @@ async function primed<T>(items: AsyncGenerator<T>): Promise<ClosableIterator<T>>
     [Symbol.asyncIterator]: () => iterator,
   };
   return iterator;
+}
+
+/**
+ * A log request opened from its query (`boot`, `from`, `format`, `bank`): the list's bytes with the
+ * first item produced (so a failure at the start still gets its status) and the response headers.
+ * The device API and the fleet (a device's stored log) serve logs through it.
+ */
+export async function openLogQuery(source: LogSource, query: Query): Promise<{ readonly body: ClosableIterator<Uint8Array>; readonly headers: Record<string, string> }> {
+  const boot = query.index('boot');
+  if (boot !== undefined && boot > MAX_BOOT) throw new ServeError('SERVE_BAD_PARAMETER', `boot must be at most ${MAX_BOOT}`, { parameter: 'boot' });
+  const log = await openLog(source, {
+    boot,
+    from: query.index('from'),
+    format: query.oneOf('format', FORMATS),
+    bank: query.oneOf('bank', BANKS),
+  });
+  const body = await primed(log.bytes());
+  return {
+    body,
+    headers: {
+      'Content-Type': log.format === 'binary' ? 'application/octet-stream' : 'text/plain; charset=utf-8',
+      'X-Imakeep-Boot': String(log.boot),
+      'X-Imakeep-From': String(log.from),
+      'X-Imakeep-Count': String(log.count),
+    },
+  };
 }
 
 /** Bytes buffered per response stream between the source and the socket. */
@@ -326,21 +354,8 @@ export class ApiHandler {
   }
 
   async #log(query: Query, res: ServerResponse): Promise<void> {
-    const boot = query.index('boot');
-    if (boot !== undefined && boot > MAX_BOOT) throw new ServeError('SERVE_BAD_PARAMETER', `boot must be at most ${MAX_BOOT}`, { parameter: 'boot' });
-    const log = await openLog(this.#options, {
-      boot,
-      from: query.index('from'),
-      format: query.oneOf('format', FORMATS),
-      bank: query.oneOf('bank', BANKS),
-    });
-    const body = await primed(log.bytes());
-    res.writeHead(200, {
-      'Content-Type': log.format === 'binary' ? 'application/octet-stream' : 'text/plain; charset=utf-8',
-      'X-Imakeep-Boot': String(log.boot),
-      'X-Imakeep-From': String(log.from),
-      'X-Imakeep-Count': String(log.count),
-    });
+    const { body, headers } = await openLogQuery(this.#options, query);
+    res.writeHead(200, headers);
     await this.#stream('log', body, res);
   }
 

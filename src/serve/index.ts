@@ -14,6 +14,7 @@ export {
   type LogFormat,
   type LogQuery,
   type LogSource,
+  type LogStore,
   type OpenLog,
 } from './log-stream.js';
 // The bundle codec lives in the store (below serve and verify); exported here too for builders.
@@ -43,6 +44,16 @@ export {
 } from './keylime.js';
 export { openPayloadKey } from './keylime-key.js';
 export { formatPrometheus, PROMETHEUS_CONTENT_TYPE } from './metrics.js';
-export { ApiHandler, type ApiOptions } from './http.js';
-export { DEFAULT_SERVER_LIMITS, isLoopback, startApiServer, type ApiServer, type ListenAddress, type ServerLimits, type TlsFiles } from './server.js';
+export { ApiHandler, openLogQuery, Query, type ApiOptions, type ClosableIterator } from './http.js';
+export {
+  DEFAULT_SERVER_LIMITS,
+  isLoopback,
+  startApiServer,
+  startHttpServer,
+  type ApiServer,
+  type BoundServer,
+  type ListenAddress,
+  type ServerLimits,
+  type TlsFiles,
+} from './server.js';
 export { bootSummaries, type BootSummary } from './boot-summary.js';

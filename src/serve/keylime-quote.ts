@@ -10,7 +10,7 @@
  * IMA, no kernel tail, a PCR that did move): quote, then read, until they agree.
  */
 import { replayUntilFits, type BankName, type ImaRecord } from '../ima/index.js';
-import { replayAt } from '../store/index.js';
+import { replayAt, type ImaStore } from '../store/index.js';
 import { quoteTarget, type PcrBinder, type PcrRef, type PcrValue, type QuoteSource, type QuoteWithPcrs } from '../tpm/index.js';
 import { bootBanks, logBatches, logCount, type IndexedBatch, type LogSource } from './log-stream.js';
 
@@ -42,7 +42,7 @@ const refKey = (ref: PcrRef): string => `${ref.bank}:${ref.pcr}`;
  * the log when the boot replays that bank, the other PCRs read after the quote; quote-then-read of
  * the whole selection when that does not fit.
  */
-export async function keylimeQuote(source: LogSource, quotes: QuoteSource, request: KeylimeQuoteRequest): Promise<QuoteWithPcrs> {
+export async function keylimeQuote(source: LogSource & { readonly store: ImaStore }, quotes: QuoteSource, request: KeylimeQuoteRequest): Promise<QuoteWithPcrs> {
   const { nonce, bank, pcrs, boot, bind } = request;
   if (bind !== undefined) await bind.binder.resetAndExtend(bind.pcr, bind.digests);
   const refs = pcrs.map((pcr) => ({ bank, pcr }));

@@ -26,9 +26,15 @@ import type { KernelTail } from './sources.js';
 /** Formats of the kernel's lists: `binary_runtime_measurements[_<bank>]`, `ascii_runtime_measurements[_<bank>]`. */
 export type LogFormat = 'binary' | 'ascii';
 
+/**
+ * What the stored part is read from: the device's store, or anything that keeps chunks the same
+ * way (the fleet keeps each device's chunks exactly as the device stored them).
+ */
+export type LogStore = Pick<ImaStore, 'currentBoot' | 'bootRecord' | 'storedCount' | 'chunks'>;
+
 /** Where the log comes from: the store, and the kernel for the current boot's unstored records. */
 export interface LogSource {
-  readonly store: ImaStore;
+  readonly store: LogStore;
   /** Absent when serving without a running collector: the stored part only. */
   readonly tail?: KernelTail;
 }

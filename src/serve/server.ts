@@ -18,7 +18,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { chmod, lstat, unlink } from 'node:fs/promises';
-import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { connect, isIP, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -214,8 +214,25 @@ class ConnectionGate {
 
 /** Starts the API on `address`. Throws `SERVE_INSECURE_BIND`, `SERVE_ADDRESS_IN_USE`, `SERVE_TLS_CONFIG`. */
 export async function startApiServer(api: ApiOptions, address: ListenAddress, limits: Partial<ServerLimits> = {}): Promise<ApiServer> {
+  const handler = new ApiHandler(api, { ...DEFAULT_SERVER_LIMITS, ...limits });
+  const bound = await startHttpServer(handler.listener, address, limits);
+  return { address: bound.address, handler, close: bound.close };
+}
+
+/** A bound HTTP server: its shown address and how to stop it. */
+export interface BoundServer {
+  /** `unix:PATH`, `http://HOST:PORT` or `https://HOST:PORT`. */
+  readonly address: string;
+  /** Stops listening, ends open connections, removes the socket file. */
+  close(): Promise<void>;
+}
+
+/**
+ * Binds `listener` on `address` with this module's rules and limits (the device API and the fleet
+ * service share them). Throws `SERVE_INSECURE_BIND`, `SERVE_ADDRESS_IN_USE`, `SERVE_TLS_CONFIG`.
+ */
+export async function startHttpServer(listener: RequestListener, address: ListenAddress, limits: Partial<ServerLimits> = {}): Promise<BoundServer> {
   const l = { ...DEFAULT_SERVER_LIMITS, ...limits };
-  const handler = new ApiHandler(api, l);
   const gate = new ConnectionGate(l.maxConnections, l.retryAfterSeconds);
   const options = {
     maxHeaderSize: l.maxHeaderBytes,
@@ -229,16 +246,16 @@ export async function startApiServer(api: ApiOptions, address: ListenAddress, li
   let server: Server;
   let shown: string;
   if ('socket' in address) {
-    server = createHttpServer(options, handler.listener);
+    server = createHttpServer(options, listener);
     shown = `unix:${address.socket}`;
   } else if (address.tls !== undefined) {
-    server = createHttpsServer({ ...options, ...readTls(address.tls), requestCert: true, rejectUnauthorized: true }, handler.listener);
+    server = createHttpsServer({ ...options, ...readTls(address.tls), requestCert: true, rejectUnauthorized: true }, listener);
     shown = `https://${address.host}:${address.port}`;
   } else {
     if (!isLoopback(address.host)) {
       throw new ServeError('SERVE_INSECURE_BIND', `refusing plain HTTP on ${address.host}: bind a loopback address or configure TLS with client certificates`);
     }
-    server = createHttpServer(options, handler.listener);
+    server = createHttpServer(options, listener);
     shown = `http://${address.host}:${address.port}`;
   }
   server.on('clientError', answerClientError);
@@ -271,7 +288,6 @@ export async function startApiServer(api: ApiOptions, address: ListenAddress, li
   let closed: Promise<void> | undefined;
   return {
     address: shown,
-    handler,
     close() {
       closed ??= new Promise<void>((resolve) => {
         server.close(() => resolve());

@@ -21,7 +21,9 @@ export type VerifyErrorCode =
   /** Chunks or bundles do not follow each other: a hash link, an index, a cursor or a boot is out of place. */
   | 'VERIFY_CHAIN_GAP'
   /** The bundle, or a chunk or checkpoint in it, does not decode. */
-  | 'VERIFY_BUNDLE_CORRUPT';
+  | 'VERIFY_BUNDLE_CORRUPT'
+  /** An EAR token (a fleet's acknowledgement) does not parse, is not signed by the fleet key, or lacks the verified state. */
+  | 'VERIFY_TOKEN';
 
 /** Where a verification failed and what differed. */
 export interface VerifyErrorDetails {

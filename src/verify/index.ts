@@ -18,3 +18,12 @@ export {
 } from './verifier.js';
 export { verifyStateFromJson, verifyStateToJson, type VerifyStateJson } from './state.js';
 export { verifyLogAgainstQuote, type LogQuote, type LogReport } from './log.js';
+export {
+  EAR_PROFILE,
+  fleetKeyFromPem,
+  signEarToken,
+  verifyEarToken,
+  type DeviceAppraisal,
+  type EarStatus,
+  type EarToken,
+} from './token.js';

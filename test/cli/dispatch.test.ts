@@ -13,7 +13,7 @@ import { REPO_ROOT } from '../ima/_fixtures.js';
 const CLI = join(REPO_ROOT, 'dist/src/cli.js');
 
 /** Every verb of the table in `src/cli.ts` (the first test checks the top-level usage lists exactly these). */
-const VERBS = ['replay', 'convert', 'tpm', 'sim', 'run', 'status', 'log', 'serve', 'export', 'verify', 'policy', 'enroll', 'keylime'];
+const VERBS = ['replay', 'convert', 'tpm', 'sim', 'run', 'status', 'log', 'serve', 'export', 'verify', 'policy', 'fleet', 'enroll', 'keylime'];
 
 function cli(args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [CLI, ...args], { timeout: 30_000, encoding: 'utf8' });

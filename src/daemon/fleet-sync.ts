@@ -1,0 +1,277 @@
+/**
+ * The device side of the fleet (`src/fleet`): pushes the store's evidence bundles from the last
+ * cursor the fleet acknowledged, one bundle per request (memory: one bundle), until caught up;
+ * resumes after a cut at the cursor the fleet names (`FLEET_REPLAYED`/`FLEET_GAP` carry it, so a
+ * lost acknowledgement costs one refused request and nothing is counted twice); backs off while
+ * the fleet is unreachable (bounded, jittered exponential); answers the fleet's freshness
+ * challenge with a quote over its nonce; and marks what is acknowledged as exported in the store,
+ * so retention (`ImaStore.dropBoot`) may drop finished boots the fleet holds, and only those.
+ *
+ * The fleet's HTTP API is this module's only contact with it (the layers keep the daemon below
+ * the fleet): paths, content types and the error body's `code` and `details.cursor`.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { DetailedError } from '../errors.js';
+import { toHex } from '../ima/index.js';
+import { buildBundle, formatCursor, parseCursor, type EvidenceCursor } from '../serve/index.js';
+import type { ImaStore } from '../store/index.js';
+import type { QuoteWithPcrs } from '../tpm/index.js';
+
+/** Stable codes of {@link FleetSyncError}. */
+export type FleetSyncErrorCode =
+  /** The fleet could not be reached, or answered 5xx (it is down or its database is): retried with backoff. */
+  | 'SYNC_FLEET_UNAVAILABLE'
+  /** The fleet refused the evidence with a code (`details.fleetCode`): not retried as is. */
+  | 'SYNC_REFUSED';
+
+/** What a sync failure concerned. */
+export interface FleetSyncErrorDetails {
+  readonly fleetCode: string;
+  readonly status: number;
+  readonly cursor: string;
+}
+
+/** The one error class of the sync. */
+export class FleetSyncError extends DetailedError<FleetSyncErrorCode, FleetSyncErrorDetails> {}
+
+/** Bounds of the retry delay while the fleet is down. */
+export interface Backoff {
+  readonly initialMs: number;
+  readonly maxMs: number;
+}
+
+/** Default: 1 s doubling to 5 min. */
+export const DEFAULT_BACKOFF: Backoff = { initialMs: 1000, maxMs: 300_000 };
+
+/**
+ * The delay before retry `attempt` (0-based): exponential up to `maxMs`, scaled by a uniform
+ * factor in [0.5, 1) so devices cut off together do not return together ("equal jitter").
+ */
+export function backoffDelay(attempt: number, backoff: Backoff, random: () => number): number {
+  const ceiling = Math.min(backoff.maxMs, backoff.initialMs * 2 ** Math.min(attempt, 30));
+  return Math.round(ceiling * (0.5 + random() / 2));
+}
+
+/** Options of {@link FleetSync}. */
+export interface FleetSyncOptions {
+  /** `http://HOST:PORT` of the fleet. */
+  readonly fleetUrl: string;
+  readonly deviceId: string;
+  readonly store: ImaStore;
+  /**
+   * Quotes over the fleet's nonce with the enrolled AK, to answer freshness challenges (a daemon
+   * passes its quoter: `(n) => quoter.quoteAndRead(n, [FRESH_PCR])`); without it they go unanswered.
+   */
+  readonly freshQuote?: (nonce: Uint8Array) => Promise<FreshQuote>;
+  /** Largest bundle pushed (bytes of chunks and checkpoints); default 1 MiB. */
+  readonly maxBundleBytes?: number;
+  /** After an acknowledgement, drop finished boots the fleet holds that were first seen at least this long ago. */
+  readonly retainMs?: number;
+  readonly backoff?: Backoff;
+  readonly random?: () => number;
+  /** How a wait is made (tests record the delays). */
+  readonly sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+}
+
+/** A quote as the fleet checks it: signed attest and the PCR values it covers. */
+export type FreshQuote = Pick<QuoteWithPcrs, 'attest' | 'signature' | 'pcrs'>;
+
+/** What one sync round did. */
+export interface SyncRound {
+  readonly bundles: number;
+  readonly records: number;
+  /** Where the fleet's verified evidence ends now. */
+  readonly cursor: string;
+  /** The newest acknowledgement token. */
+  readonly token: string | null;
+  /** Requests refused because the fleet already held the bundle (a lost acknowledgement). */
+  readonly resumed: number;
+  readonly freshAt: string | null;
+  readonly dropped: readonly number[];
+}
+
+interface Answer {
+  readonly status: number;
+  readonly body: Record<string, unknown>;
+}
+
+/** The PCR a freshness quote covers: PCR 0 (firmware) does not move while the system runs. */
+export const FRESH_PCR = { bank: 'sha256', pcr: 0 } as const;
+
+/** Pushes a device's evidence to the fleet. */
+export class FleetSync {
+  readonly #o: FleetSyncOptions;
+  #cursor: EvidenceCursor | undefined;
+  #token: string | null = null;
+
+  constructor(options: FleetSyncOptions) {
+    this.#o = options;
+  }
+
+  async #call(path: string, init: { method: 'GET' | 'POST'; body?: Uint8Array | string; type?: string }): Promise<Answer> {
+    let res: Response;
+    try {
+      res = await fetch(`${this.#o.fleetUrl}${path}`, {
+        method: init.method,
+        ...(init.body === undefined ? {} : { body: init.body }),
+        headers: init.type === undefined ? {} : { 'content-type': init.type },
+      });
+    } catch (e) {
+      throw new FleetSyncError('SYNC_FLEET_UNAVAILABLE', `fleet ${this.#o.fleetUrl}: ${e instanceof Error ? e.message : String(e)}`, {}, { cause: e });
+    }
+    const text = await res.text().catch(() => '');
+    let body: Record<string, unknown> = {};
+    try {
+      const parsed: unknown = text.length === 0 ? {} : JSON.parse(text);
+      if (typeof parsed === 'object' && parsed !== null) body = parsed as Record<string, unknown>;
+    } catch {
+      body = {};
+    }
+    if (res.status >= 500) {
+      throw new FleetSyncError('SYNC_FLEET_UNAVAILABLE', `fleet ${this.#o.fleetUrl} answered ${res.status}`, { status: res.status, fleetCode: errorField(body, 'code') ?? '' });
+    }
+    return { status: res.status, body };
+  }
+
+  /** Where to push from: the last acknowledgement, or the fleet's newest one, or the store's start. */
+  async #start(): Promise<EvidenceCursor | undefined> {
+    if (this.#cursor !== undefined) return this.#cursor;
+    const ack = await this.#call(`/v1/devices/${encodeURIComponent(this.#o.deviceId)}/ack`, { method: 'GET' });
+    if (ack.status === 200 && typeof ack.body.cursor === 'string') {
+      this.#token = typeof ack.body.token === 'string' ? ack.body.token : null;
+      return parseCursor(ack.body.cursor);
+    }
+    return undefined;
+  }
+
+  /** Pushes until the fleet holds everything the store can export now. */
+  async syncOnce(): Promise<SyncRound> {
+    let cursor = await this.#start();
+    let bundles = 0;
+    let records = 0;
+    let resumed = 0;
+    let challenge: string | null = null;
+    const path = `/v1/devices/${encodeURIComponent(this.#o.deviceId)}/evidence`;
+    for (;;) {
+      const built = await buildBundle(this.#o.store, cursor, { maxBytes: this.#o.maxBundleBytes ?? 1024 * 1024 });
+      if (built.bundle.segments.every((s) => s.chunks.length === 0 && s.checkpoints.length === 0)) break; // nothing new
+      const answer = await this.#call(path, { method: 'POST', body: built.bytes, type: 'application/cbor' });
+      if (answer.status === 200) {
+        bundles++;
+        records += Number(answer.body.records ?? 0);
+        this.#token = String(answer.body.token);
+        challenge = typeof answer.body.challenge === 'string' ? answer.body.challenge : challenge;
+        cursor = parseCursor(String(answer.body.cursor));
+        this.#cursor = cursor;
+        await this.#acknowledged(cursor);
+        continue;
+      }
+      const code = errorField(answer.body, 'code') ?? '';
+      const at = detailsCursor(answer.body);
+      // The fleet holds more than this device thought (an acknowledgement lost in a cut): go on from there.
+      if ((code === 'FLEET_REPLAYED' || code === 'FLEET_GAP') && at !== undefined && (cursor === undefined || formatCursor(at) !== formatCursor(cursor)) && resumed < 3) {
+        resumed++;
+        cursor = at;
+        this.#cursor = at;
+        await this.#acknowledged(at);
+        continue;
+      }
+      throw new FleetSyncError('SYNC_REFUSED', `fleet refused the bundle from ${cursor === undefined ? 'the start' : formatCursor(cursor)}: ${code} ${errorField(answer.body, 'message') ?? ''}`, {
+        fleetCode: code,
+        status: answer.status,
+        cursor: cursor === undefined ? '' : formatCursor(cursor),
+      });
+    }
+    const freshAt = challenge === null ? null : await this.#answer(challenge);
+    const dropped = await this.#retain();
+    return { bundles, records, cursor: cursor === undefined ? '' : formatCursor(cursor), token: this.#token, resumed, freshAt, dropped };
+  }
+
+  /** Records in the store what the fleet acknowledged: every boot before the cursor's whole, its boot up to the cursor. */
+  async #acknowledged(cursor: EvidenceCursor): Promise<void> {
+    const store = this.#o.store;
+    for await (const { boot } of store.boots()) {
+      if (boot > cursor.boot) break;
+      const upTo = boot < cursor.boot ? await store.storedCount(boot) : cursor.index;
+      const record = await store.bootRecord(boot);
+      if ((record.exported?.cursor ?? -1) < upTo) await store.markExported(boot, upTo);
+    }
+  }
+
+  async #answer(challenge: string): Promise<string | null> {
+    const freshQuote = this.#o.freshQuote;
+    if (freshQuote === undefined) return null;
+    const quote = await freshQuote(Buffer.from(challenge, 'hex'));
+    const answer = await this.#call(`/v1/devices/${encodeURIComponent(this.#o.deviceId)}/quote`, {
+      method: 'POST',
+      type: 'application/json',
+      body: JSON.stringify({
+        attest: toHex(quote.attest),
+        signature: toHex(quote.signature),
+        pcrs: quote.pcrs.map((p) => ({ bank: p.bank, pcr: p.pcr, value: toHex(p.value) })),
+      }),
+    });
+    return answer.status === 200 && typeof answer.body.freshAt === 'string' ? answer.body.freshAt : null;
+  }
+
+  /** Drops finished boots the fleet acknowledged whole (the store refuses any other). */
+  async #retain(): Promise<number[]> {
+    const olderThanMs = this.#o.retainMs;
+    if (olderThanMs === undefined) return [];
+    const store = this.#o.store;
+    const dropped: number[] = [];
+    const boots: number[] = [];
+    for await (const { boot } of store.boots()) boots.push(boot);
+    for (const boot of boots) {
+      if (boot === store.currentBoot) continue;
+      const record = await store.bootRecord(boot);
+      if (record.exported === null || record.exported.cursor < (await store.storedCount(boot))) continue;
+      if (Date.now() - record.firstSeen < olderThanMs) continue;
+      await store.dropBoot(boot, { exportedAck: true, olderThanMs });
+      dropped.push(boot);
+    }
+    return dropped;
+  }
+
+  /**
+   * Syncs every `intervalMs` until `signal` aborts; while the fleet is unavailable, retries after
+   * {@link backoffDelay}. Refusals are reported to `onError` and retried at the interval.
+   */
+  async run(intervalMs: number, signal: AbortSignal, onRound?: (round: SyncRound) => void, onError?: (e: unknown) => void): Promise<void> {
+    const wait = this.#o.sleep ?? ((ms: number, s?: AbortSignal) => sleep(ms, undefined, { signal: s }).catch(() => undefined));
+    const backoff = this.#o.backoff ?? DEFAULT_BACKOFF;
+    const random = this.#o.random ?? Math.random;
+    let failures = 0;
+    while (!signal.aborted) {
+      let delay = intervalMs;
+      try {
+        const round = await this.syncOnce();
+        onRound?.(round);
+        failures = 0;
+      } catch (e) {
+        onError?.(e);
+        if (e instanceof FleetSyncError && e.code === 'SYNC_FLEET_UNAVAILABLE') delay = backoffDelay(failures++, backoff, random);
+      }
+      if (!signal.aborted) await wait(delay, signal);
+    }
+  }
+}
+
+function errorField(body: Record<string, unknown>, name: 'code' | 'message'): string | undefined {
+  const error = body.error;
+  if (typeof error !== 'object' || error === null || !(name in error)) return undefined;
+  const value: unknown = (error as Record<string, unknown>)[name];
+  return typeof value === 'string' ? value : undefined;
+}
+
+function detailsCursor(body: Record<string, unknown>): EvidenceCursor | undefined {
+  const error = body.error;
+  if (typeof error !== 'object' || error === null || !('details' in error)) return undefined;
+  const details: unknown = error.details;
+  if (typeof details !== 'object' || details === null || !('cursor' in details) || typeof details.cursor !== 'string') return undefined;
+  try {
+    return parseCursor(details.cursor);
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,59 @@
+/**
+ * `startFleet`: the fleet service on a database and an address. The database is PGlite under
+ * `data` (embedded, one process) unless `database` names a PostgreSQL server, which several
+ * fleet processes may share (each device's row lock serialises its chain, wherever it arrives).
+ */
+import { join } from 'node:path';
+import { startHttpServer, type ListenAddress, type ServerLimits } from '../serve/index.js';
+import { FleetHandler, type FleetHttpLimits } from './http.js';
+import { openPglite } from './pglite.js';
+import { openPostgres } from './postgres.js';
+import { openRepository } from './repository.js';
+import { FleetService, type FleetServiceOptions } from './service.js';
+
+/** Options of {@link startFleet}. */
+export interface FleetOptions extends FleetServiceOptions {
+  /** Directory of the fleet's own files: the PGlite cluster (`DIR/pglite`) when no `database` is given. */
+  readonly data: string;
+  /** `postgres://…` of a PostgreSQL server; default the embedded PGlite under `data`. */
+  readonly database?: string;
+  /** Where to listen: loopback HTTP, or TLS with client certificates (the device API's rules). */
+  readonly listen: ListenAddress;
+  readonly limits?: Partial<FleetHttpLimits>;
+  readonly serverLimits?: Partial<ServerLimits>;
+}
+
+/** A running fleet. */
+export interface Fleet {
+  /** `http://HOST:PORT`, `https://HOST:PORT` or `unix:PATH`. */
+  readonly address: string;
+  readonly service: FleetService;
+  readonly handler: FleetHandler;
+  /** Stops listening, then closes the database. */
+  close(): Promise<void>;
+}
+
+/** Opens the database, migrates it, loads the fleet key and listens. */
+export async function startFleet(options: FleetOptions): Promise<Fleet> {
+  const db = options.database === undefined ? await openPglite(join(options.data, 'pglite')) : openPostgres(options.database);
+  const repository = await openRepository(db);
+  try {
+    const service = await FleetService.open(repository, options);
+    const handler = new FleetHandler(service, options.limits);
+    // Bodies of pushes are verified as they arrive: a request may take longer than a GET.
+    const server = await startHttpServer(handler.listener, options.listen, { requestTimeoutMs: 300_000, maxConnections: 1024, ...options.serverLimits });
+    let closed: Promise<void> | undefined;
+    return {
+      address: server.address,
+      service,
+      handler,
+      close() {
+        closed ??= server.close().then(() => repository.close());
+        return closed;
+      },
+    };
+  } catch (e) {
+    await repository.close().catch(() => undefined);
+    throw e;
+  }
+}

@@ -1,0 +1,96 @@
+/**
+ * The device side of the fleet: a real device (swtpm, LevelDB store) that collected while the
+ * fleet was down syncs its backlog, resumes after a lost acknowledgement without counting anything
+ * twice, answers the freshness challenge with its TPM, marks what is acknowledged as exported and
+ * lets retention drop only boots the fleet holds; while the fleet is down it backs off within
+ * bounds.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { backoffDelay, FleetSync, FRESH_PCR } from '../../src/daemon/fleet-sync.js';
+import { SimulatedDevice } from '../serve/_device.js';
+import { bundleFrom, call, enrollDevice, pushBundle, testFleet } from './_fleet.js';
+
+describe('fleet sync from a device', () => {
+  let device: SimulatedDevice;
+  let running: Awaited<ReturnType<typeof testFleet>> | undefined;
+
+  before(async () => {
+    device = await SimulatedDevice.start({ chunkRecords: 20 });
+  });
+
+  after(async () => {
+    await running?.stop();
+    await device?.close();
+  });
+
+  it('while the fleet is down: SYNC_FLEET_UNAVAILABLE, retried after bounded jittered delays', async () => {
+    const delays: number[] = [];
+    const controller = new AbortController();
+    const sync = new FleetSync({
+      fleetUrl: 'http://127.0.0.1:9',
+      deviceId: 'dev',
+      store: device.store,
+      backoff: { initialMs: 100, maxMs: 1000 },
+      random: () => 0.999,
+      sleep: async (ms) => {
+        delays.push(ms);
+        if (delays.length === 6) controller.abort();
+      },
+    });
+    const errors: string[] = [];
+    await sync.run(50, controller.signal, undefined, (e) => errors.push((e as { code: string }).code));
+    assert.deepEqual(errors, Array(6).fill('SYNC_FLEET_UNAVAILABLE'));
+    assert.deepEqual(delays, [100, 200, 400, 800, 1000, 1000]);
+    assert.deepEqual([0, 3, 40].map((a) => backoffDelay(a, { initialMs: 100, maxMs: 1000 }, () => 0)), [50, 400, 500]);
+  });
+
+  it('syncs the backlog collected offline in bounded bundles, then only what is new', async () => {
+    for (let i = 0; i < 12; i++) await device.cycle(25);
+    running = await testFleet();
+    await enrollDevice(running.fleet, 'dev', device);
+    const sync = new FleetSync({ fleetUrl: running.url, deviceId: 'dev', store: device.store, maxBundleBytes: 8 * 1024, freshQuote: (nonce) => device.tpm.quote({ nonce, pcrs: [FRESH_PCR], ak: device.ak }) });
+    const round = await sync.syncOnce();
+    assert.equal(round.records, 300);
+    assert.ok(round.bundles > 1, `${round.bundles} bundles`);
+    assert.equal(round.cursor, `0.300.301`);
+    assert.equal(typeof round.freshAt, 'string');
+    const view = (await call(running.url, '/v1/devices/dev')).body;
+    assert.deepEqual(view.verifiedUpTo, { cursor: '0.300.301', boot: 0, index: 300, records: 300 });
+    assert.equal((view.freshness as { quotedAt: string }).quotedAt, round.freshAt);
+    assert.equal((await device.store.bootRecord(0)).exported?.cursor, 300);
+    const idle = await sync.syncOnce();
+    assert.deepEqual([idle.bundles, idle.records], [0, 0]);
+  });
+
+  it('an acknowledgement lost in a cut: the next sync resumes where the fleet is, counting nothing twice', async () => {
+    assert.ok(running !== undefined);
+    await device.cycle(30);
+    // The push reached the fleet, the answer never reached the device.
+    const lost = await bundleFrom(device, '0.300.301');
+    assert.equal((await pushBundle(running.url, 'dev', lost.bytes)).status, 200);
+    await device.cycle(10);
+    const sync = new FleetSync({ fleetUrl: running.url, deviceId: 'dev', store: device.store });
+    const round = await sync.syncOnce();
+    assert.equal(round.records, 10);
+    const view = (await call(running.url, '/v1/devices/dev')).body;
+    assert.equal((view.verifiedUpTo as { records: number }).records, 340);
+    assert.equal((view.verifiedUpTo as { index: number }).index, 340);
+  });
+
+  it('retention drops a finished boot only once the fleet acknowledged it whole', async () => {
+    assert.ok(running !== undefined);
+    await device.reboot();
+    await device.cycle(15);
+    const sync = new FleetSync({ fleetUrl: running.url, deviceId: 'dev', store: device.store, retainMs: 0 });
+    const round = await sync.syncOnce();
+    assert.deepEqual(round.dropped, [0]);
+    assert.equal(round.cursor, '1.15.16');
+    const boots = [];
+    for await (const { boot } of device.store.boots()) boots.push(boot);
+    assert.deepEqual(boots, [1]);
+    // The fleet still serves the dropped boot's whole log.
+    const log = await fetch(`${running.url}/v1/devices/dev/log?boot=0&format=ascii`);
+    assert.equal((await log.text()).split('\n').filter((l) => l.length > 0).length, 340);
+  });
+});
