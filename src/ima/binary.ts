@@ -353,7 +353,7 @@ export interface EncodeOptions {
 
 /**
  * The record exactly as `binary_runtime_measurements[_<bank>]` shows it, with the bank's template
- * digest derived (docs/ima-formats.md#binary-record, docs/ima-formats.md#template-digests). The data are written as they are: they carry their
+ * digest derived (docs/ima-formats.md#binary-record, #template-digest). The data are written as they are: they carry their
  * list's byte order (see `convertTemplateData` to rewrite it). Throws `IMA_BAD_LENGTH` for a
  * record the parser would refuse.
  */
