@@ -1,27 +1,30 @@
 /**
  * `npm run demo`: imakeep's main job end to end, on an emulated Linux 7.2 kernel, in about a minute.
  *
- * 1. A private swtpm and the securityfs emulator (FUSE; `ima_flush_htable` on) start; a workload
+ * 1. A private swtpm with EK certificates from swtpm's local CA and the securityfs emulator (FUSE;
+ *    `ima_flush_htable` on) start; the device is enrolled (`imakeep enroll request|challenge|answer|
+ *    finish`: EK certificate chain, AK attributes, credential activation); a workload
  *    runs like a device's day: a boot burst of 5,000 measurements, a steady trickle, a burst.
  *    Every record is logged, then extended into PCR 10 of the swtpm, as the kernel does.
  * 2. The collector (`imakeep run`, with removal) drains, stores, quotes and removes meanwhile,
  *    and serves the API on a unix socket.
  * 3. The served log is checked three ways: byte for byte against every record the emulated kernel
  *    ever logged; with `evmctl ima_measurement` against the swtpm's PCRs; and with
- *    `imakeep verify` on the evidence bundle (quote signatures, nonce chain, replay).
+ *    `imakeep verify --enrollment` on the evidence bundles (the enrolled AK, quote signatures,
+ *    nonce chain, replay).
  * 4. A summary; then every process and mount it started is stopped (also on error and Ctrl-C).
  *
  *   npm run demo                      (as root: FUSE mounts; IMAKEEP_DEMO_SECONDS=40 by default)
  *
  * Exit status 0 only when every verification passed.
  */
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFile, spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { startSecurityfsEmulator } from '../hw/securityfs/emulator.js';
 import { tpmBootAggregate } from '../hw/securityfs/sources.js';
-import { startSwtpm } from '../hw/swtpm.js';
+import { startSwtpm, SWTPM_LOCAL_CA } from '../hw/swtpm.js';
 import type { CollectorStatus } from '../src/collector/index.js';
 import { toHex, type BankName, type ImaRecord } from '../src/ima/index.js';
 import { X86_64_KMEM, recordKmem } from '../src/kernel/index.js';
@@ -86,9 +89,40 @@ function bytesCheck(name: string, served: string, oracle: string): Check {
   return { name, ok: false, detail: `served ${n(a.length)} bytes, kernel ${n(b.length)}; first difference at byte ${n(at)}` };
 }
 
-/** `imakeep verify` on every evidence bundle of the store, fetched from the API page by page. */
-async function verifyEvidence(socket: string, dir: string): Promise<Check> {
-  const name = 'imakeep verify (evidence bundles: quotes, nonce chain, replay)';
+/**
+ * Runs one `imakeep` verb; throws with its last line unless it exits 0. Asynchronous: the TPM
+ * proxy the verb talks to runs in this process, so a blocking spawn would starve it.
+ */
+function imakeep(args: readonly string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [CLI, ...args], { encoding: 'utf8' }, (err, stdout, stderr) => {
+      if (err === null) return resolve();
+      reject(new Error(`imakeep ${args.slice(0, 2).join(' ')}: ${`${stdout}${stderr}`.trim().split('\n').pop() ?? String(err)}`));
+    });
+  });
+}
+
+/**
+ * Enrollment, as a verifier meets a device it never saw: the device's request (EK public and
+ * certificate, AK), the verifier's challenge (the EK certificate chained to swtpm's local CA, the AK's
+ * attributes checked, a credential only this TPM's EK can open), the device's answer
+ * (ActivateCredential), the verifier's record of the AK it proved. Returns the record's path.
+ */
+async function enroll(tpm: string, dir: string): Promise<string> {
+  const ca = join(dir, 'ca');
+  mkdirSync(ca, { recursive: true });
+  for (const f of SWTPM_LOCAL_CA.certificates) copyFileSync(f, join(ca, basename(f)));
+  const f = (name: string) => join(dir, name);
+  await imakeep(['enroll', 'request', '--tpm', tpm, '--out', f('enroll-request.json')]);
+  await imakeep(['enroll', 'challenge', f('enroll-request.json'), '--ca', ca, '--out', f('enroll-challenge.json'), '--state', f('enroll-state')]);
+  await imakeep(['enroll', 'answer', f('enroll-challenge.json'), '--tpm', tpm, '--out', f('enroll-answer.json')]);
+  await imakeep(['enroll', 'finish', f('enroll-answer.json'), '--out', f('enrollment.json'), '--state', f('enroll-state')]);
+  return f('enrollment.json');
+}
+
+/** `imakeep verify` on every evidence bundle of the store, fetched from the API page by page, with the AK the enrollment proved. */
+async function verifyEvidence(socket: string, dir: string, enrollment: string): Promise<Check> {
+  const name = 'imakeep verify --enrollment (evidence bundles: the enrolled AK, quotes, nonce chain, replay)';
   const verify = verbAvailability('verify');
   if (!verify.available) return { name, ok: 'not yet', detail: verify.reason };
   const files: string[] = [];
@@ -102,8 +136,7 @@ async function verifyEvidence(socket: string, dir: string): Promise<Check> {
     if (res.headers['x-imakeep-bundle-full'] !== '1' || typeof next !== 'string' || next === since) break;
     since = next;
   }
-  // The demo has no enrollment record yet: it trusts the AK on first use, and verify says so.
-  const r = spawnSync(process.execPath, [CLI, 'verify', ...files, '--trust-on-first-use'], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [CLI, 'verify', ...files, '--enrollment', enrollment], { encoding: 'utf8' });
   const last = `${r.stdout}${r.stderr}`.trim().split('\n').pop() ?? '';
   return { name, ok: r.status === 0, detail: `${files.length} bundle(s): ${last}` };
 }
@@ -131,7 +164,8 @@ async function main(): Promise<number> {
     }
     const workDir = mkdtempSync(join(tmpdir(), 'imakeep-demo-'));
     started.workDir = workDir;
-    started.swtpm = await startSwtpm({ banks: BANKS });
+    // EK certificates from swtpm's local CA, as a TPM maker's: the device can then be enrolled.
+    started.swtpm = await startSwtpm({ banks: BANKS, ekCertificates: true });
     started.mux = await startTpmProxy(started.swtpm.host, started.swtpm.port);
     started.tpm = Tpm.open(started.mux.address);
     const tpm = started.tpm;
@@ -139,6 +173,9 @@ async function main(): Promise<number> {
     const emulator = started.emulator;
     say(`swtpm ${started.swtpm.address} (banks ${BANKS.join(', ')}); securityfs emulator at ${emulator.securityfsRoot} (ima_flush_htable)`);
     say(`shared TPM: --tpm ${started.mux.address}; tpm2-tools -T ${started.mux.tcti}`);
+
+    const enrollment = await enroll(started.mux.address, workDir);
+    say(`enrolled: EK certificate chained to swtpm's local CA, AK proved by credential activation (${enrollment})`);
 
     const socket = join(workDir, 'imakeep.sock');
     const run = verbAvailability('run');
@@ -224,7 +261,7 @@ async function main(): Promise<number> {
       checks.push(bytesCheck('served binary log = every record the kernel logged (SHA-1 list)', logFile, emulator.control.oracleBinary));
       checks.push(bytesCheck('served ASCII log = the kernel ASCII list', asciiFile, emulator.control.oracleAscii));
       checks.push(evmctlCheck('served log', logFile, pcrFiles));
-      checks.push(await verifyEvidence(socket, workDir));
+      checks.push(await verifyEvidence(socket, workDir, enrollment));
     } else {
       // Without a collector the only log is the kernel's own: check the emulated kernel is consistent.
       const logFile = join(workDir, 'kernel_binary_runtime_measurements');
