@@ -16,8 +16,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DAEMON_MALLOC_ENV, DAEMON_NODE_FLAGS } from '../src/daemon/index.js';
-import { ImaWorkload, PcrReplay } from '../src/ima/index.js';
-import { ChunkBuilder, openStore } from '../src/store/index.js';
+import { openStore } from '../src/store/index.js';
+import { fillStore } from './_stored.js';
 import { CLI, REPO_ROOT } from './_collector.js';
 
 const records = Number(process.argv[2] ?? 20_000);
@@ -31,28 +31,7 @@ function rssAnonKiB(pid: number): number {
 /** A store of `n` workload records in 64 KiB chunks. */
 async function buildStore(dir: string, n: number): Promise<void> {
   const store = await openStore(dir);
-  const boot = await store.beginBoot({
-    kernelBootId: 'bench-api-load',
-    firstSeen: Date.now(),
-    resetCount: 1,
-    bankModes: { sha1: 'native', sha256: 'native' },
-    endianness: 'le',
-    template: 'ima-ng',
-    templateHash: 'sha256',
-  });
-  const workload = new ImaWorkload({ seed: 3, template: 'mixed', violationRate: 0.01 });
-  const replay = new PcrReplay({ banks: { sha1: 'native', sha256: 'native' }, verifyDigests: false });
-  let builder = new ChunkBuilder(0);
-  for (let i = 0; i < n; i++) {
-    const record = workload.next();
-    builder.add(record, 0);
-    replay.extend(record);
-    if (builder.shouldSeal(0) || i === n - 1) {
-      const draft = builder.draft(replay.toState());
-      await store.appendChunk(boot, draft);
-      builder = new ChunkBuilder(draft.firstIndex + draft.count);
-    }
-  }
+  await fillStore(store, 'bench-api-load', n);
   await store.close();
 }
 

@@ -17,9 +17,10 @@ import { execFile } from 'node:child_process';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { formatAsciiLineBytes, ImaWorkload, PcrReplay } from '../src/ima/index.js';
+import { formatAsciiLineBytes } from '../src/ima/index.js';
 import { startApiServer } from '../src/serve/index.js';
-import { ChunkBuilder, openStore, type ImaStore } from '../src/store/index.js';
+import { openStore, type ImaStore } from '../src/store/index.js';
+import { fillStore } from './_stored.js';
 import { describeMachine, machineLine } from './_machine.js';
 
 const quick = process.argv.includes('--quick');
@@ -76,37 +77,17 @@ function fetchTimed(socket: string, path: string): Promise<Sample> {
 /** A store holding `n` records in 64 KiB chunks, and the same list as an ASCII file with entry offsets. */
 async function buildFixtures(dir: string, n: number): Promise<{ store: ImaStore; asciiPath: string; offsets: Map<number, number> }> {
   const store = await openStore(join(dir, 'store'));
-  const boot = await store.beginBoot({
-    kernelBootId: 'bench-serve',
-    firstSeen: Date.now(),
-    resetCount: 1,
-    bankModes: { sha1: 'native', sha256: 'native' },
-    endianness: 'le',
-    template: 'ima-sig',
-    templateHash: 'sha256',
-  });
-  const workload = new ImaWorkload({ seed: 5, template: 'mixed', violationRate: 0.01 });
-  const replay = new PcrReplay({ banks: { sha1: 'native', sha256: 'native' }, verifyDigests: false });
   const asciiPath = join(dir, 'ascii_runtime_measurements');
   const ascii = createWriteStream(asciiPath);
   const offsets = new Map<number, number>();
   const wanted = new Set([0, Math.floor(n / 2), n - 1000]);
   let offset = 0;
-  let builder = new ChunkBuilder(0);
-  for (let i = 0; i < n; i++) {
-    const record = workload.next();
+  await fillStore(store, 'bench-serve', n, async (record, i) => {
     if (wanted.has(i)) offsets.set(i, offset);
     const line = formatAsciiLineBytes(record);
     offset += line.length;
     if (!ascii.write(line)) await new Promise<void>((r) => ascii.once('drain', () => r()));
-    builder.add(record, 0);
-    replay.extend(record);
-    if (builder.byteLength >= 64 * 1024 || i === n - 1) {
-      const draft = builder.draft(replay.toState());
-      await store.appendChunk(boot, draft);
-      builder = new ChunkBuilder(draft.firstIndex + draft.count);
-    }
-  }
+  });
   await new Promise<void>((r) => ascii.end(r));
   return { store, asciiPath, offsets };
 }
