@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, type KeyObject } from 'node:crypto';
-import type { BankName } from '../../src/ima/index.js';
+import { toHex, type AsciiListParser, type BankName, type PcrReplay } from '../../src/ima/index.js';
 import { decodePcrBlob, verifyQuote, type PcrValue, type QuoteAttest } from '../../src/tpm/index.js';
 import { json, type Reply } from './_http.js';
 
@@ -49,4 +49,24 @@ const hash = (bank: BankName, ...parts: Uint8Array[]): Buffer => {
 export function expectedDataPcr(pubkey: string, bank: BankName): string {
   const start = new Uint8Array(hash(bank).length);
   return hash(bank, start, hash(bank, Buffer.from(pubkey, 'utf8'))).toString('hex');
+}
+
+/**
+ * One round of a verifier's incremental pull in Keylime mode: PCRs 10 and 16 quoted, PCR 16 bound
+ * to `pubkey`, and the round's new lines, replayed from the running state, ending exactly at the
+ * quoted PCR 10. Returns the lines.
+ */
+export function checkIncrementalRound(
+  results: Record<string, unknown>,
+  round: { readonly nonce: string; readonly ak: KeyObject; readonly pubkey: string; readonly index: number },
+  replay: PcrReplay,
+  parser: AsciiListParser,
+): string {
+  const { pcrs } = verifiedQuote(text(results, 'quote'), round.nonce, round.ak);
+  assert.deepEqual(pcrs.map((p) => p.pcr), [10, 16]);
+  assert.equal(toHex(pcrs[1]?.value ?? new Uint8Array(0)), expectedDataPcr(round.pubkey, 'sha256'));
+  const list = text(results, 'ima_measurement_list');
+  for (const rec of parser.push(new TextEncoder().encode(list))) replay.extend(rec);
+  assert.equal(toHex(replay.value('sha256', 10)), toHex(pcrs[0]?.value ?? new Uint8Array(0)), `round ${round.index}`);
+  return list;
 }
