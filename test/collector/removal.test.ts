@@ -61,7 +61,7 @@ async function assertCheckpointChain(rig: Rig, boot: number): Promise<void> {
   for await (const c of rig.store.checkpoints(boot)) {
     const anchor = c.anchor ?? -1;
     const head = heads.get(anchor);
-    // The anchor may lie past the count: the kernel logs a record before it extends it (kernel-ima.md §3.7).
+    // The anchor may lie past the count: the kernel logs a record before it extends it (docs/ima-formats.md#pcr-replay).
     assert.ok(head !== undefined, `checkpoint ${c.count} is anchored at a chunk boundary (${anchor})`);
     const want = checkpointNonce({ deviceId: rig.store.meta.deviceId, boot: info, anchor: { count: anchor, head }, previous });
     assert.equal(Buffer.from(c.nonce).toString('hex'), Buffer.from(want).toString('hex'));
