@@ -1,7 +1,7 @@
 /**
  * The Linux 7.2 securityfs emulator, programmatic side: mounts the FUSE daemon (securityfs.c),
  * appends records like a kernel (log first, then one PCR_Extend per record into a real TPM), and
- * unmounts. For tests, the demo and `imakeep sim`.
+ * unmounts. For tests, the demo and the sim (hw/sim.ts).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmdirSync, writeSync, writeFileSync } from 'node:fs';

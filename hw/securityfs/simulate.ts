@@ -1,6 +1,6 @@
 /**
  * A running simulation: the emulator mounted, records fed from a capture or the synthetic workload
- * at a set rate, until aborted. Shared by `imakeep sim` and `npm run sim` (hw/sim-defaults.ts).
+ * at a set rate, until aborted. The loop of `npm run sim` (hw/sim.ts).
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import { ImaWorkload, type BankName, type ImaRecord } from '../../src/ima/index.js';

@@ -456,7 +456,7 @@ export class Collector {
 
   /**
    * The smallest record count from the last checkpoint on whose replay gives the PCR values the
-   * quote attests (docs/ima-formats.md#imaPcr-replay: replay until the quote matches; extra records are normal).
+   * quote attests (docs/ima-formats.md#pcr-replay: replay until the quote matches; extra records are normal).
    * Every record logged before the quote is stored by now, so no match is `QUOTE_MISMATCH`.
    */
   async #match(quote: SignedQuote): Promise<{ count: number; replay: PcrReplay; pcrs: PcrValue[] }> {

@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { digestNgField, makeRecord, nameNgField, type ImaRecord } from '../../src/ima/index.js';
 import { keyIdOf, parseImaSignature } from '../../src/policy/index.js';
-import { addPoints, curveByName, multiply, nodePublicPoint } from '../../src/policy/ecdsa.js';
+import { addPoints, curveByName, multiply, nodePublicPoint } from '../../src/testing/index.js';
 import { emptyPolicy, failureLines, judgeAll } from './_policy.js';
 
 const work = mkdtempSync(join(tmpdir(), 'imakeep-policy-sig-'));

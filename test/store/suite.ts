@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ChunkBuilder, EMPTY_JOURNAL, ImaStore, StoreError, encodeMeta, type StoreDatabase } from '../../src/store/index.js';
-import { META_KEY, chunkKey } from '../../src/store/keys.js';
+import { META_KEY, chunkKey } from '../../src/testing/index.js';
 import { bootInfo, checkpoint, makeRecord, replayState } from './_fixtures.js';
 
 /** How the suite gets databases: each `create()` is a fresh, unopened database; `reopen` gives the same data again. */

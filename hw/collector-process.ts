@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DAEMON_MALLOC_ENV, DAEMON_NODE_FLAGS } from '../src/daemon/index.js';
 import { FLUSH_HTABLE_OPTION } from '../src/kernel/index.js';
-import { parseStraceSummary, straceSyncArgs, SYNC_SYSCALLS } from './_strace.js';
+import { parseStraceSummary, straceSyncArgs, SYNC_SYSCALLS } from './strace.js';
 
 /** Repository root, from this module's place in `dist/bench/`. */
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));

@@ -6,7 +6,7 @@
  * the TPM's AK, so the collector's verification (verifyQuote) runs unchanged.
  */
 import { generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
-import { PcrReplay, type BankName, type ImaRecord } from '../../src/ima/index.js';
+import { PcrReplay, type BankName, type ImaRecord } from '../src/ima/index.js';
 import {
   AK_ATTRIBUTES,
   TPM_ALG,
@@ -25,7 +25,7 @@ import {
   type QuoteSource,
   type QuoteWithPcrs,
   type SignedQuote,
-} from '../../src/tpm/index.js';
+} from '../src/tpm/index.js';
 
 const BANKS: readonly BankName[] = ['sha1', 'sha256'];
 
