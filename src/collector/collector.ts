@@ -10,7 +10,8 @@
  */
 import { readFileSync, writeFileSync, renameSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
-import { BANKS, PcrReplay, bytesEqual, fitsNow, replayUntilFits, toHex, type BankMode, type BankName, type ImaRecord } from '../ima/index.js';
+import { bytesEqual } from '../base/bytes.js';
+import { BANKS, PcrReplay, fitsNow, replayUntilFits, toHex, type BankMode, type BankName, type ImaRecord } from '../ima/index.js';
 import { encodePcrBlob, quoteTarget, verifySignedQuote, type PcrRef, type PcrValue, type SignedQuote } from '../tpm/index.js';
 import {
   KernelError,

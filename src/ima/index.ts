@@ -6,7 +6,7 @@
  */
 export * from './record.js';
 export { ImaError, ReplayError, type ImaErrorCode, type ImaErrorWhere } from './errors.js';
-export { bankHash, bytesEqual, concatBytes, fromHex, toHex, type Endian } from './hash.js';
+export { bankHash, concatBytes, fromHex, toHex, type Endian } from './hash.js';
 export {
   BinaryListParser,
   MAX_TEMPLATE_DATA_LEN,

@@ -4,6 +4,8 @@
  * storing a checkpoint, journal entries — is one synced batch (Invariants 1 and 3). Reads stream a
  * chunk at a time (Invariant 4).
  */
+import { bytesEqual } from '../base/bytes.js';
+import { SerialQueue } from '../base/serial-queue.js';
 import type { ImaRecord } from '../ima/index.js';
 import { type Chunk, type ChunkDraft, checkChunkBody, chunkHash, chunkRecords, decodeChunk, encodeChunk } from './chunk.js';
 import type { BatchOperation, DatabaseIterator, IterateOptions, StoreDatabase } from './database.js';
@@ -113,8 +115,8 @@ export class ImaStore {
   #meta: StoreMeta;
   /** The current (latest) boot and its metadata as stored, or undefined before the first boot. */
   #current: CurrentBoot | undefined;
-  /** Tail of the write queue: writes run one after another. */
-  #writes: Promise<unknown> = Promise.resolve();
+  /** The write queue: writes run one after another. */
+  readonly #writes = new SerialQueue();
   /**
    * Set after a failed write. LevelDB may have appended a torn record to its log; records appended
    * behind it are dropped by the log reader on the next open, and a failed background compaction
@@ -189,7 +191,7 @@ export class ImaStore {
 
   /** Closes the database; pending writes finish first. */
   async close(): Promise<void> {
-    await this.#writes.catch(() => undefined);
+    await this.#writes.idle();
     await this.#db.close();
   }
 
@@ -211,9 +213,7 @@ export class ImaStore {
       }
       return task();
     };
-    const result = this.#writes.then(run, run);
-    this.#writes = result.catch(() => undefined);
-    return result;
+    return this.#writes.run(run);
   }
 
   /** One synced batch; on failure the store reopens before its next write. */
@@ -577,7 +577,7 @@ async function lastChunkOf(db: StoreDatabase, boot: number): Promise<StoredChunk
 
 function checkLink(boot: number, previous: StoredChunk, next: StoredChunk): void {
   const expected = previous.chunk.firstIndex + previous.chunk.count;
-  const linked = next.chunk.prevHash !== null && Buffer.compare(next.chunk.prevHash, previous.hash) === 0;
+  const linked = next.chunk.prevHash !== null && bytesEqual(next.chunk.prevHash, previous.hash);
   if (next.chunk.firstIndex !== expected || !linked) {
     throw new StoreError(
       'STORE_CHAIN_BROKEN',

@@ -25,7 +25,8 @@
  * Memory: one bundle (bounded by the exporter) and one chunk's records at a time.
  */
 import { createPublicKey, type KeyObject } from 'node:crypto';
-import { bytesEqual, convertTemplateData, ImaError, PcrReplay, toHex, type BankMode, type BankName, type ImaRecord, type PcrReplayState } from '../ima/index.js';
+import { bytesEqual } from '../base/bytes.js';
+import { convertTemplateData, ImaError, PcrReplay, toHex, type BankMode, type BankName, type ImaRecord, type PcrReplayState } from '../ima/index.js';
 import {
   chainedNonceV1,
   checkpointNonce,
@@ -258,7 +259,7 @@ export class EvidenceVerifier {
     const trusted = this.#trustedAk ?? parsed.key;
     const want = trusted.export({ type: 'spki', format: 'der' });
     const got = parsed.key.export({ type: 'spki', format: 'der' });
-    if (!want.equals(got)) {
+    if (!bytesEqual(want, got)) {
       throw new VerifyError('VERIFY_AK', `the bundle AK is not the ${this.#akTrust === 'pinned' ? 'trusted AK' : 'AK trusted on first use'}`, {
         check: 'ak-trusted',
         expected: want.toString('hex'),
