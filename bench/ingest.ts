@@ -28,7 +28,7 @@ import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { startSecurityfsEmulator } from '../hw/securityfs/emulator.js';
-import { ImaWorkload, encodeBinaryRecord, type BankName } from '../src/ima/index.js';
+import { encodeBinaryRecord, type BankName } from '../src/ima/index.js';
 import { openStore } from '../src/store/index.js';
 import { Collector, type TimingSummary } from '../src/collector/index.js';
 import { DAEMON_MALLOC_ENV } from '../src/daemon/index.js';
@@ -36,6 +36,7 @@ import { SoftQuoteSource } from '../hw/soft-tpm.js';
 import { DEVICE_NODE_FLAGS, REPO_ROOT } from '../hw/collector-process.js';
 import { parseProcStatus } from '../hw/proc.js';
 import { describeMachine, type MachineDescription } from './_machine.js';
+import { ImaWorkload } from '../src/testing/index.js';
 
 /** Options of {@link runIngest}. */
 export interface IngestOptions {

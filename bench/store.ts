@@ -13,9 +13,10 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ImaWorkload, PcrReplay } from '../src/ima/index.js';
-import { ChunkBuilder, DEVICE_LEVEL_OPTIONS, openStore, type LevelTuning } from '../src/store/index.js';
+import { PcrReplay } from '../src/ima/index.js';
+import { ChunkBuilder, openStore, type LevelTuning } from '../src/store/index.js';
 import { DAEMON_NODE_FLAGS } from '../src/daemon/index.js';
+import { ImaWorkload, DEVICE_LEVEL_OPTIONS } from '../src/testing/index.js';
 
 const SETTINGS: Record<string, LevelTuning> = {
   'level defaults': { cacheSize: 8 << 20, writeBufferSize: 4 << 20, maxOpenFiles: 1000, blockSize: 4096 },

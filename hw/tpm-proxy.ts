@@ -21,8 +21,9 @@
  * -t`) flushes the others' too.
  */
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import { encodeCommand, FlushContext } from '../src/tpm/index.js';
+import { FlushContext } from '../src/tpm/index.js';
 import { listenOnPortPair } from './swtpm.js';
+import { encodeCommand } from '../src/testing/index.js';
 
 /** TPM 2.0 Part 1 §18: every command and response starts with tag (2) and total size (4, big-endian). */
 const HEADER_BYTES = 10;

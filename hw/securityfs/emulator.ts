@@ -11,7 +11,7 @@ import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { ImakeepError } from '../../src/errors.js';
 import { extendedDigest, type BankMode, type BankName, type ImaRecord } from '../../src/ima/index.js';
-import { errnoOf } from '../../src/kernel/index.js';
+import { errnoOf } from '../../src/testing/index.js';
 import { Tpm } from '../../src/tpm/index.js';
 import { securityfsDaemonPath } from './build.js';
 import { encodeFrame, type FrameLayout } from './frame.js';

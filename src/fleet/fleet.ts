@@ -33,7 +33,16 @@ export interface Fleet {
   close(): Promise<void>;
 }
 
-/** Opens the database, migrates it, loads the fleet key and listens. */
+/**
+ * Opens the database, migrates it, loads the fleet key and listens.
+ * @example
+ * ```ts
+ * const fleet = await startFleet({ data: '/var/lib/imakeep-fleet', listen: { host: '127.0.0.1', port: 8443 } });
+ * ```
+ * @throws {FLEET_STORAGE} the database cannot be opened or reached
+ * @throws {FLEET_SCHEMA} the database holds a schema newer than this version
+ * @throws {SERVE_INSECURE_BIND} `listen` is off loopback without TLS client certificates
+ */
 export async function startFleet(options: FleetOptions): Promise<Fleet> {
   const db = options.database === undefined ? await openPglite(join(options.data, 'pglite')) : openPostgres(options.database);
   const repository = await openRepository(db);

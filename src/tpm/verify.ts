@@ -156,6 +156,15 @@ export interface VerifyQuoteInput {
  * Verifies a quote: parse, signature, nonce, PCR selection, PCR digest, in that order, each
  * failure its own `QuoteVerifyError` code. Returns the parsed attestation. Clock and counters are
  * returned, not judged: that is the caller's policy.
+ * @example
+ * ```ts
+ * verifyQuote({ attest: q.attest, signature: q.signature, akPublic: publicKeyFromTpm2b(q.akPublic), nonce, pcrs: q.pcrs });
+ * ```
+ * @throws {QUOTE_BAD_ATTEST} the attest is not a TPMS_ATTEST of a quote
+ * @throws {QUOTE_BAD_SIGNATURE} the signature does not verify with `akPublic`
+ * @throws {QUOTE_NONCE_MISMATCH} the quote's qualifying data is not `nonce`
+ * @throws {QUOTE_PCR_SELECTION_MISMATCH} the quoted PCRs are not those of `pcrs`
+ * @throws {QUOTE_PCR_DIGEST_MISMATCH} `pcrs` do not hash to the quoted digest
  */
 export function verifyQuote(input: VerifyQuoteInput): QuoteAttest {
   let attest: QuoteAttest;

@@ -184,7 +184,22 @@ export class EvidenceVerifier {
     return this.#state;
   }
 
-  /** Verifies one bundle's bytes; throws {@link VerifyError} at the first failure. */
+  /**
+   * Verifies one bundle's bytes; throws {@link VerifyError} at the first failure.
+   * @example
+   * ```ts
+   * const verifier = new EvidenceVerifier({ trustedAk: trustedAkFromPem(await readFile('ak.pem')) });
+   * const report = verifier.verify(new Uint8Array(await readFile('bundle.cbor')));
+   * ```
+   * @throws {VERIFY_BUNDLE_CORRUPT} the bytes are not a bundle, or a value in it does not decode
+   * @throws {VERIFY_AK} the bundle's AK is not the trusted one
+   * @throws {VERIFY_SIGNATURE} a checkpoint's quote signature or nonce does not verify
+   * @throws {VERIFY_NONCE_CHAIN} a checkpoint does not chain to the one before it
+   * @throws {VERIFY_CHAIN_GAP} chunks or bundles are not contiguous (a cursor other than the state's)
+   * @throws {VERIFY_REPLAY} the records do not replay to the quoted PCR values
+   * @throws {VERIFY_CLOCK_ORDER} the quotes' TPM clock goes backwards
+   * @throws {VERIFY_UNSIGNED} strict: records or fields no signature covers
+   */
   verify(bytes: Uint8Array): BundleReport {
     const bundle = decoded(() => decodeBundle(bytes), 'bundle', { check: 'bundle-decode' });
     const state = this.#state;

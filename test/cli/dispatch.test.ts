@@ -92,7 +92,8 @@ test('a reader of stdout that goes away (`convert … | head -1`): exit 0, nothi
   const { spawn } = await import('node:child_process');
   const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs');
   const { tmpdir } = await import('node:os');
-  const { ImaWorkload, encodeBinaryList } = await import('../../src/ima/index.js');
+  const { encodeBinaryList } = await import('../../src/ima/index.js');
+  const { ImaWorkload } = await import('../../src/testing/index.js');
   const dir = mkdtempSync(join(tmpdir(), 'imakeep-epipe-'));
   try {
     // Far more ASCII than a pipe buffer holds: the writes meet the closed pipe.

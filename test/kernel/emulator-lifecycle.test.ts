@@ -10,7 +10,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import { ImaWorkload } from '../../src/ima/index.js';
+import { ImaWorkload } from '../../src/testing/index.js';
 import { REPO_ROOT } from './helpers.js';
 import { startSecurityfsEmulator } from '../../hw/securityfs/emulator.js';
 

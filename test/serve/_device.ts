@@ -12,11 +12,12 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { extendedDigest, ImaWorkload, PcrReplay, type ImaRecord, type WorkloadOptions } from '../../src/ima/index.js';
+import { extendedDigest, PcrReplay, type ImaRecord } from '../../src/ima/index.js';
 import { ChunkBuilder, nextCheckpointNonce, openStore, type BootInfo, type ImaStore, type QuoteLink } from '../../src/store/index.js';
 import { Tpm, type AttestationKey } from '../../src/tpm/index.js';
 import type { KernelTail, TailBatch } from '../../src/serve/index.js';
 import { startSwtpm, type SwtpmInstance } from '../../hw/swtpm.js';
+import { ImaWorkload, type WorkloadOptions } from '../../src/testing/index.js';
 
 const BANK_MODES = { sha1: 'native', sha256: 'native' } as const;
 const QUOTED = [

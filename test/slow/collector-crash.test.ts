@@ -12,7 +12,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { COLLECTOR_STEPS } from '../../src/collector/index.js';
-import { mulberry32 } from '../../src/ima/index.js';
+import { mulberry32 } from '../../src/testing/index.js';
 import { replayPcr10, startRig, tpmPcr10, type Rig } from '../collector/_rig.js';
 import { runCli, startDaemon, waitFor } from '../collector/_daemon.js';
 

@@ -5,8 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ChunkBuilder, EMPTY_JOURNAL, ImaStore, StoreError, encodeMeta, type StoreDatabase } from '../../src/store/index.js';
-import { META_KEY, chunkKey } from '../../src/testing/index.js';
+import { ChunkBuilder, ImaStore, StoreError, type StoreDatabase } from '../../src/store/index.js';
+import { META_KEY, chunkKey, EMPTY_JOURNAL, encodeMeta } from '../../src/testing/index.js';
 import { bootInfo, checkpoint, makeRecord, replayState } from './_fixtures.js';
 
 /** How the suite gets databases: each `create()` is a fresh, unopened database; `reopen` gives the same data again. */

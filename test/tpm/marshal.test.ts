@@ -1,20 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import {
-  GetRandom,
-  PcrExtend,
-  PcrRead,
-  PcrReset,
-  TPM_RH,
-  TpmReader,
-  TpmWriter,
-  decodeResponseCode,
-  encodeCommand,
-  readPcrSelections,
-  selectionOf,
-  writePcrSelections,
-} from '../../src/tpm/index.js';
+import { GetRandom, PcrExtend, PcrRead, PcrReset, TPM_RH, TpmReader, TpmWriter, decodeResponseCode, encodeCommand, readPcrSelections, selectionOf, writePcrSelections } from '../../src/testing/index.js';
 import { hex } from './_fixtures.js';
 
 describe('command encoding is byte-exact (docs/tpm.md#wire-basics)', () => {
