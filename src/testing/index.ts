@@ -46,6 +46,7 @@ export { compileExcludes } from '../policy/regex.js';
 export { keyIdOf, parseImaSignature } from '../policy/signatures.js';
 export { addPoints, curveByName, multiply, nodePublicPoint } from '../policy/ecdsa.js';
 export { SCHEMA_VERSION, migrate } from '../fleet/schema.js';
+export { BUNDLE_FRAMES_TYPE, frameBundle } from '../fleet/http.js';
 export { checkEkMatchesCertificate } from '../enroll/checks.js';
 export { collectorTail } from '../daemon/tail.js';
 export { backoffDelay, FleetSync, FRESH_PCR } from '../daemon/fleet-sync.js';

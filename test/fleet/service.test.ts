@@ -11,7 +11,7 @@ import { once } from 'node:events';
 import { generateKeyPairSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BUNDLE_FRAMES_TYPE, frameBundle } from '../../src/fleet/index.js';
+import { BUNDLE_FRAMES_TYPE, frameBundle } from '../../src/testing/index.js';
 import type { ImaRecord } from '../../src/ima/index.js';
 import { decodeBundle, encodeBundle } from '../../src/serve/index.js';
 import { decodeCheckpoint, encodeCheckpoint } from '../../src/store/index.js';
