@@ -11,6 +11,7 @@
  * changes only after the write it mirrors reached disk, so a failed write (ENOSPC) leaves the
  * collector where it was.
  */
+import { SerialQueue } from '../base/serial-queue.js';
 import type { ImaRecord } from '../ima/index.js';
 import { probeSecurityfs, readCounter, type KernelCapabilities } from '../kernel/index.js';
 import type { ImaStore, StoredRecord } from '../store/index.js';
@@ -24,17 +25,6 @@ import { Removal } from './removal.js';
 import { cycleSchedule, endsRun, errorCode, waitForCycle, type CycleSchedule } from './schedule.js';
 import { beginAfterTpmReset, inBanks, openBootSegment, readKernelBootId, type BootSegment } from './segments.js';
 import { writeStatusFile, type CollectorCondition, type CollectorStatus, type CycleReport, type RecoveryPause } from './status.js';
-
-/** Runs async tasks one at a time, in call order. */
-class SerialQueue {
-  #tail: Promise<unknown> = Promise.resolve();
-
-  run<T>(task: () => Promise<T>): Promise<T> {
-    const result = this.#tail.then(task);
-    this.#tail = result.catch(() => undefined);
-    return result;
-  }
-}
 
 /** The collector of one device. Open with {@link Collector.open}. */
 export class Collector {
