@@ -151,52 +151,45 @@ class Scanner {
     return escaped ? (JSON.parse(this.#buf.toString('utf8', start - 1, end + 1)) as string) : this.#buf.toString('utf8', start, end);
   }
 
-  #array(): unknown[] {
+  /** The items of an array or object: `item` reads each, separated by commas, up to `close`. */
+  #sequence(close: number, item: () => void): void {
     this.#at++;
-    const out: unknown[] = [];
     this.#ws();
-    if (this.#b[this.#at] === 0x5d) {
+    if (this.#b[this.#at] === close) {
       this.#at++;
-      return out;
+      return;
     }
     for (;;) {
       this.#ws();
-      out.push(this.#value());
+      item();
       this.#ws();
       const c = this.#b[this.#at++];
-      if (c === 0x5d) return out;
+      if (c === close) return;
       if (c !== 0x2c) {
         this.#at--;
-        throw this.#fail("expected ',' or ']'");
+        throw this.#fail(`expected ',' or '${String.fromCharCode(close)}'`);
       }
     }
   }
 
+  #array(): unknown[] {
+    const out: unknown[] = [];
+    this.#sequence(0x5d, () => out.push(this.#value()));
+    return out;
+  }
+
   /** Members as JSON.parse sets them: own properties, `__proto__` included, the last repeat winning. */
   #members(read: (key: string) => unknown): Record<string, unknown> {
-    this.#at++;
     const out: Record<string, unknown> = {};
-    this.#ws();
-    if (this.#b[this.#at] === 0x7d) {
-      this.#at++;
-      return out;
-    }
-    for (;;) {
-      this.#ws();
+    this.#sequence(0x7d, () => {
       if (this.#b[this.#at] !== QUOTE) throw this.#fail('expected a property name');
       const key = this.#string();
       this.#ws();
       this.#expect(0x3a, "':'");
       this.#ws();
       Object.defineProperty(out, key, { value: read(key), writable: true, enumerable: true, configurable: true });
-      this.#ws();
-      const c = this.#b[this.#at++];
-      if (c === 0x7d) return out;
-      if (c !== 0x2c) {
-        this.#at--;
-        throw this.#fail("expected ',' or '}'");
-      }
-    }
+    });
+    return out;
   }
 
   #object(top: boolean): Record<string, unknown> {
