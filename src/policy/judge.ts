@@ -28,7 +28,9 @@
  * to be the digest's (`signature_hash_mismatch`, file_signatures.py `_asymmetric_verify`).
  * An ima-modsig record's appended signature (src/policy/modsig.ts) passes it as a verified `sig`
  * does; each failing signature is named (`signature_*` for `sig`, `modsig_*`) before the digest's
- * reason. Keylime itself cannot parse ima-modsig records (keylime/ima/ast.py `Entry` knows ima,
+ * reason. An evm-sig record's portable EVM signature (src/policy/evm.ts) passes it when it verifies
+ * and `security.ima` binds the record's digest (`evmsig_*`). Keylime itself cannot parse ima-modsig
+ * or evm-sig records (keylime/ima/ast.py `Entry` knows ima,
  * ima-ng, ima-sig and ima-buf) and fails them; docs/policy.md#where-imakeep-goes-beyond-keylime.
  *
  * Memory is bounded whatever the log's length: counters, the learned keys (at most
@@ -37,6 +39,7 @@
 import { bytesEqual, computeTemplateDigest, decodeTemplateFields, isViolation, toHex, type Endian, type ImaRecord, type TemplateField } from '../ima/index.js';
 import type { DigestIndex } from './digest-index.js';
 import type { RuntimePolicy } from './policy.js';
+import { checkEvmSignature, type EvmFields, type EvmStatus } from './evm.js';
 import { checkModsig } from './modsig.js';
 import { checkSignature, hashAlgoSize, keyFromBuffer, Keyring, parseImaSignature, verificationKey, type SignatureStatus } from './signatures.js';
 
@@ -74,6 +77,16 @@ export type ReasonCode =
   | 'modsig_hash_mismatch'
   /** ima-modsig: the signer's digest algorithm is one imakeep does not verify with. */
   | 'modsig_unsupported'
+  /** evm-sig: the portable EVM signature does not verify over the record's xattrs, uid, gid and mode. */
+  | 'evmsig_invalid'
+  /** evm-sig: no policy or learned key has the EVM signature's key id. */
+  | 'evmsig_unknown_key'
+  /** evm-sig: `evmsig` is not a portable signature header, or the xattr fields do not decode, or lack `security.ima`. */
+  | 'evmsig_malformed'
+  /** evm-sig: a hash algorithm imakeep does not verify with. */
+  | 'evmsig_unsupported'
+  /** evm-sig: the EVM signature verifies, but `security.ima` is neither the record's digest nor a valid signature of it. */
+  | 'evmsig_unbound'
   /** A violation, when the treatment is `reject`. */
   | 'violation'
   /** The SHA-1 template digest is not SHA-1 of the template data. */
@@ -103,6 +116,11 @@ export const REASON_CODES: readonly ReasonCode[] = [
   'modsig_malformed',
   'modsig_hash_mismatch',
   'modsig_unsupported',
+  'evmsig_invalid',
+  'evmsig_unknown_key',
+  'evmsig_malformed',
+  'evmsig_unsupported',
+  'evmsig_unbound',
   'violation',
   'template_hash',
   'pcr',
@@ -195,6 +213,14 @@ const SIGNATURE_REASON: Readonly<Record<Exclude<SignatureStatus, 'valid'>, Reaso
   unsupported: 'signature_unsupported',
 };
 
+const EVM_REASON: Readonly<Record<Exclude<EvmStatus, 'valid'>, ReasonCode>> = {
+  invalid: 'evmsig_invalid',
+  'unknown-key': 'evmsig_unknown_key',
+  malformed: 'evmsig_malformed',
+  unsupported: 'evmsig_unsupported',
+  unbound: 'evmsig_unbound',
+};
+
 const MODSIG_REASON: Readonly<Record<Exclude<SignatureStatus, 'valid'>, ReasonCode>> = {
   invalid: 'modsig_invalid',
   'unknown-key': 'modsig_unknown_key',
@@ -214,6 +240,8 @@ interface RecordFields {
   readonly buf: Uint8Array | undefined;
   /** ima-modsig: the appended signature (PKCS#7) and the digest it signs (`d-modsig`), when present. */
   readonly modsig: { readonly pkcs7: Uint8Array; readonly algo: string; readonly digest: Uint8Array } | undefined;
+  /** evm-sig: the portable EVM signature and what it covers, when present ('malformed' if a field is unusable). */
+  readonly evm: EvmFields | 'malformed' | undefined;
 }
 
 /** The digest, name, sig and buf fields of a decoded template; null if it lacks a digest or a name. */
@@ -224,6 +252,7 @@ function recordFields(fields: readonly TemplateField[]): RecordFields | null {
   let buf: Uint8Array | undefined;
   let modsigDigest: { readonly algo: string; readonly digest: Uint8Array } | undefined;
   let pkcs7: Uint8Array | undefined;
+  const evm: { evmsig?: Uint8Array; names?: string; lengths?: Uint8Array; values?: Uint8Array; uid?: bigint | null; gid?: bigint | null; mode?: bigint | null } = {};
   for (const f of fields) {
     if ((f.id === 'd' || f.id === 'd-ng' || f.id === 'd-ngv2') && digestField === undefined) digestField = f;
     else if ((f.id === 'n' || f.id === 'n-ng') && path === undefined) path = f.text;
@@ -231,13 +260,24 @@ function recordFields(fields: readonly TemplateField[]): RecordFields | null {
     else if (f.id === 'buf') buf = f.bytes;
     else if (f.id === 'd-modsig') modsigDigest = f;
     else if (f.id === 'modsig') pkcs7 = f.bytes;
+    else if (f.id === 'evmsig') evm.evmsig = f.bytes;
+    else if (f.id === 'xattrnames') evm.names = f.text;
+    else if (f.id === 'xattrlengths') evm.lengths = f.bytes;
+    else if (f.id === 'xattrvalues') evm.values = f.bytes;
+    else if (f.id === 'iuid') evm.uid = f.value;
+    else if (f.id === 'igid') evm.gid = f.value;
+    else if (f.id === 'imode') evm.mode = f.value;
   }
   if (digestField === undefined || path === undefined) return null;
   // Without an appended signature both fields are empty (ima_template_lib.c `ima_eventdigest_modsig_init`, `ima_eventmodsig_init`).
   const modsig = pkcs7 !== undefined && pkcs7.length > 0 && modsigDigest !== undefined ? { pkcs7, algo: modsigDigest.algo, digest: modsigDigest.digest } : undefined;
+  // Without a portable EVM signature `evmsig` is empty (ima_template_lib.c `ima_eventevmsig_init`).
+  const { evmsig, names = '', lengths = new Uint8Array(0), values = new Uint8Array(0), uid, gid, mode } = evm;
+  const evmFields =
+    evmsig === undefined || evmsig.length === 0 ? undefined : uid == null || gid == null || mode == null ? 'malformed' : { evmsig, names, lengths, values, uid, gid, mode };
   // The `ima` template's `d` has no prefix: a SHA-1 digest (or an MD5 one padded to 20 bytes).
-  if (digestField.id === 'd') return { path, algo: 'sha1', digest: digestField.digest, prefix: '', sig, buf, modsig };
-  return { path, algo: digestField.algo, digest: digestField.digest, prefix: digestField.prefix, sig, buf, modsig };
+  if (digestField.id === 'd') return { path, algo: 'sha1', digest: digestField.digest, prefix: '', sig, buf, modsig, evm: evmFields };
+  return { path, algo: digestField.algo, digest: digestField.digest, prefix: digestField.prefix, sig, buf, modsig, evm: evmFields };
 }
 
 /** No reason, and each reason alone: shared arrays, so a passing record allocates none. */
@@ -398,6 +438,12 @@ export class PolicyJudge {
       const status = checkModsig(fields.modsig.pkcs7, fields.modsig.digest, fields.modsig.algo, this.#keys);
       if (status === 'valid') return this.#verified();
       signatureReasons.push(MODSIG_REASON[status]);
+    }
+    if (fields.evm !== undefined) {
+      if (this.#excludes(fields.path)) return PASS;
+      const status = fields.evm === 'malformed' ? 'malformed' : checkEvmSignature(fields.evm, fields.digest, fields.algo, this.#keys, this.#endian);
+      if (status === 'valid') return this.#verified();
+      signatureReasons.push(EVM_REASON[status]);
     }
     let digestReasons: readonly ReasonCode[];
     if (fields.path === 'boot_aggregate') {
