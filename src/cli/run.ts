@@ -7,12 +7,14 @@
  *               [--interval MS] [--socket PATH] [--banks sha1,sha256] [--cycle-at-records N]
  *               [--chunk-bytes N] [--boot-id-file PATH] [--cmdline-file PATH] [--once]
  *               [--keylime [--payload-key PATH]] [--listen HOST:PORT [--tls-cert PEM --tls-key PEM --tls-client-ca PEM]]
+ *               [--fleet URL [--fleet-ca PEM] [--fleet-id ID] [--fleet-interval MS] [--fleet-retain MS]]
  *
- * One line per cycle on stdout. Test seam: IMAKEEP_TEST_CRASH_AT (src/testing/crash.ts).
+ * One line per cycle and per fleet sync round on stdout. Test seam: IMAKEEP_TEST_CRASH_AT (src/testing/crash.ts).
  */
 import { COLLECTOR_DEFAULTS, type CollectorHooks, type FlavorChoice } from '../collector/index.js';
 import { join } from 'node:path';
-import { daemonPaths, missingDaemonEnv, startDaemon, type DaemonApiOptions } from '../daemon/index.js';
+import { daemonPaths, missingDaemonEnv, startDaemon, type DaemonApiOptions, type DaemonFleetOptions } from '../daemon/index.js';
+import { readFileSync } from 'node:fs';
 import { UsageError } from '../errors.js';
 import { openPayloadKey } from '../serve/index.js';
 import { banksOption, choiceOption, integerOption, interruptSignal, parseVerbArgs, requireOptions, type CliVerb } from './_verb.js';
@@ -22,6 +24,12 @@ export const usage = `usage: imakeep run --securityfs DIR --tpm ADDR --store DIR
                    [--interval MS] [--socket PATH] [--banks sha1,sha256] [--cycle-at-records N]
                    [--chunk-bytes N] [--boot-id-file PATH] [--cmdline-file PATH] [--once]
                    [--keylime [--payload-key PATH]] [--listen HOST:PORT [--tls-cert PEM --tls-key PEM --tls-client-ca PEM]]
+                   [--fleet URL [--fleet-ca PEM] [--fleet-id ID] [--fleet-interval MS] [--fleet-retain MS]]
+--fleet: sync evidence to an imakeep fleet (http:// on loopback, else https:// trusting --fleet-ca):
+enroll on first contact (EK certificate, credential activation; the bearer token is kept in
+STORE/fleet-credentials.json), push from the last acknowledged cursor every --fleet-interval
+(default 60000), back off while it is down, drop finished boots it acknowledged whole once
+--fleet-retain ms old (default 0). --fleet-id: the device's id at the fleet (default the host name).
 --keylime: serve the Keylime agent's routes (RSA AK, payload key bound in PCR 16; the key is made
 once in --payload-key, default STORE/keylime-payload-key.pem). --listen: the API also on TCP, HTTPS
 requiring client certificates signed by --tls-client-ca (the verifier's CA), or plain HTTP on a
@@ -52,6 +60,25 @@ function listenOption(values: { listen?: string; 'tls-cert'?: string; 'tls-key'?
   return { host, port, tls: { cert, key, ca } };
 }
 
+/** `--fleet URL` and its options, or undefined. */
+function fleetOption(values: { fleet?: string; 'fleet-ca'?: string; 'fleet-id'?: string; 'fleet-interval'?: string; 'fleet-retain'?: string }): DaemonFleetOptions | undefined {
+  const url = values.fleet;
+  if (url === undefined) {
+    if ([values['fleet-ca'], values['fleet-id'], values['fleet-interval'], values['fleet-retain']].some((v) => v !== undefined)) throw new UsageError('--fleet-* options need --fleet URL');
+    return undefined;
+  }
+  if (!URL.canParse(url) || !/^https?:$/.test(new URL(url).protocol)) throw new UsageError(`--fleet must be an http:// or https:// URL, not '${url}'`);
+  const interval = integerOption('fleet-interval', values['fleet-interval'], 1);
+  const retain = integerOption('fleet-retain', values['fleet-retain'], 0);
+  return {
+    url: url.replace(/\/+$/, ''),
+    ...(values['fleet-ca'] === undefined ? {} : { ca: readFileSync(values['fleet-ca'], 'utf8') }),
+    ...(values['fleet-id'] === undefined ? {} : { deviceId: values['fleet-id'] }),
+    ...(interval === undefined ? {} : { intervalMs: interval }),
+    ...(retain === undefined ? {} : { retainMs: retain }),
+  };
+}
+
 const run: CliVerb = async (argv) => {
   const { values } = parseVerbArgs(
     argv,
@@ -75,6 +102,11 @@ const run: CliVerb = async (argv) => {
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
       'tls-client-ca': { type: 'string' },
+      fleet: { type: 'string' },
+      'fleet-ca': { type: 'string' },
+      'fleet-id': { type: 'string' },
+      'fleet-interval': { type: 'string' },
+      'fleet-retain': { type: 'string' },
     },
     false,
   );
@@ -86,6 +118,7 @@ const run: CliVerb = async (argv) => {
   // behind would outlive a SIGKILL of the child's supervisor and confuse the crash tests).
   if (unset.length > 0) process.stderr.write(`imakeep run: note: started without ${unset.join(' ')}: its anonymous memory can then grow with the log (README, "Running the daemon")\n`);
   const listen = listenOption(values);
+  const fleet = fleetOption(values);
   if (values['payload-key'] !== undefined && values.keylime !== true) throw new UsageError('--payload-key needs --keylime');
   const keylime = values.keylime === true ? { payloadKey: openPayloadKey(values['payload-key'] ?? join(storeDir, 'keylime-payload-key.pem')) } : undefined;
   const stop = interruptSignal();
@@ -106,6 +139,14 @@ const run: CliVerb = async (argv) => {
       },
       api: { socket: values.socket ?? daemonPaths(storeDir).socket, ...(listen === undefined ? {} : { listen }) },
       ...(keylime === undefined ? {} : { keylime }),
+      ...(fleet === undefined ? {} : { fleet }),
+      onSync: (round, error) => {
+        const what =
+          round === undefined
+            ? `failed: ${error instanceof Error ? `${'code' in error ? `${String(error.code)}: ` : ''}${error.message}` : String(error)}`
+            : `acknowledged ${round.records} records in ${round.bundles} bundles, verified up to ${round.cursor || '-'}${round.dropped.length > 0 ? `, dropped boots ${round.dropped.join(',')}` : ''}${round.freshAt === null ? '' : `, fresh at ${round.freshAt}`}`;
+        process.stdout.write(`fleet: ${what}\n`);
+      },
       cycles: values.once === true ? 'manual' : 'scheduled',
       signal: stop.signal,
       onCycle: (report, error, s) => {
