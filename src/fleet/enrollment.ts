@@ -64,8 +64,11 @@ export function tokenMatches(device: DeviceRecord, token: string | undefined): b
   return timingSafeEqual(tokenHash(token), device.tokenHash);
 }
 
-/** A device id the fleet accepts: in URL paths and database keys alike. */
-export const DEVICE_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
+/**
+ * A device id the fleet accepts: in URL paths and database keys alike. It starts with a letter or
+ * digit, so no id is `.` or `..` (ids are never file names, but they appear in paths).
+ */
+export const DEVICE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 
 function refused(deviceId: string): FleetError {
   return new FleetError('FLEET_NOT_ENROLLED', `device ${deviceId} was refused by an operator`, { deviceId, check: 'refused' });
@@ -99,7 +102,7 @@ export class FleetEnrollment {
       throw new FleetError('FLEET_ENROLL_DISABLED', 'this fleet has no CA directory (--ca): devices are enrolled by an operator', { deviceId: request.deviceId, check: 'enroll' });
     }
     if (!DEVICE_ID_PATTERN.test(request.deviceId)) {
-      throw new EnrollError('ENROLL_BAD_FILE', 'enroll request: device_id must be 1..128 of A-Z a-z 0-9 . _ : -', { field: 'device_id' });
+      throw new EnrollError('ENROLL_BAD_FILE', 'enroll request: device_id must be 1..128 of A-Z a-z 0-9 . _ : -, starting with a letter or digit', { field: 'device_id' });
     }
     await this.#admissible(request.deviceId, request.ekCertificate);
     const now = this.#now();

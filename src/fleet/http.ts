@@ -110,7 +110,7 @@ function routeOf(pathname: string): Route | undefined {
   const sub = m[2];
   const name = sub === undefined ? 'device' : DEVICE_SUBROUTES.find((r) => r === sub);
   if (name === undefined) return undefined;
-  return { name, id: segment(m[1] ?? '', DEVICE_ID_PATTERN, 'a device id is 1..128 of A-Z a-z 0-9 . _ : -') };
+  return { name, id: segment(m[1] ?? '', DEVICE_ID_PATTERN, 'a device id is 1..128 of A-Z a-z 0-9 . _ : -, starting with a letter or digit') };
 }
 
 /** The whole body, refused past `limit` bytes with `tooLarge`. */
@@ -274,6 +274,9 @@ export class FleetHandler {
       if (target.length > this.#limits.maxUrlLength) throw new ServeError('SERVE_URI_TOO_LONG', `request target longer than ${this.#limits.maxUrlLength} bytes`);
       const url = URL.canParse(target, 'http://fleet.invalid') ? new URL(target, 'http://fleet.invalid') : undefined;
       if (url === undefined) throw new ServeError('SERVE_BAD_REQUEST', 'the request target is not a URL path');
+      // A path the URL parser rewrites (dot segments, also as %2e) names another resource than it
+      // spells: refused, so that what is routed and authorised is what the client sent.
+      if (url.pathname !== (target.split('?')[0] ?? '')) throw new ServeError('SERVE_BAD_PARAMETER', 'the path must be plain: no dot segments, no absolute URL', { parameter: 'path' });
       const route = routeOf(url.pathname);
       if (route === undefined) throw new ServeError('SERVE_NOT_FOUND', `no resource ${url.pathname.slice(0, 64)}`);
       name = route.name;
@@ -410,7 +413,13 @@ export class FleetHandler {
   }
 
   #fail(req: IncomingMessage, res: ServerResponse, route: string, e: unknown): void {
-    const error = e instanceof StoreError && e.code === 'STORE_NOT_FOUND' ? new ServeError('SERVE_UNKNOWN_BOOT', e.message, {}, { cause: e }) : e;
+    const error =
+      e instanceof StoreError && e.code === 'STORE_NOT_FOUND'
+        ? new ServeError('SERVE_UNKNOWN_BOOT', e.message, {}, { cause: e })
+        : !isImakeepError(e) && req.destroyed
+          ? // The server's request timeout (or the client) ended the connection while the body was read.
+            new ServeError('SERVE_REQUEST_TIMEOUT', 'the request ended before its body did', {}, { cause: e })
+          : e;
     const status = error instanceof FleetError || error instanceof ServeError ? error.httpStatus : error instanceof EnrollError ? (ENROLL_STATUS[error.code] ?? 500) : 500;
     this.#count(route, status);
     if (res.headersSent) {

@@ -33,6 +33,8 @@ export interface RigOptions {
    * process can quote while the emulator extends (swtpm serves one connection at a time).
    */
   readonly mux?: boolean;
+  /** Manufacture swtpm with EK certificates from swtpm's local CA (enrollment; hw/swtpm.ts). */
+  readonly ekCertificates?: boolean;
 }
 
 /** A running rig. */
@@ -69,7 +71,7 @@ export async function startRig(opts: RigOptions = {}): Promise<Rig> {
     for (const c of cleanups.reverse()) await c();
   };
   try {
-    const swtpm = await startSwtpm();
+    const swtpm = await startSwtpm(opts.ekCertificates === true ? { ekCertificates: true } : {});
     cleanups.push(() => swtpm.stop());
     const mux = opts.mux === true ? await startTpmProxy(swtpm.host, swtpm.port) : undefined;
     if (mux !== undefined) cleanups.push(() => mux.close());
