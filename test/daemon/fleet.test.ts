@@ -8,10 +8,10 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { SWTPM_LOCAL_CA } from '../../hw/swtpm.js';
+import { swtpmCaDirectory } from '../../hw/swtpm.js';
 import { daemonGet, startDaemon, type Daemon, type DaemonOptions, type FleetSyncStatus, type SyncRound } from '../../src/daemon/index.js';
 import { startFleet, type Fleet } from '../../src/fleet/index.js';
 import { RIG_BANKS, startRig, type Rig } from '../collector/_rig.js';
@@ -53,9 +53,7 @@ describe('startDaemon with a fleet', () => {
   before(async () => {
     rig = await startRig({ ekCertificates: true });
     await rig.store.close();
-    caDir = join(rig.work, 'ca');
-    mkdirSync(caDir);
-    for (const f of SWTPM_LOCAL_CA.certificates) copyFileSync(f, join(caDir, f.split('/').at(-1) ?? 'ca.pem'));
+    caDir = swtpmCaDirectory(join(rig.work, 'ca'));
     port = await freePort();
   });
 

@@ -12,7 +12,7 @@ import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { SWTPM_LOCAL_CA, startSwtpm, type SwtpmInstance } from '../../hw/swtpm.js';
+import { startSwtpm, swtpmCaDirectory, type SwtpmInstance } from '../../hw/swtpm.js';
 import { answerEnrollChallenge, createEnrollRequest, decodeEnrollChallenge, encodeEnrollAnswer, encodeEnrollRequest, loadCaDirectory, type EnrollChallenge } from '../../src/enroll/index.js';
 import { FleetHandler, FleetService, startFleet, type Fleet, type FleetAuth, type FleetEnrollmentOptions } from '../../src/fleet/index.js';
 import { ServeError, startHttpServer, type BindAddress } from '../../src/serve/index.js';
@@ -34,9 +34,7 @@ before(async () => {
   tpm = Tpm.open(swtpm.address);
   otherTpm = Tpm.open(otherSwtpm.address);
   work = mkdtempSync(join(tmpdir(), 'imakeep-fleet-enroll-'));
-  caDir = join(work, 'ca');
-  mkdirSync(caDir);
-  for (const f of SWTPM_LOCAL_CA.certificates) copyFileSync(f, join(caDir, f.split('/').at(-1) ?? 'ca.pem'));
+  caDir = swtpmCaDirectory(join(work, 'ca'));
   fleet = await openFleet();
 });
 

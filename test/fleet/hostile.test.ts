@@ -10,28 +10,13 @@ import { connect } from 'node:net';
 import { startSwtpm, type SwtpmInstance } from '../../hw/swtpm.js';
 import { encodeEnrollAnswer } from '../../src/enroll/index.js';
 import { Tpm } from '../../src/tpm/index.js';
+import { raw as rawOn } from '../serve/_http.js';
 import { call, errorOf, testFleet } from './_fleet.js';
 
 type Running = Awaited<ReturnType<typeof testFleet>>;
 
-/** Writes `data` on a raw TCP connection; everything the server sends until it closes. */
-function raw(port: number, data: string | Buffer, timeoutMs = 10_000): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const c = connect(port, '127.0.0.1');
-    const parts: Buffer[] = [];
-    const timer = setTimeout(() => {
-      c.destroy();
-      reject(new Error('the server did not close the connection'));
-    }, timeoutMs);
-    c.on('data', (d: Buffer) => parts.push(d));
-    c.on('close', () => {
-      clearTimeout(timer);
-      resolve(Buffer.concat(parts).toString('latin1'));
-    });
-    c.on('error', () => undefined);
-    c.write(data);
-  });
-}
+/** Everything the fleet on 127.0.0.1:`port` answers `data` with, until it closes. */
+const raw = (port: number, data: string | Buffer): Promise<string> => rawOn({ host: '127.0.0.1', port }, data, 10_000);
 
 /** The status and error code of a raw reply. */
 function parsed(reply: string): { status: number; code: string | undefined } {

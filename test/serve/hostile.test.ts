@@ -15,27 +15,8 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ServeError, startApiServer, type ApiServer } from '../../src/serve/index.js';
 import type { SimulatedDevice } from './_device.js';
-import { errorCode, get, type Target } from './_http.js';
+import { errorCode, get, raw, type Target } from './_http.js';
 import { ServedDevice } from './_served.js';
-
-/** Writes `data` on a raw connection and returns everything the server sends until it closes. */
-function raw(socket: string, data: string | Buffer, timeoutMs = 5000): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const c = connect(socket);
-    const parts: Buffer[] = [];
-    const timer = setTimeout(() => {
-      c.destroy();
-      reject(new Error('the server did not close the connection'));
-    }, timeoutMs);
-    c.on('data', (d: Buffer) => parts.push(d));
-    c.on('close', () => {
-      clearTimeout(timer);
-      resolve(Buffer.concat(parts).toString('latin1'));
-    });
-    c.on('error', () => undefined);
-    c.write(data);
-  });
-}
 
 describe('hostile clients', () => {
   let served: ServedDevice;
@@ -59,19 +40,19 @@ describe('hostile clients', () => {
 
   it('garbage on a raw socket gets 400 and the connection closed; the server still answers', async () => {
     for (const junk of ['\x00\xff\xfe garbage\r\n\r\n', 'GET\r\n\r\n', 'GET / HTTP/9.9\r\n\r\n', `${'A'.repeat(5000)}\r\n\r\n`]) {
-      const reply = await raw(socket, Buffer.from(junk, 'latin1'));
+      const reply = await raw({ socket }, Buffer.from(junk, 'latin1'));
       assert.match(reply, /^HTTP\/1\.1 400 /, JSON.stringify(junk.slice(0, 20)));
       assert.match(reply, /\r\n\r\n\{"error":\{"code":"SERVE_BAD_REQUEST"/);
     }
     // A request target that is not a URL: the API's own 400.
-    const notUrl = await raw(socket, 'GET http://[ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    const notUrl = await raw({ socket }, 'GET http://[ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
     assert.match(notUrl, /^HTTP\/1\.1 400 /);
     assert.match(notUrl, /"code":"SERVE_BAD_REQUEST"/);
     assert.equal((await get(target, '/v1/status')).status, 200);
   });
 
   it('headers over 8 KiB: 431; a request target over 2 KiB: 414 with a JSON error', async () => {
-    const big = await raw(socket, `GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Big: ${'b'.repeat(9000)}\r\n\r\n`);
+    const big = await raw({ socket }, `GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Big: ${'b'.repeat(9000)}\r\n\r\n`);
     assert.match(big, /^HTTP\/1\.1 431 /);
     assert.match(big, /"code":"SERVE_HEADERS_TOO_LARGE"/);
     const long = await get(target, `/v1/log?from=0&x=${'1'.repeat(3000)}`);
