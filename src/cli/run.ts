@@ -7,13 +7,13 @@
  *               [--interval MS] [--socket PATH] [--banks sha1,sha256] [--cycle-at-records N]
  *               [--chunk-bytes N] [--boot-id-file PATH] [--cmdline-file PATH] [--once]
  *               [--keylime [--payload-key PATH]] [--listen HOST:PORT [--tls-cert PEM --tls-key PEM --tls-client-ca PEM]]
- *               [--fleet URL [--fleet-ca PEM] [--fleet-id ID] [--fleet-interval MS] [--fleet-retain MS]]
+ *               [--fleet URL [--fleet-ca PEM] [--fleet-id ID] [--fleet-interval MS] [--fleet-retain MS] [--fleet-retry-max MS]]
  *
  * One line per cycle and per fleet sync round on stdout. Test seam: IMAKEEP_TEST_CRASH_AT (src/testing/crash.ts).
  */
 import { COLLECTOR_DEFAULTS, type CollectorHooks, type FlavorChoice } from '../collector/index.js';
 import { join } from 'node:path';
-import { daemonPaths, missingDaemonEnv, startDaemon, type DaemonApiOptions, type DaemonFleetOptions } from '../daemon/index.js';
+import { DEFAULT_BACKOFF, daemonPaths, missingDaemonEnv, startDaemon, type DaemonApiOptions, type DaemonFleetOptions } from '../daemon/index.js';
 import { readFileSync } from 'node:fs';
 import { UsageError } from '../errors.js';
 import { openPayloadKey } from '../serve/index.js';
@@ -24,12 +24,13 @@ export const usage = `usage: imakeep run --securityfs DIR --tpm ADDR --store DIR
                    [--interval MS] [--socket PATH] [--banks sha1,sha256] [--cycle-at-records N]
                    [--chunk-bytes N] [--boot-id-file PATH] [--cmdline-file PATH] [--once]
                    [--keylime [--payload-key PATH]] [--listen HOST:PORT [--tls-cert PEM --tls-key PEM --tls-client-ca PEM]]
-                   [--fleet URL [--fleet-ca PEM] [--fleet-id ID] [--fleet-interval MS] [--fleet-retain MS]]
+                   [--fleet URL [--fleet-ca PEM] [--fleet-id ID] [--fleet-interval MS] [--fleet-retain MS] [--fleet-retry-max MS]]
 --fleet: sync evidence to an imakeep fleet (http:// on loopback, else https:// trusting --fleet-ca):
 enroll on first contact (EK certificate, credential activation; the bearer token is kept in
 STORE/fleet-credentials.json), push from the last acknowledged cursor every --fleet-interval
 (default 60000), back off while it is down, drop finished boots it acknowledged whole once
---fleet-retain ms old (default 0). --fleet-id: the device's id at the fleet (default the host name).
+--fleet-retain ms old (default 0); retries wait 1 s doubling up to --fleet-retry-max (default
+300000), jittered. --fleet-id: the device's id at the fleet (default the host name).
 --keylime: serve the Keylime agent's routes (RSA AK, payload key bound in PCR 16; the key is made
 once in --payload-key, default STORE/keylime-payload-key.pem). --listen: the API also on TCP, HTTPS
 requiring client certificates signed by --tls-client-ca (the verifier's CA), or plain HTTP on a
@@ -61,21 +62,32 @@ function listenOption(values: { listen?: string; 'tls-cert'?: string; 'tls-key'?
 }
 
 /** `--fleet URL` and its options, or undefined. */
-function fleetOption(values: { fleet?: string; 'fleet-ca'?: string; 'fleet-id'?: string; 'fleet-interval'?: string; 'fleet-retain'?: string }): DaemonFleetOptions | undefined {
+function fleetOption(values: {
+  fleet?: string;
+  'fleet-ca'?: string;
+  'fleet-id'?: string;
+  'fleet-interval'?: string;
+  'fleet-retain'?: string;
+  'fleet-retry-max'?: string;
+}): DaemonFleetOptions | undefined {
   const url = values.fleet;
   if (url === undefined) {
-    if ([values['fleet-ca'], values['fleet-id'], values['fleet-interval'], values['fleet-retain']].some((v) => v !== undefined)) throw new UsageError('--fleet-* options need --fleet URL');
+    if ([values['fleet-ca'], values['fleet-id'], values['fleet-interval'], values['fleet-retain'], values['fleet-retry-max']].some((v) => v !== undefined)) {
+      throw new UsageError('--fleet-* options need --fleet URL');
+    }
     return undefined;
   }
   if (!URL.canParse(url) || !/^https?:$/.test(new URL(url).protocol)) throw new UsageError(`--fleet must be an http:// or https:// URL, not '${url}'`);
   const interval = integerOption('fleet-interval', values['fleet-interval'], 1);
   const retain = integerOption('fleet-retain', values['fleet-retain'], 0);
+  const retryMax = integerOption('fleet-retry-max', values['fleet-retry-max'], 1);
   return {
     url: url.replace(/\/+$/, ''),
     ...(values['fleet-ca'] === undefined ? {} : { ca: readFileSync(values['fleet-ca'], 'utf8') }),
     ...(values['fleet-id'] === undefined ? {} : { deviceId: values['fleet-id'] }),
     ...(interval === undefined ? {} : { intervalMs: interval }),
     ...(retain === undefined ? {} : { retainMs: retain }),
+    ...(retryMax === undefined ? {} : { backoff: { ...DEFAULT_BACKOFF, initialMs: Math.min(DEFAULT_BACKOFF.initialMs, retryMax), maxMs: retryMax } }),
   };
 }
 
@@ -107,6 +119,7 @@ const run: CliVerb = async (argv) => {
       'fleet-id': { type: 'string' },
       'fleet-interval': { type: 'string' },
       'fleet-retain': { type: 'string' },
+      'fleet-retry-max': { type: 'string' },
     },
     false,
   );
