@@ -15,7 +15,7 @@ import { decodeCheckpoint, encodeCheckpoint } from '../../src/store/index.js';
 import { publicKeyFromTpm2b } from '../../src/tpm/index.js';
 import { EvidenceVerifier, fleetKeyFromPem, verifyEarToken } from '../../src/verify/index.js';
 import { formatRuntimePolicy, PolicyBuilder } from '../../src/policy/index.js';
-import { SimulatedDevice } from '../serve/_device.js';
+import { CollectedDevice } from '../serve/_collected.js';
 import { bundleFrom, call, enrollDevice, errorOf, pushBundle, testFleet } from './_fleet.js';
 
 type Running = Awaited<ReturnType<typeof testFleet>>;
@@ -23,14 +23,14 @@ type Running = Awaited<ReturnType<typeof testFleet>>;
 describe('fleet service (PGlite) with real devices', () => {
   let running: Running;
   let url: string;
-  let alice: SimulatedDevice;
-  let bob: SimulatedDevice;
+  let alice: CollectedDevice;
+  let bob: CollectedDevice;
 
   before(async () => {
     running = await testFleet();
     url = running.url;
-    alice = await SimulatedDevice.start({ chunkRecords: 10 });
-    bob = await SimulatedDevice.start({ chunkRecords: 10, workload: { seed: 99 } });
+    alice = await CollectedDevice.start({ chunkRecords: 10 });
+    bob = await CollectedDevice.start({ chunkRecords: 10, seed: 99 });
     await enrollDevice(running.fleet, 'alice', alice);
     await enrollDevice(running.fleet, 'bob', bob);
   });
@@ -81,12 +81,12 @@ describe('fleet service (PGlite) with real devices', () => {
     const token = verifyEarToken(String(ack.body.token), key);
     await alice.cycle(8);
     const rest = await bundleFrom(alice, token.verified.cursor);
-    const verifier = new EvidenceVerifier({ trustedAk: publicKeyFromTpm2b(alice.ak.public), state: token.state });
+    const verifier = new EvidenceVerifier({ trustedAk: publicKeyFromTpm2b((await alice.ak()).public), state: token.state });
     const report = verifier.verify(rest.bytes);
     assert.deepEqual(report.segments.map((s) => [s.start, s.from, s.to]), [['state', 42, 50]]);
     // The same rest with one record changed fails from the token's state: the token carries the PCRs.
     const forged = token.state.replay.banks.map((b) => ({ ...b, pcrs: b.pcrs.map((p) => ({ ...p, value: p.value.map((x) => x ^ 1) })) }));
-    const wrong = new EvidenceVerifier({ trustedAk: publicKeyFromTpm2b(alice.ak.public), state: { ...token.state, replay: { ...token.state.replay, banks: forged } } });
+    const wrong = new EvidenceVerifier({ trustedAk: publicKeyFromTpm2b((await alice.ak()).public), state: { ...token.state, replay: { ...token.state.replay, banks: forged } } });
     assert.throws(() => wrong.verify(rest.bytes), { code: 'VERIFY_REPLAY' });
     assert.equal((await pushBundle(url, 'alice', rest.bytes)).status, 200);
   });
@@ -159,7 +159,7 @@ describe('fleet service (PGlite) with real devices', () => {
     const bytes = (await bundleFrom(bob)).bytes;
     const r = await pushBundle(url, 'nobody', bytes);
     assert.deepEqual([r.status, errorOf(r).code], [404, 'FLEET_UNKNOWN_DEVICE']);
-    await running.fleet.service.enroll('mallory', { enrollment: 'refused', akPublic: bob.ak.public });
+    await running.fleet.service.enroll('mallory', { enrollment: 'refused', akPublic: (await bob.ak()).public });
     const m = await pushBundle(url, 'mallory', bytes);
     assert.deepEqual([m.status, errorOf(m).code], [403, 'FLEET_NOT_ENROLLED']);
   });
@@ -188,14 +188,14 @@ describe('fleet service (PGlite) with real devices', () => {
   it('freshness: a quote over the fleet nonce with the enrolled AK dates the verdict; another nonce is FLEET_STALE_QUOTE', async () => {
     const challenge = await call(url, '/v1/devices/bob/challenge', { method: 'POST', body: '' });
     const nonce = Buffer.from(String(challenge.body.nonce), 'hex');
-    const quote = await bob.tpm.quote({ nonce, pcrs: [{ bank: 'sha256', pcr: 10 }], ak: bob.ak });
+    const quote = await bob.quoter.quoteAndRead(nonce, [{ bank: 'sha256', pcr: 10 }]);
     const answer = (q: typeof quote): string =>
       JSON.stringify({
         attest: Buffer.from(q.attest).toString('hex'),
         signature: Buffer.from(q.signature).toString('hex'),
         pcrs: q.pcrs.map((p) => ({ bank: p.bank, pcr: p.pcr, value: Buffer.from(p.value).toString('hex') })),
       });
-    const wrong = await bob.tpm.quote({ nonce: Buffer.alloc(32, 7), pcrs: [{ bank: 'sha256', pcr: 10 }], ak: bob.ak });
+    const wrong = await bob.quoter.quoteAndRead(Buffer.alloc(32, 7), [{ bank: 'sha256', pcr: 10 }]);
     const stale = await call(url, '/v1/devices/bob/quote', { body: answer(wrong), type: 'application/json' });
     assert.deepEqual([stale.status, errorOf(stale).code], [422, 'FLEET_STALE_QUOTE']);
     const fresh = await call(url, '/v1/devices/bob/quote', { body: answer(quote), type: 'application/json' });
@@ -208,12 +208,12 @@ describe('fleet service (PGlite) with real devices', () => {
   });
 
   it('judges each new record by the assigned runtime policy: affirming while all pass, then contraindicated naming the first failing records', async () => {
-    const carol = await SimulatedDevice.start({ chunkRecords: 10, workload: { seed: 5, template: 'ima-ng' } });
+    const carol = await CollectedDevice.start({ chunkRecords: 10, seed: 5, template: 'ima-ng' });
     try {
       await carol.cycle(20);
       const builder = new PolicyBuilder();
       for (const record of carol.records()) builder.add(record);
-      await running.fleet.service.enroll('carol', { enrollment: 'approved', akPublic: carol.ak.public, policy: formatRuntimePolicy(builder.document()) });
+      await running.fleet.service.enroll('carol', { enrollment: 'approved', akPublic: (await carol.ak()).public, policy: formatRuntimePolicy(builder.document()) });
       await assert.rejects(running.fleet.service.enroll('carol', { enrollment: 'approved', policy: '{"meta":' }), { code: 'POLICY_BAD_JSON' });
       const key = fleetKeyFromPem(running.fleet.service.publicKeyPem);
       const first = await bundleFrom(carol);
@@ -247,7 +247,7 @@ describe('fleet service (PGlite) with real devices', () => {
     writeFileSync(files.bundle, rest.bytes);
     writeFileSync(files.key, running.fleet.service.publicKeyPem);
     writeFileSync(files.other, generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }));
-    writeFileSync(files.ak, publicKeyFromTpm2b(alice.ak.public).export({ type: 'spki', format: 'pem' }));
+    writeFileSync(files.ak, publicKeyFromTpm2b((await alice.ak()).public).export({ type: 'spki', format: 'pem' }));
     const cli = (key: string, ...more: string[]): ReturnType<typeof spawnSync> =>
       spawnSync(process.execPath, ['dist/src/cli.js', 'verify', files.bundle, '--ak', files.ak, '--from-token', token, '--fleet-key', key, ...more], { encoding: 'utf8' });
     const ok = cli(files.key, '--json');
