@@ -9,7 +9,7 @@ import type { KeyObject } from 'node:crypto';
 import { parseBinaryList, type ImaRecord, type WorkloadOptions } from '../../src/ima/index.js';
 import { DEFAULT_CHUNK_BOUNDS, type ImaStore } from '../../src/store/index.js';
 import { buildBundle, type KernelTail } from '../../src/serve/index.js';
-import { publicKeyFromTpm2b, TpmQuoter, type QuoteSource, type Tpm } from '../../src/tpm/index.js';
+import { publicKeyFromTpm2b, TpmQuoter, type QuoteSource, type SignedQuote, type Tpm } from '../../src/tpm/index.js';
 import type { Collector } from '../../src/collector/index.js';
 import { collectorTail } from '../../src/daemon/index.js';
 import type { SwtpmInstance } from '../../hw/swtpm.js';
@@ -44,6 +44,12 @@ const RECORD_BYTES = 240;
 /** Why `collect` refuses the quote: the cycle stores what it read, then stops before the checkpoint. */
 class StoreOnly extends Error {}
 
+/** A quote the collector made: its nonce (src/store `nextCheckpointNonce`) and the signed quote. */
+export interface CollectorQuote {
+  readonly nonce: Uint8Array;
+  readonly quote: SignedQuote;
+}
+
 /** A device driven by the real collector. */
 export class CollectedDevice {
   readonly #rig: Rig;
@@ -54,6 +60,8 @@ export class CollectedDevice {
   readonly #quotes: QuoteSource;
   #collector: Collector | undefined;
   #quoting = true;
+  /** Told the collector's next quote (see {@link nextQuote}). */
+  #onQuote: ((quoted: CollectorQuote) => void) | undefined;
   #boots = 0;
 
   private constructor(rig: Rig, options: DeviceOptions) {
@@ -67,7 +75,13 @@ export class CollectedDevice {
     this.#quotes = {
       activeBanks: () => quoter.activeBanks(),
       readPcrs: (pcrs) => quoter.readPcrs(pcrs),
-      quote: (nonce, pcrs) => (this.#quoting ? quoter.quote(nonce, pcrs) : refused()),
+      quote: async (nonce, pcrs) => {
+        if (!this.#quoting) refused();
+        const quote = await quoter.quote(nonce, pcrs);
+        this.#onQuote?.({ nonce, quote });
+        this.#onQuote = undefined;
+        return quote;
+      },
       quoteAndRead: (nonce, pcrs) => (this.#quoting ? quoter.quoteAndRead(nonce, pcrs) : refused()),
     };
   }
@@ -142,6 +156,13 @@ export class CollectedDevice {
   /** IMA measures `n` records: logged by the emulated kernel, extended into PCR 10. */
   async measure(n: number): Promise<void> {
     await this.#rig.append(n);
+  }
+
+  /** The nonce and quote of the collector's next checkpoint quote, once it is made. */
+  nextQuote(): Promise<CollectorQuote> {
+    return new Promise((resolve) => {
+      this.#onQuote = resolve;
+    });
   }
 
   /** One collector cycle: drain, chunk, quote, match, checkpoint, remove. */
