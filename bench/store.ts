@@ -7,8 +7,9 @@
  * committed with `appendChunk`, i.e. a synced batch), then one full read with `records()`.
  * Reported: records/s of the whole ingest and of the store calls alone, read records/s, CPU time
  * (user + system, all threads: the machine is shared, so rates swing and CPU is the figure to
- * compare) per record of the store calls and of the read, peak RSS (VmHWM), block-layer bytes
- * written (/proc/self/io write_bytes) per value byte, disk use.
+ * compare) per record of the store calls and of the read, the list served from the store
+ * (`openLog(...).bytes()`, HTTP excluded: SHA-1 binary and ASCII, MB per CPU-second), peak RSS
+ * (VmHWM), block-layer bytes written (/proc/self/io write_bytes) per value byte, disk use.
  *
  *   node dist/bench/store.js [records]                 (default 300000, ~48 MB of records per setting)
  *   node dist/bench/store.js --run SETTING records     (one setting, JSON)
@@ -21,6 +22,7 @@ import { ImaWorkload, PcrReplay } from '../src/ima/index.js';
 import { Level } from 'level';
 import { ChunkBuilder, DEVICE_LEVEL_OPTIONS, ImaStore, openStore, type LevelTuning } from '../src/store/index.js';
 import { DAEMON_NODE_FLAGS } from '../src/daemon/index.js';
+import { openLog } from '../src/serve/index.js';
 
 /** LevelDB options, and where chunk values go: segment files (`openStore`) or LevelDB itself (schema 1's layout). */
 interface Setting extends LevelTuning {
@@ -62,6 +64,9 @@ interface RunResult {
   /** CPU time of this process (all threads) during the store calls / the read. */
   readonly storeCpuSeconds: number;
   readonly readCpuSeconds: number;
+  /** MB of the list served per CPU-second (whole boot, one request each). */
+  readonly serveBinaryMBPerCpuSecond: number;
+  readonly serveAsciiMBPerCpuSecond: number;
   readonly peakRssKiB: number;
   /** Peaks of RssAnon (heap, malloc) and RssFile (binary, mmapped tables), sampled every 32 chunks / 8k records read. */
   readonly peakAnonKiB: number;
@@ -90,6 +95,14 @@ function diskUse(dir: string): number {
     const stat = statSync(join(dir, f));
     return n + (stat.isFile() ? stat.size : 0);
   }, 0);
+}
+
+/** Serves the current boot's whole list from the store: MB per CPU-second. */
+async function serveRate(store: ImaStore, format: 'binary' | 'ascii'): Promise<number> {
+  const cpu = process.cpuUsage();
+  let bytes = 0;
+  for await (const part of (await openLog({ store }, { format })).bytes()) bytes += part.length;
+  return Math.round(bytes / 1e6 / cpuSeconds(cpu));
 }
 
 /** One setting, in this process. */
@@ -143,6 +156,8 @@ async function run(setting: Setting, records: number, dir: string): Promise<RunR
   }
   const readNs = process.hrtime.bigint() - readStart;
   const readCpuSeconds = cpuSeconds(readCpu);
+  const serveBinaryMBPerCpuSecond = await serveRate(reader, 'binary');
+  const serveAsciiMBPerCpuSecond = await serveRate(reader, 'ascii');
   await reader.close();
   if (n !== records) throw new Error(`read ${n} of ${records} records`);
   return {
@@ -154,6 +169,8 @@ async function run(setting: Setting, records: number, dir: string): Promise<RunR
     readSeconds: Number(readNs) / 1e9,
     storeCpuSeconds,
     readCpuSeconds,
+    serveBinaryMBPerCpuSecond,
+    serveAsciiMBPerCpuSecond,
     peakRssKiB: procField('/proc/self/status', 'VmHWM'),
     peakAnonKiB: peaks.anon,
     peakFileKiB: peaks.file,
@@ -178,8 +195,8 @@ async function main(): Promise<void> {
   const records = Number(mode ?? 300_000);
   const k = (x: number): string => Math.round(x).toLocaleString('en-US');
   console.log(`store bench: ${k(records)} records, 64 KiB chunks, synced appendChunk, node ${process.version} ${DAEMON_NODE_FLAGS.join(' ')}`);
-  console.log('| setting | chunks | ingest rec/s | store-only rec/s | read rec/s | store CPU µs/record | read CPU µs/record | peak RSS MB (anon + file) | writes ÷ value bytes | disk MB |');
-  console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  console.log('| setting | chunks | ingest rec/s | store-only rec/s | read rec/s | store CPU µs/record | read CPU µs/record | serve MB/CPU-s binary / ASCII | peak RSS MB (anon + file) | writes ÷ value bytes | disk MB |');
+  console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const name of Object.keys(SETTINGS)) {
     const child = spawnSync(process.execPath, [...DAEMON_NODE_FLAGS, process.argv[1] ?? '', '--run', name, String(records)], { encoding: 'utf8' });
     if (child.status !== 0) throw new Error(`${name}: ${child.stderr}`);
@@ -187,6 +204,7 @@ async function main(): Promise<void> {
     console.log(
       `| ${name} | ${r.chunks} | ${k(r.records / r.ingestSeconds)} | ${k(r.records / r.storeSeconds)} | ${k(r.records / r.readSeconds)} | ` +
         `${((r.storeCpuSeconds / r.records) * 1e6).toFixed(2)} | ${((r.readCpuSeconds / r.records) * 1e6).toFixed(2)} | ` +
+        `${r.serveBinaryMBPerCpuSecond} / ${r.serveAsciiMBPerCpuSecond} | ` +
         `${(r.peakRssKiB / 1024).toFixed(1)} (${(r.peakAnonKiB / 1024).toFixed(1)} + ${(r.peakFileKiB / 1024).toFixed(1)}) | ${(r.writeBytes / r.valueBytes).toFixed(2)} | ${(r.diskBytes / 1e6).toFixed(1)} |`,
     );
   }
