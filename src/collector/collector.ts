@@ -25,7 +25,7 @@ import {
   type RemovalResult,
   type SecurityfsFiles,
 } from '../kernel/index.js';
-import { ChunkBuilder, chainedNonceV1, nextCheckpointNonce, replayAt, type BootRecord, type Checkpoint, type ImaStore, type KernelHeadFacts, type StoredRecord } from '../store/index.js';
+import { adoptDeviceId, ChunkBuilder, chainedNonceV1, nextCheckpointNonce, replayAt, type BootRecord, type Checkpoint, type ImaStore, type KernelHeadFacts, type StoredRecord } from '../store/index.js';
 import { isImakeepError } from '../errors.js';
 import {
   COLLECTOR_DEFAULTS,
@@ -207,6 +207,7 @@ export class Collector {
   static async open(options: CollectorOptions): Promise<Collector> {
     const caps = probeSecurityfs({ root: options.securityfsRoot, cmdlinePath: options.cmdlinePath, files: options.files });
     const collector = new Collector(options, caps, chooseFlavor(options.flavor ?? 'auto', caps));
+    if (options.deviceId !== undefined) await adoptDeviceId(options.store, options.deviceId);
     await collector.#openBoot(collector.#readBootId());
     return collector;
   }

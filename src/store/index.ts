@@ -69,6 +69,7 @@ export {
   checkpointNonce,
   bootBinding,
   nextCheckpointNonce,
+  adoptDeviceId,
   type QuoteLink,
   type ChainAnchor,
   type NonceInput,

@@ -31,6 +31,7 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { concatBytes } from '../ima/index.js';
 import { encodeValue } from './cbor.js';
 import { CHUNK_HASH_SIZE } from './chunk.js';
+import { StoreError } from './errors.js';
 import type { ImaStore } from './store.js';
 import { bootInfoValue, type BootInfo } from './values.js';
 
@@ -96,4 +97,25 @@ export async function nextCheckpointNonce(store: ImaStore, boot: number, previou
   const anchor: ChainAnchor = last === undefined ? { count: 0, head: null } : { count: last.chunk.firstIndex + last.chunk.count, head: last.hash };
   const nonce = checkpointNonce({ deviceId: store.meta.deviceId, boot: await store.bootRecord(boot), anchor, previous });
   return { nonce, anchor: anchor.count };
+}
+
+/**
+ * Makes `deviceId` the store's device id (`StoreMeta.deviceId`), which every version-2 nonce binds
+ * and an enrollment names (`imakeep verify --enrollment` holds a bundle to it). Set once: on a
+ * store without any checkpoint, since checkpoints already quoted bound the id the store had then
+ * and would no longer verify. Throws `StoreError` `STORE_DEVICE_ID` when the store holds another
+ * id, or none but checkpoints quoted without one.
+ */
+export async function adoptDeviceId(store: ImaStore, deviceId: string): Promise<void> {
+  const current = store.meta.deviceId;
+  if (current === deviceId) return;
+  if (current !== null) {
+    throw new StoreError('STORE_DEVICE_ID', `the store belongs to device '${current}', not '${deviceId}'`, { key: 'meta' });
+  }
+  for await (const { boot } of store.boots()) {
+    if ((await store.lastCheckpoint(boot)) !== undefined) {
+      throw new StoreError('STORE_DEVICE_ID', `boot ${boot} was checkpointed without a device id: its nonces would no longer verify under '${deviceId}'`, { boot, key: 'meta' });
+    }
+  }
+  await store.updateMeta({ deviceId });
 }

@@ -68,6 +68,12 @@ export interface VerifierOptions {
    * it. Reports say so (`akTrust: 'first-use'`). Without either, the constructor throws `VERIFY_AK`.
    */
   readonly trustOnFirstUse?: boolean;
+  /**
+   * The device the evidence must come from (an enrollment record's `deviceId`): a bundle stating
+   * another id, or none, is refused with `VERIFY_DEVICE_MISMATCH`, whichever AK signed it. The id
+   * a bundle states is bound by every version-2 nonce, so a changed one fails the nonce chain.
+   */
+  readonly deviceId?: string;
   /** Refuse segments whose checkpoints were quoted with the version-1 nonce (`VERIFY_UNSIGNED`). */
   readonly strict?: boolean;
   /** State from an earlier verification (or a checkpoint): the first bundle must start at its cursor. */
@@ -167,6 +173,7 @@ export class EvidenceVerifier {
   #trustedAk: KeyObject | undefined;
   readonly #akTrust: BundleReport['akTrust'];
   readonly #strict: boolean;
+  readonly #deviceId: string | undefined;
   #state: VerifyState | undefined;
 
   /** Throws `VERIFY_AK` without `trustedAk` unless `trustOnFirstUse` is set. */
@@ -175,6 +182,7 @@ export class EvidenceVerifier {
     this.#trustedAk = options.trustedAk;
     this.#akTrust = options.trustedAk === undefined ? 'first-use' : 'pinned';
     this.#strict = options.strict === true;
+    this.#deviceId = options.deviceId;
     this.#state = options.state;
   }
 
@@ -186,6 +194,13 @@ export class EvidenceVerifier {
   /** Verifies one bundle's bytes; throws {@link VerifyError} at the first failure. */
   verify(bytes: Uint8Array): BundleReport {
     const bundle = decoded(() => decodeBundle(bytes), 'bundle', { check: 'bundle-decode' });
+    if (this.#deviceId !== undefined && bundle.deviceId !== this.#deviceId) {
+      throw new VerifyError('VERIFY_DEVICE_MISMATCH', `the bundle comes from device ${bundle.deviceId === null ? '(none stated)' : `'${bundle.deviceId}'`}, not the enrolled '${this.#deviceId}'`, {
+        check: 'device-id',
+        expected: this.#deviceId,
+        got: String(bundle.deviceId),
+      });
+    }
     const state = this.#state;
     if (state !== undefined && !sameCursor(bundle.cursor, state.cursor)) {
       throw new VerifyError(
