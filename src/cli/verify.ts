@@ -10,8 +10,8 @@
  * from `GET /v1/quote` (Keylime format). The AK must be trusted: `--ak` pins it, or `--enrollment`
  * gives the AK an enrollment record (`imakeep enroll finish`) proved is on the device's TPM, and
  * bundles must then state the record's device id (`VERIFY_DEVICE_MISMATCH` otherwise); without either `VERIFY_AK`, unless `--trust-on-first-use` takes the evidence's own AK (and the
- * output says so). `--strict` refuses evidence quoted with the version-1 nonce (`VERIFY_UNSIGNED`),
- * which is otherwise accepted with the fields no signature covers listed. Exit 0 when everything
+ * output says so). `--strict` refuses evidence quoted with the version-1 or version-2 nonce
+ * (`VERIFY_UNSIGNED`), which is otherwise accepted with the fields no signature covers listed. Exit 0 when everything
  * verifies; 1 with the first failure.
  */
 import { createReadStream } from 'node:fs';
@@ -74,7 +74,7 @@ function describeBundle(r: BundleReport): string {
   const parts = r.segments.map(
     (s) =>
       `boot ${s.boot} records ${s.from}..${s.to} (${s.chunks} chunks, checkpoints ${s.checkpoints.join(',') || 'none'}, start: ${s.start}` +
-      `${s.binding === 'v1' ? `; version-1 nonces, unsigned: ${s.unsigned.join(', ')}` : ''})`,
+      `${s.binding === 'signed' ? '' : `; version-${s.binding === 'v1' ? 1 : 2} nonces, unsigned: ${s.unsigned.join(', ')}`})`,
   );
   return `${r.cursor} -> ${r.next}: ${parts.join('; ')}`;
 }

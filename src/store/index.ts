@@ -67,6 +67,7 @@ export { replayAt } from './replay-at.js';
 export {
   chainedNonceV1,
   checkpointNonce,
+  checkpointNonceV2,
   bootBinding,
   nextCheckpointNonce,
   adoptDeviceId,
