@@ -12,10 +12,14 @@
  * - `$` matches before a final `\n` in Python, `\Z` only at the end; JS `$` only at the end;
  * - `(?P<name>…)`, `(?P=name)`, `{,n}`, a lone `{`, `}` or `]`, `\a`, `\U…`, escaped punctuation
  *   that `u` mode refuses, and `]` first in a class are Python spellings JS writes otherwise.
+ * - a quantified lookaround (`(?=a)*`) is valid Python; `u` mode wants it in a group.
  * What Python accepts but JS cannot express is refused (`POLICY_REGEX_UNSUPPORTED`): scoped or
  * global inline flags, conditionals, atomic groups, possessive quantifiers, `\N{…}`, and `\W`, `\S`
- * inside a class. What Python itself refuses is `POLICY_BAD_REGEX`. Known difference: Python
- * refuses a variable-width lookbehind, JS accepts it.
+ * inside a class. What Python itself refuses is `POLICY_BAD_REGEX` (Keylime's `valid_regex` fails
+ * on the `re.error`), also where JS would accept it: a lookbehind whose width is not fixed
+ * (Python 3.11 re/_parser.py `_parse`, "look-behind requires fixed-width pattern", widths as
+ * `SubPattern.getwidth`), a reference inside a lookbehind to a group defined in it, and a
+ * quantifier after an anchor (`\b*`: "nothing to repeat") or after a quantifier ("multiple repeat").
  */
 import { PolicyError } from './errors.js';
 
@@ -42,8 +46,61 @@ function unsupported(what: string, offset: number, source: string): PolicyError 
 
 const literal = (cp: number): string => `\\u{${cp.toString(16)}}`;
 
+/** Python's zero-width escapes outside a class, in JS (a word boundary as Python's `\w` sees it). */
+const ANCHOR_ESCAPES: Readonly<Record<string, string>> = {
+  A: '^',
+  Z: '(?![\\s\\S])',
+  b: `(?:(?<=[${WORD}])(?![${WORD}])|(?<![${WORD}])(?=[${WORD}]))`,
+  // Python before 3.14 never matches \B in an empty string (sre `SRE_AT_NON_BOUNDARY`).
+  B: `(?:(?<=[${WORD}])(?=[${WORD}])|(?<![${WORD}])(?![${WORD}])(?!(?<![\\s\\S])(?![\\s\\S])))`,
+};
+
+/** Python's one-character class escapes outside a class, in JS. */
+const SET_ESCAPES: Readonly<Record<string, string>> = {
+  d: '\\p{Nd}',
+  D: '\\P{Nd}',
+  w: `[${WORD}]`,
+  W: `[^${WORD}]`,
+  s: `[${SPACE}]`,
+  S: `[^${SPACE}]`,
+};
+
 /** One item of a character class: a code point or a predefined set (already in JS syntax). */
 type ClassItem = { readonly cp: number } | { readonly set: string };
+
+/** Least and most characters a piece of pattern matches (`SubPattern.getwidth`). */
+interface Width {
+  readonly lo: number;
+  readonly hi: number;
+}
+
+/** Python caps every width it computes (re/_parser.py `getwidth`). */
+const capped = (lo: number, hi: number): Width => ({ lo: Math.min(lo, MAX_REPEAT - 1), hi: Math.min(hi, MAX_REPEAT) });
+
+/** What the last item of a branch is, for the quantifier that may follow it. */
+type Last =
+  /** Nothing yet (start of a branch), or a quantifier: a quantifier here is an error. */
+  | { readonly kind: 'none' | 'repeat' }
+  /** An anchor (`^`, `$`, `\A`, `\Z`, `\b`, `\B`): Python cannot repeat it. */
+  | { readonly kind: 'anchor' }
+  /** An item that can be repeated, its width, and the capturing groups it surely sets. */
+  | { readonly kind: 'item'; readonly width: Width; readonly sets: readonly number[] };
+
+/** An open group (or the whole pattern): its kind, its alternatives' widths so far, the branch being read. */
+interface Frame {
+  readonly kind: 'top' | 'group' | 'lookahead' | 'lookbehind';
+  /** Capturing group number, or 0. */
+  readonly group: number;
+  /** A negative lookaround: its groups are never set after it. */
+  readonly negative: boolean;
+  /** Groups defined before this one opened (a lookbehind may not refer to later ones). */
+  readonly groupsBefore: number;
+  alternatives: Width | null;
+  branch: Width;
+  last: Last;
+  /** Capturing groups the branch read so far has surely set (none after a `|`). */
+  sets: number[];
+}
 
 /** Translator state over one Python pattern. */
 class Translator {
@@ -51,8 +108,10 @@ class Translator {
   #at = 0;
   #out = '';
   #groups = 0;
-  readonly #open: number[] = [];
-  readonly #names = new Set<string>();
+  readonly #frames: Frame[] = [{ kind: 'top', group: 0, negative: false, groupsBefore: 0, alternatives: null, branch: { lo: 0, hi: 0 }, last: { kind: 'none' }, sets: [] }];
+  readonly #names = new Map<string, number>();
+  /** Width of each closed capturing group, by number (a back-reference matches as many). */
+  readonly #groupWidths = new Map<number, Width>();
 
   constructor(source: string) {
     this.#src = source;
@@ -61,8 +120,93 @@ class Translator {
   run(): string {
     const src = this.#src;
     while (this.#at < src.length) this.#token();
-    if (this.#open.length > 0) throw bad('missing ), unterminated subpattern', src.length, src);
+    if (this.#frames.length > 1) throw bad('missing ), unterminated subpattern', src.length, src);
     return this.#out;
+  }
+
+  get #frame(): Frame {
+    return this.#frames[this.#frames.length - 1] as Frame;
+  }
+
+  /** Appends the translation of one item that matches `lo..hi` characters. */
+  #item(js: string, lo: number, hi = lo): void {
+    const frame = this.#frame;
+    frame.last = { kind: 'item', width: { lo, hi }, sets: [] };
+    frame.branch = capped(frame.branch.lo + lo, frame.branch.hi + hi);
+    this.#out += js;
+  }
+
+  /** Appends an anchor: matches no character and cannot be repeated. */
+  #anchor(js: string): void {
+    this.#frame.last = { kind: 'anchor' };
+    this.#out += js;
+  }
+
+  /** Whether capturing group `group` is open (not yet closed) here. */
+  #isOpen(group: number): boolean {
+    return this.#frames.some((f) => f.group === group);
+  }
+
+  /** A quantifier `{min,max}` (max Infinity if unbounded) applies to the last item. */
+  #repeat(min: number, max: number, start: number): void {
+    const frame = this.#frame;
+    const last = frame.last;
+    if (last.kind === 'repeat') throw bad('multiple repeat', start, this.#src);
+    if (last.kind !== 'item') throw bad('nothing to repeat', start, this.#src);
+    const { lo, hi } = last.width;
+    // The item's width was added to the branch: replace it by the repeated width.
+    frame.branch = capped(frame.branch.lo - lo + lo * min, frame.branch.hi - hi + (max === Infinity ? (hi === 0 ? 0 : MAX_REPEAT) : hi * max));
+    // An optional item may set none of its groups.
+    if (min === 0) frame.sets = frame.sets.filter((g) => !last.sets.includes(g));
+    frame.last = { kind: 'repeat' };
+  }
+
+  /** `|`: the branch read so far is one alternative of the group. */
+  #alternative(): void {
+    const frame = this.#frame;
+    const b = frame.branch;
+    frame.alternatives = frame.alternatives === null ? b : { lo: Math.min(frame.alternatives.lo, b.lo), hi: Math.max(frame.alternatives.hi, b.hi) };
+    frame.branch = { lo: 0, hi: 0 };
+    frame.last = { kind: 'none' };
+    frame.sets = [];
+    this.#out += '|';
+  }
+
+  #openGroup(kind: Frame['kind'], group: number, js: string, negative = false): void {
+    this.#frames.push({ kind, group, negative, groupsBefore: this.#groups - (group === 0 ? 0 : 1), alternatives: null, branch: { lo: 0, hi: 0 }, last: { kind: 'none' }, sets: [] });
+    this.#out += js;
+  }
+
+  #closeGroup(start: number): void {
+    const frame = this.#frames.pop();
+    if (frame === undefined || frame.kind === 'top') throw bad('unbalanced parenthesis', start, this.#src);
+    const b = frame.branch;
+    const a = frame.alternatives;
+    const width = a === null ? b : capped(Math.min(a.lo, b.lo), Math.max(a.hi, b.hi));
+    if (frame.kind === 'lookbehind' && width.lo !== width.hi) throw bad('look-behind requires fixed-width pattern', start, this.#src);
+    if (frame.group !== 0) this.#groupWidths.set(frame.group, width);
+    // A lookaround sits in a non-capturing group so that it may be repeated in `u` mode, as in Python.
+    const closing = frame.kind === 'lookahead' || frame.kind === 'lookbehind' ? '))' : ')';
+    const outer = this.#frame;
+    const item = frame.kind === 'lookahead' || frame.kind === 'lookbehind' ? { lo: 0, hi: 0 } : width;
+    // A group of one branch surely sets what that branch set; a negative lookaround sets nothing.
+    const sets = frame.negative || frame.alternatives !== null ? [] : frame.group === 0 ? frame.sets : [...frame.sets, frame.group];
+    outer.sets.push(...sets);
+    outer.last = { kind: 'item', width: item, sets };
+    outer.branch = capped(outer.branch.lo + item.lo, outer.branch.hi + item.hi);
+    this.#out += closing;
+  }
+
+  /** A back-reference to a closed group: as wide as the group; not to one defined in the same lookbehind. */
+  #backReference(group: number, js: string, start: number): void {
+    if (this.#isOpen(group)) throw bad('cannot refer to an open group', start, this.#src);
+    for (const f of this.#frames) {
+      if (f.kind === 'lookbehind' && group > f.groupsBefore) throw bad('cannot refer to group defined in the same lookbehind subpattern', start, this.#src);
+    }
+    // JS matches a reference to a group that did not take part as empty, Python fails it.
+    if (!this.#frames.some((f) => f.sets.includes(group))) throw unsupported(`a reference to group ${group}, which may not have matched`, start, this.#src);
+    const width = this.#groupWidths.get(group) ?? { lo: 0, hi: MAX_REPEAT };
+    this.#item(js, width.lo, width.hi);
   }
 
   #peek(n = 0): string {
@@ -76,31 +220,33 @@ class Translator {
     this.#at++;
     switch (c) {
       case '\\':
-        this.#out += this.#escape(start);
+        this.#escape(start);
         return;
       case '[':
-        this.#out += this.#class(start);
+        this.#item(this.#class(start), 1);
         return;
       case '(':
         this.#group(start);
         return;
       case ')':
-        if (this.#open.pop() === undefined) throw bad('unbalanced parenthesis', start, src);
-        this.#out += ')';
+        this.#closeGroup(start);
         return;
       case '.':
-        this.#out += '[^\\n]';
+        this.#item('[^\\n]', 1);
         return;
       case '$':
-        this.#out += '(?=\\n?(?![\\s\\S]))';
+        this.#anchor('(?=\\n?(?![\\s\\S]))');
         return;
       case '^':
+        this.#anchor('^');
+        return;
       case '|':
-        this.#out += c;
+        this.#alternative();
         return;
       case '*':
       case '+':
       case '?':
+        this.#repeat(c === '+' ? 1 : 0, c === '?' ? 1 : Infinity, start);
         this.#out += c;
         this.#afterQuantifier(start);
         return;
@@ -110,7 +256,7 @@ class Translator {
       default: {
         const cp = src.codePointAt(start) ?? 0;
         this.#at = start + String.fromCodePoint(cp).length;
-        this.#out += SYNTAX.has(c) ? `\\${c}` : String.fromCodePoint(cp);
+        this.#item(SYNTAX.has(c) ? `\\${c}` : String.fromCodePoint(cp), 1);
       }
     }
   }
@@ -129,7 +275,7 @@ class Translator {
   #brace(start: number): void {
     const m = /^\{(\d*)(,?)(\d*)\}/.exec(this.#src.slice(start));
     if (m === null || m[0] === '{}') {
-      this.#out += '\\{';
+      this.#item('\\{', 1);
       return;
     }
     const [all, lo = '', comma, hiText = ''] = m;
@@ -138,6 +284,7 @@ class Translator {
     if (min >= MAX_REPEAT || (max !== Infinity && max >= MAX_REPEAT)) throw bad('the repetition number is too large', start, this.#src);
     if (max < min) throw bad('min repeat greater than max repeat', start, this.#src);
     this.#at = start + all.length;
+    this.#repeat(min, max, start);
     this.#out += max === Infinity ? `{${min},}` : `{${min},${max}}`;
     this.#afterQuantifier(start);
   }
@@ -145,21 +292,23 @@ class Translator {
   #group(start: number): void {
     const src = this.#src;
     if (this.#peek() !== '?') {
-      this.#open.push(++this.#groups);
-      this.#out += '(';
+      this.#openGroup('group', ++this.#groups, '(');
       return;
     }
     const kind = this.#peek(1);
-    if (kind === ':' || kind === '=' || kind === '!') {
+    if (kind === ':') {
       this.#at += 2;
-      this.#open.push(0);
-      this.#out += `(?${kind}`;
+      this.#openGroup('group', 0, '(?:');
+      return;
+    }
+    if (kind === '=' || kind === '!') {
+      this.#at += 2;
+      this.#openGroup('lookahead', 0, `(?:(?${kind}`, kind === '!');
       return;
     }
     if (kind === '<' && (this.#peek(2) === '=' || this.#peek(2) === '!')) {
-      this.#out += `(?<${this.#peek(2)}`;
+      this.#openGroup('lookbehind', 0, `(?:(?<${this.#peek(2)}`, this.#peek(2) === '!');
       this.#at += 3;
-      this.#open.push(0);
       return;
     }
     if (kind === '#') {
@@ -174,18 +323,18 @@ class Translator {
         const name = named[1] ?? '';
         if (!/^[\p{L}\p{Nl}_][\p{L}\p{Nl}\p{Mn}\p{Mc}\p{Nd}\p{Pc}]*$/u.test(name)) throw bad(`bad character in group name '${name}'`, start, src);
         if (this.#names.has(name)) throw bad(`redefinition of group name '${name}'`, start, src);
-        this.#names.add(name);
+        this.#names.set(name, ++this.#groups);
         this.#at = start + named[0].length;
-        this.#open.push(++this.#groups);
-        this.#out += `(?<${name}>`;
+        this.#openGroup('group', this.#groups, `(?<${name}>`);
         return;
       }
       const ref = /^\(\?P=([^)]*)\)/.exec(src.slice(start));
       if (ref !== null) {
         const name = ref[1] ?? '';
-        if (!this.#names.has(name)) throw bad(`unknown group name '${name}'`, start, src);
+        const group = this.#names.get(name);
+        if (group === undefined) throw bad(`unknown group name '${name}'`, start, src);
         this.#at = start + ref[0].length;
-        this.#out += `\\k<${name}>`;
+        this.#backReference(group, `\\k<${name}>`, start);
         return;
       }
       throw bad('unknown extension ?P', start, src);
@@ -204,49 +353,28 @@ class Translator {
   }
 
   /** A backslash escape outside a class. */
-  #escape(start: number): string {
+  #escape(start: number): void {
     const src = this.#src;
     const c = this.#peek();
     if (c === '') throw bad('bad escape (end of pattern)', start, src);
     this.#at++;
-    switch (c) {
-      case 'A':
-        return '^';
-      case 'Z':
-        return '(?![\\s\\S])';
-      case 'b':
-        return `(?:(?<=[${WORD}])(?![${WORD}])|(?<![${WORD}])(?=[${WORD}]))`;
-      case 'B':
-        return `(?:(?<=[${WORD}])(?=[${WORD}])|(?<![${WORD}])(?![${WORD}]))`;
-      case 'd':
-        return '\\p{Nd}';
-      case 'D':
-        return '\\P{Nd}';
-      case 'w':
-        return `[${WORD}]`;
-      case 'W':
-        return `[^${WORD}]`;
-      case 's':
-        return `[${SPACE}]`;
-      case 'S':
-        return `[^${SPACE}]`;
-      default:
-        break;
-    }
+    const anchor = ANCHOR_ESCAPES[c];
+    if (anchor !== undefined) return this.#anchor(anchor);
+    const set = SET_ESCAPES[c];
+    if (set !== undefined) return this.#item(set, 1);
     if (c >= '1' && c <= '9') {
       const three = src.slice(start + 1, start + 4);
       if (/^[0-7]{3}$/.test(three) && c <= '7') {
         this.#at = start + 4;
-        return this.#octal(three, start);
+        return this.#item(this.#octal(three, start), 1);
       }
       const digits = /^\d{1,2}/.exec(src.slice(start + 1))?.[0] ?? c;
       const group = Number(digits);
       this.#at = start + 1 + digits.length;
       if (group > this.#groups) throw bad(`invalid group reference ${group}`, start, src);
-      if (this.#open.includes(group)) throw bad('cannot refer to an open group', start, src);
-      return `\\${group}(?:)`;
+      return this.#backReference(group, `\\${group}(?:)`, start);
     }
-    return literal(this.#codePoint(c, start, false));
+    this.#item(literal(this.#codePoint(c, start, false)), 1);
   }
 
   #octal(digits: string, start: number): string {

@@ -6,7 +6,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
-import { compileExcludes, loadRuntimePolicy, parseRuntimePolicy, keyIdOf, MAX_DIGESTS_PER_ENTRY, MAX_POLICY_BYTES, type PolicyError } from '../../src/policy/index.js';
+import { compileExcludes, loadRuntimePolicy, parseRuntimePolicy, keyIdOf, MAX_DIGESTS_PER_ENTRY, MAX_POLICY_BYTES, PolicyError } from '../../src/policy/index.js';
 import { emptyPolicy } from './_policy.js';
 
 function refuses(value: unknown, code: string, field?: string): void {
@@ -128,5 +128,49 @@ describe('exclude expressions as Python re.match on "(e1)|(e2)|..."', () => {
       assert.throws(() => compileExcludes([unsupported]), { code: 'POLICY_REGEX_UNSUPPORTED' }, unsupported);
     }
     refuses(emptyPolicy({ excludes: ['('] }), 'POLICY_BAD_REGEX', 'excludes');
+  });
+
+  // Each verdict below is Python 3.11's: re.compile('(' + pattern + ')') raises re.error or not.
+  it('what JS accepts and Python refuses is POLICY_BAD_REGEX: variable-width lookbehind, references into it, repeated anchors and repeats', () => {
+    const refused: Array<[string, string]> = [
+      ['/a(?<=a|bc)', 'look-behind requires fixed-width pattern'],
+      ['(?<=a*)/x', 'look-behind requires fixed-width pattern'],
+      ['(?<!ab|c)/x', 'look-behind requires fixed-width pattern'],
+      ['(?<=a{1,2})', 'look-behind requires fixed-width pattern'],
+      ['(?<=ab?)', 'look-behind requires fixed-width pattern'],
+      ['(?<=(?:ab|c)d)', 'look-behind requires fixed-width pattern'],
+      ['(?<=a|)', 'look-behind requires fixed-width pattern'],
+      ['(?<=(a)\\2)', 'cannot refer to group defined in the same lookbehind subpattern'],
+      ['(?<=(?P<n>a)(?P=n))', 'cannot refer to group defined in the same lookbehind subpattern'],
+      ['\\b*', 'nothing to repeat'],
+      ['x\\B{2}', 'nothing to repeat'],
+      ['a*{2}', 'multiple repeat'],
+    ];
+    for (const [pattern, message] of refused) {
+      assert.throws(() => compileExcludes([pattern]), (e: unknown) => e instanceof PolicyError && e.code === 'POLICY_BAD_REGEX' && e.message.includes(message), pattern);
+    }
+    // Fixed widths Python accepts, whatever their spelling.
+    for (const fixed of ['/ab(?<=ab|cd)', '(?<=[ab]c)', '(?<=.\\d\\w\\s)', '(?<=a{3,3})', '(?<=(?:ab|cd))', '(?<=\\x41\\u0042)', '(?<=a(?<=bc))', '(?<=a{0})']) {
+      assert.ok(compileExcludes([fixed]) instanceof RegExp, fixed);
+    }
+    assert.equal(matches(['/x/(?<=x/)ab'], '/x/ab'), true);
+    assert.equal(matches(['/x/(?<=y/)ab'], '/x/ab'), false);
+  });
+
+  it('what Python accepts and u-mode JS refuses is translated: a repeated lookaround', () => {
+    assert.equal(matches(['/a(?=b)*b'], '/ab'), true);
+    assert.equal(matches(['(?<!x)+/y'], '/y'), true);
+    assert.equal(matches(['/a(?!b){2}c'], '/ac'), true);
+  });
+
+  it('where the two match differently: \\B never matches an empty string; a reference to a group that may not have matched is refused', () => {
+    assert.equal(matches(['\\B'], ''), false);
+    assert.equal(matches(['\\B'], ' '), true);
+    // Python fails \1 when group 1 did not take part, JS matches it as empty.
+    for (const pattern of ['(a)?\\2', '(?:(a)|b)\\2', '(?!(a))\\2', '(?P<n>a)|(?P=n)']) {
+      assert.throws(() => compileExcludes([pattern]), { code: 'POLICY_REGEX_UNSUPPORTED' }, pattern);
+    }
+    assert.equal(matches(['/(a)+\\2'], '/aa'), true);
+    assert.equal(matches(['(?=(a))\\2'], 'a'), true);
   });
 });
