@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { appendFileSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { GuestOutputError, GuestTimeoutError } from './errors.js';
@@ -55,6 +55,7 @@ export interface BootOutcome {
 }
 
 const POLL_MS = 200;
+const FLOWING_POLL_MS = 5;
 const STAGE_LINE = new RegExp(`${GUEST_MARKERS.stage} (\\S+) ([\\d.]+)`);
 const CONSOLE_TAIL = 3000;
 
@@ -101,48 +102,31 @@ export function extractExchange(serialText: string, from: number): ExchangeReque
   return { step, sent: new Uint8Array(Buffer.from(serialText.slice(lineEnd + 1, end), 'base64')), end: end + GUEST_MARKERS.exchangeEnd.length };
 }
 
+/** The host's end of the guest's second serial port (see {@link listenToGuest}). */
+interface HostPort {
+  /** Bytes arrived since the last call (then reading resumes), or undefined. */
+  take(): Buffer | undefined;
+  /** Sends one line to the guest. */
+  writeLine(line: string): void;
+  close(): Promise<void>;
+}
+
 /**
- * Listens on {@link hostPortSocketPath} for QEMU's connection of the guest's second serial port:
- * appends what arrives to `resultsPath`, and answers each exchange request with one line of
- * base64 (an empty line when the answer failed; `failure` then holds the error).
+ * Listens on {@link hostPortSocketPath} for QEMU's connection of the guest's second serial port.
+ * QEMU sends what the guest writes a byte or a few at a time: reading pauses after each arrival
+ * until the boot loop takes the bytes, so they come in socket-buffer batches rather than one
+ * JavaScript callback per few bytes (which, on a loaded machine, throttled the results to tens
+ * of KB/s).
  */
-async function listenToGuest(input: BootInput): Promise<{ failure: () => unknown; close: () => Promise<void> }> {
-  const path = hostPortSocketPath(input.resultsPath);
+async function listenToGuest(path: string): Promise<HostPort> {
   rmSync(path, { force: true });
-  writeFileSync(input.resultsPath, '');
-  let failure: unknown;
+  const chunks: Buffer[] = [];
   let connection: Socket | undefined;
   const server = createServer((socket) => {
     connection = socket;
-    let text = '';
-    let scanned = 0;
-    let answering = Promise.resolve();
     socket.on('data', (b: Buffer) => {
-      try {
-        appendFileSync(input.resultsPath, b);
-      } catch (e) {
-        // The caller gave up (and removed its folder) while QEMU still wrote: stop listening.
-        failure ??= e;
-        socket.destroy();
-        return;
-      }
-      // Exchanges come before the results; past the results' marker only the results follow.
-      if (text.includes(GUEST_MARKERS.begin)) return;
-      text += b.toString('latin1');
-      for (let r = extractExchange(text, scanned); r !== null; r = extractExchange(text, scanned)) {
-        scanned = r.end;
-        const request = r;
-        answering = answering.then(async () => {
-          let line = '';
-          try {
-            if (input.exchange === undefined) throw new GuestOutputError(input.resultsPath, `the guest asked for exchange '${request.step}', the host has no answer`);
-            line = Buffer.from(await input.exchange(request.step, request.sent)).toString('base64');
-          } catch (e) {
-            failure ??= e;
-          }
-          socket.write(`${line}\n`);
-        });
-      }
+      chunks.push(b);
+      socket.pause();
     });
     socket.on('error', () => undefined);
   });
@@ -151,7 +135,13 @@ async function listenToGuest(input: BootInput): Promise<{ failure: () => unknown
     server.listen(path, () => resolve());
   });
   return {
-    failure: () => failure,
+    take: () => {
+      if (chunks.length === 0) return undefined;
+      const bytes = Buffer.concat(chunks.splice(0));
+      connection?.resume();
+      return bytes;
+    },
+    writeLine: (line) => connection?.write(`${line}\n`),
     close: () =>
       new Promise<void>((resolve) => {
         connection?.destroy();
@@ -161,12 +151,30 @@ async function listenToGuest(input: BootInput): Promise<{ failure: () => unknown
 }
 
 /**
+ * Answers the exchange request `request` (guest-init.ts): one line of base64, empty when the host
+ * has no answer; the error is thrown after the guest got its line.
+ */
+async function answerExchange(input: BootInput, port: HostPort, request: ExchangeRequest): Promise<void> {
+  let answer: Uint8Array | undefined;
+  let failure: unknown;
+  try {
+    if (input.exchange === undefined) throw new GuestOutputError(input.resultsPath, `the guest asked for exchange '${request.step}', the host has no answer`);
+    answer = await input.exchange(request.step, request.sent);
+  } catch (e) {
+    failure = e;
+  }
+  port.writeLine(answer === undefined ? '' : Buffer.from(answer).toString('base64'));
+  if (failure !== undefined) throw failure;
+}
+
+/**
  * Boots the guest and waits for its results on the second serial port, then KILLS QEMU
  * (SIGKILL): a clean exit would make QEMU shut swtpm's TPM down and lose the PCRs the host
  * reads afterwards. QEMU is killed on every path, also on timeout and errors.
  */
 export async function bootGuest(input: BootInput): Promise<BootOutcome> {
-  const hostPort = await listenToGuest(input);
+  const hostPort = await listenToGuest(hostPortSocketPath(input.resultsPath));
+  writeFileSync(input.resultsPath, '');
   const started = performance.now();
   const elapsed = (): number => (performance.now() - started) / 1000;
   const qemu = spawn('qemu-system-x86_64', qemuArgs(input), { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -191,20 +199,28 @@ export async function bootGuest(input: BootInput): Promise<BootOutcome> {
   qemu.stdout.on('data', onConsole);
   qemu.stderr.on('data', onConsole);
   try {
-    let lastSize = 0;
+    let serial = '';
+    let scanned = 0;
     while (elapsed() < input.timeoutSeconds) {
-      const failure = hostPort.failure();
-      if (failure !== undefined) throw failure;
       if (qemu.exitCode !== null || qemu.signalCode !== null) {
         throw new GuestOutputError(input.resultsPath, `QEMU exited (${String(qemu.exitCode ?? qemu.signalCode)}) before the results; console:\n${consoleText.slice(-CONSOLE_TAIL)}`);
       }
-      const size = statSync(input.resultsPath, { throwIfNoEntry: false })?.size ?? 0;
-      if (size !== lastSize) {
-        lastSize = size;
-        const results = extractResults(readFileSync(input.resultsPath, 'latin1'));
+      const fresh = hostPort.take();
+      if (fresh !== undefined) {
+        appendFileSync(input.resultsPath, fresh);
+        serial += fresh.toString('latin1');
+        // Exchanges come before the results (the guest waits for each answer).
+        for (let r = extractExchange(serial, scanned); r !== null; r = extractExchange(serial, scanned)) {
+          scanned = r.end;
+          await answerExchange(input, hostPort, r);
+        }
+        // Only the new bytes (and a marker's length before them) can complete the end marker.
+        const ended = serial.includes(GUEST_MARKERS.end, serial.length - fresh.length - GUEST_MARKERS.end.length);
+        const results = ended ? extractResults(serial) : null;
         if (results !== null) return { stages, console: consoleText, resultsBase64: results, hostSeconds: elapsed() };
       }
-      await sleep(POLL_MS);
+      // While bytes flow, take the next batch soon (one socket read per take, see listenToGuest).
+      await sleep(fresh === undefined ? POLL_MS : FLOWING_POLL_MS);
     }
     throw new GuestTimeoutError(input.timeoutSeconds, consoleText.slice(-CONSOLE_TAIL));
   } finally {

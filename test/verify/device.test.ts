@@ -15,8 +15,9 @@ import { encodeEnrollmentRecord } from '../../src/enroll/index.js';
 import { buildBundle } from '../../src/serve/index.js';
 import { decodeBundle, encodeBundle, openStore, type ImaStore } from '../../src/store/index.js';
 import { parseTpm2bPublic, publicKeyFromTpm2b, tpmName } from '../../src/tpm/index.js';
-import { EvidenceVerifier, VerifyError } from '../../src/verify/index.js';
+import { EvidenceVerifier } from '../../src/verify/index.js';
 import { startRig, type Rig } from '../collector/_rig.js';
+import { refusedWith } from './_mutants.js';
 
 const CLI = join(process.cwd(), 'dist', 'src', 'cli.js');
 
@@ -30,18 +31,6 @@ async function collectInto(rig: Rig, store: ImaStore, deviceId: string | undefin
     await collector.close();
   }
   return (await buildBundle(store, undefined, { maxBytes: 16 * 2 ** 20 })).bytes;
-}
-
-function refusedWith(verifier: EvidenceVerifier, bytes: Uint8Array, code: string, check: string): VerifyError {
-  let caught: unknown;
-  assert.throws(
-    () => verifier.verify(bytes),
-    (e: unknown) => {
-      caught = e;
-      return e instanceof VerifyError && e.code === code && e.details.check === check;
-    },
-  );
-  return caught as VerifyError;
 }
 
 describe('the device id binds evidence to its enrollment', () => {

@@ -10,16 +10,9 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildBundle } from '../../src/serve/index.js';
 import { decodeBundle, encodeBundle, type BundleSegment, type DecodedBundle } from '../../src/store/index.js';
-import { EvidenceVerifier, VerifyError } from '../../src/verify/index.js';
+import { EvidenceVerifier } from '../../src/verify/index.js';
 import { collectEvidence, type Collected } from './_collected.js';
-
-function refusedWith(verifier: EvidenceVerifier, bytes: Uint8Array, code: string, check: string): void {
-  assert.throws(
-    () => verifier.verify(bytes),
-    (e: unknown) => e instanceof VerifyError && e.code === code && e.details.check === check,
-    `${code} ${check}`,
-  );
-}
+import { refusedWith } from './_mutants.js';
 
 /** The bundle with its one segment changed. */
 function withSegment(bundle: DecodedBundle, change: (s: BundleSegment) => BundleSegment): Uint8Array {
