@@ -10,9 +10,11 @@ import { ctrlSocketPath } from './swtpm.js';
  * `slab_nomerge` keeps IMA's kmalloc caches apart from other caches of the same size, so the slab
  * difference is attributed to the right cache (object sizes and counts do not change); `quiet`
  * saves console output under TCG (dmesg is still copied out); `panic=-1` with `-no-reboot` makes
- * a failed boot end QEMU at once. */
+ * a failed boot end QEMU at once; `no_timer_check` skips the boot-time check of the IO-APIC timer
+ * interrupt (Documentation/admin-guide/kernel-parameters.txt), which a TCG guest on a loaded host
+ * can fail ("IO-APIC + timer doesn't work!", a panic seen at a load average of 25 on 2 cores). */
 export const DEFAULT_KERNEL_CMDLINE =
-  'console=ttyS0 ima_policy=tcb ima_template=ima-ng ima_hash=sha256 rootfstype=ramfs slab_nomerge quiet panic=-1';
+  'console=ttyS0 ima_policy=tcb ima_template=ima-ng ima_hash=sha256 rootfstype=ramfs slab_nomerge quiet panic=-1 no_timer_check';
 
 /** Inputs of {@link bootGuest}. */
 export interface BootInput {
