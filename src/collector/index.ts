@@ -42,11 +42,6 @@ export {
   type StandaloneKernelTail,
 } from './kernel-log.js';
 export { storedBytes } from './stored.js';
-export {
-  Collector,
-  DEFAULT_BOOT_ID_PATH,
-  type CollectorCondition,
-  type CollectorStatus,
-  type RecoveryPause,
-  type CycleReport,
-} from './collector.js';
+export { Collector } from './collector.js';
+export { DEFAULT_BOOT_ID_PATH } from './segments.js';
+export { type CollectorCondition, type CollectorStatus, type RecoveryPause, type CycleReport } from './status.js';

@@ -92,6 +92,106 @@ export async function* kernelTail(
   }
 }
 
+/**
+ * The collector's readers of the kernel's lists, and where the boot's records are in them: records
+ * before `removed` are gone from the kernel, the staged list (when there is one) holds the next
+ * `stagedCount`, the current list the rest. The readers stand at the drain position: the next
+ * record to read. Only the collector's removal moves `removed` and the staged list, and only
+ * through the methods below, each after the kernel write it mirrors (Invariant 3).
+ */
+export class KernelLists {
+  readonly #files: KernelTailFiles;
+  readonly #readOptions: KernelReadOptions;
+  #removed = 0;
+  #stagedCount: number | null = null;
+  #currentList: MeasurementListReader;
+  #stagedList: MeasurementListReader | null = null;
+
+  constructor(files: KernelTailFiles, readOptions: KernelReadOptions) {
+    this.#files = files;
+    this.#readOptions = readOptions;
+    this.#currentList = listReader(files.binaryListPath, { index: 0, offset: 0 }, readOptions);
+  }
+
+  /** Records of the boot removed from the kernel so far (design.md's T). */
+  get removed(): number {
+    return this.#removed;
+  }
+
+  /** Records in the staged list, or null when there is none. */
+  get stagedCount(): number | null {
+    return this.#stagedCount;
+  }
+
+  /** The reader of the current list. */
+  get currentList(): MeasurementListReader {
+    return this.#currentList;
+  }
+
+  /** Where the records are, for {@link kernelTail}. */
+  layout(): KernelLayout {
+    return { removed: this.#removed, stagedCount: this.#stagedCount, currentPath: this.#files.binaryListPath, stagedPath: this.#files.stagedBinaryListPath };
+  }
+
+  /** Sets what recovery decided (the readers stay where they were until {@link positionAfter}). */
+  settle(removed: number, stagedCount: number | null): void {
+    this.#removed = removed;
+    this.#stagedCount = stagedCount;
+  }
+
+  /** Positions the readers at stored record `stored` (the byte offsets are the stored records' lengths). */
+  async positionAfter(store: ImaStore, boot: number, stored: number): Promise<void> {
+    const removed = this.#removed;
+    const stagedCount = this.#stagedCount;
+    const at = async (first: number): Promise<ListPosition> => ({ index: stored - first, offset: await storedBytes(store, boot, first, stored) });
+    const stagedPath = this.#files.stagedBinaryListPath;
+    if (stagedCount !== null && stagedPath !== undefined) {
+      const inStaged = stored < removed + stagedCount;
+      this.#stagedList = listReader(stagedPath, inStaged ? await at(removed) : { index: stagedCount, offset: await storedBytes(store, boot, removed, removed + stagedCount) }, this.#readOptions);
+      this.#currentList = listReader(this.#files.binaryListPath, inStaged ? { index: 0, offset: 0 } : await at(removed + stagedCount), this.#readOptions);
+    } else {
+      this.#stagedList = null;
+      this.#currentList = listReader(this.#files.binaryListPath, await at(removed), this.#readOptions);
+    }
+  }
+
+  /** The readers a drain reads, in order, when records up to `drained` were read: the staged list while inside it, then the current list. */
+  toDrain(drained: number): MeasurementListReader[] {
+    const staged = this.#stagedList;
+    const stagedCount = this.#stagedCount;
+    return staged !== null && stagedCount !== null && drained < this.#removed + stagedCount ? [staged, this.#currentList] : [this.#currentList];
+  }
+
+  /** Flavour `n` wrote: the first `n` records (`bytes` bytes) left the current list. */
+  removedFirst(n: number, bytes: number): void {
+    this.#removed += n;
+    this.#currentList.rebase({ records: n, bytes });
+  }
+
+  /**
+   * Flavour `staged` wrote `A`: the current list became the staged list (read on there from the
+   * same position); the new current list is empty. Returns the staged list's reader.
+   */
+  currentStaged(stagedPath: string): MeasurementListReader {
+    const staged = listReader(stagedPath, this.#currentList.position, this.#readOptions);
+    this.#stagedList = staged;
+    this.#currentList = listReader(this.#files.binaryListPath, { index: 0, offset: 0 }, this.#readOptions);
+    return staged;
+  }
+
+  /** The staged list, read to its end, holds `count` records (journaled). */
+  stagedRead(count: number): void {
+    this.#stagedCount = count;
+  }
+
+  /** Flavour `staged` wrote `D`: the staged records left the kernel. */
+  stagedDeleted(): void {
+    this.#removed += this.#stagedCount ?? 0;
+    this.#stagedCount = null;
+    this.#stagedList = null;
+  }
+}
+
 /** The kernel files recovery and {@link openKernelTail} read (a subset of `KernelCapabilities`). */
 export interface KernelTailFiles {
   readonly binaryListPath: string;

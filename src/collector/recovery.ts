@@ -15,7 +15,7 @@
  */
 import { sha256 } from '@noble/hashes/sha2.js';
 import { BANKS, PcrReplay, bytesEqual, encodeBinaryRecord, type BankName, type ImaRecord, type PcrReplayState } from '../ima/index.js';
-import type { Journal, KernelHeadFacts, RemovalIntent } from '../store/index.js';
+import type { ImaStore, Journal, KernelHeadFacts, RemovalIntent } from '../store/index.js';
 import type { PcrValue } from '../tpm/index.js';
 
 /** Records compared at the kernel's head when the head's identity alone does not decide. */
@@ -278,4 +278,23 @@ async function decideByRecords(T: number, n: number, reads: RecoveryReads): Prom
     if (decided !== undefined) return decided === 'done';
   }
   return { reason: 'ambiguous', message: `${what}: both readings fit the kernel's records${tpm === undefined ? ' (the daemon decides by replay against the TPM)' : ' and the PCRs'}` };
+}
+
+/**
+ * Resolves `boot`'s journal ({@link resolveJournal}) and journals the decision: the pending
+ * removal's outcome, or a staged list taken over (with an intent first when none is pending). An
+ * undecided removal writes nothing. The collector's recovery: when a segment opens, and at a cycle
+ * that finds a removal pending (a failed one) or undecided before.
+ */
+export async function settleJournal(store: ImaStore, boot: number, reads: RecoveryReads, now: () => number): Promise<JournalResolution> {
+  const journal = await store.journal(boot);
+  const resolution = await resolveJournal(journal, reads);
+  if (!resolution.settled) return resolution;
+  const action = resolution.action;
+  if (action.kind === 'outcome') await store.journalOutcome(boot, { done: action.done });
+  if (action.kind === 'adopt-staged') {
+    if (action.journalIntent) await store.journalIntent(boot, { flavor: 'staged', removed: journal.removed, n: 0, at: now() });
+    await store.journalStaged(boot, { step: 'staged', count: action.count });
+  }
+  return resolution;
 }

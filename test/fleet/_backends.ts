@@ -16,6 +16,8 @@ export interface Backend {
   readonly shared: boolean;
   /** A fresh, empty database. */
   fresh(): Promise<{ db: SqlDatabase; reopen(): Promise<SqlDatabase> }>;
+  /** What `startFleet` takes for a fresh, empty database: a server URL, or nothing (PGlite under its data dir). */
+  fleetDatabase(): Promise<{ readonly database?: string }>;
   /** The server, for restart tests (postgres only). */
   readonly server?: PostgresInstance;
   stop(): Promise<void>;
@@ -32,6 +34,7 @@ export function pgliteBackend(): Backend {
       dirs.push(dir);
       return { db: await openPglite(dir), reopen: () => openPglite(dir) };
     },
+    fleetDatabase: async () => ({}),
     async stop() {
       for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
     },
@@ -43,16 +46,20 @@ export async function postgresBackend(): Promise<Backend> {
   const server = await startPostgres();
   const admin = openPostgres(server.url, 1);
   let n = 0;
+  const freshUrl = async (): Promise<string> => {
+    const name = `t${++n}`;
+    await admin.query(`CREATE DATABASE ${name}`);
+    return server.url.replace(/\/imakeep$/, `/${name}`);
+  };
   return {
     name: 'postgres',
     shared: true,
     server,
     async fresh() {
-      const name = `t${++n}`;
-      await admin.query(`CREATE DATABASE ${name}`);
-      const url = server.url.replace(/\/imakeep$/, `/${name}`);
+      const url = await freshUrl();
       return { db: openPostgres(url), reopen: async () => openPostgres(url) };
     },
+    fleetDatabase: async () => ({ database: await freshUrl() }),
     async stop() {
       await admin.close();
       await server.stop();
@@ -60,5 +67,8 @@ export async function postgresBackend(): Promise<Backend> {
   };
 }
 
-/** Both backends, for `for (const make of BACKENDS) suite(make)`. */
-export const BACKENDS: readonly (() => Promise<Backend>)[] = [async () => pgliteBackend(), postgresBackend];
+/** Both backends by name, for `for (const [name, make] of BACKENDS) describe(name, () => suite(make))`. */
+export const BACKENDS: readonly (readonly ['pglite' | 'postgres', () => Promise<Backend>])[] = [
+  ['pglite', async () => pgliteBackend()],
+  ['postgres', postgresBackend],
+];

@@ -6,7 +6,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { migrate, openRepository, SCHEMA_VERSION, type FleetRepository, type SqlDatabase } from '../../src/fleet/index.js';
-import { BACKENDS, type Backend } from './_backends.js';
+import { BACKENDS, postgresBackend, type Backend } from './_backends.js';
 
 const bytes = (...b: number[]): Uint8Array => Uint8Array.from(b);
 
@@ -184,14 +184,14 @@ function repositorySuite(make: () => Promise<Backend>): void {
   });
 }
 
-for (const make of BACKENDS) {
-  describe(`fleet repository on ${make === BACKENDS[0] ? 'pglite' : 'postgres'}`, () => repositorySuite(make));
+for (const [name, make] of BACKENDS) {
+  describe(`fleet repository on ${name}`, () => repositorySuite(make));
 }
 
 describe('fleet repository on postgres: different devices do not wait for each other', () => {
   let backend: Backend;
   before(async () => {
-    backend = await (BACKENDS[1] as () => Promise<Backend>)();
+    backend = await postgresBackend();
   });
   after(async () => backend?.stop());
 

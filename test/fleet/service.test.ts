@@ -6,28 +6,45 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { generateKeyPairSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { BUNDLE_FRAMES_TYPE, frameBundle } from '../../src/fleet/index.js';
+import type { ImaRecord } from '../../src/ima/index.js';
 import { decodeBundle, encodeBundle } from '../../src/serve/index.js';
 import { decodeCheckpoint, encodeCheckpoint } from '../../src/store/index.js';
 import { publicKeyFromTpm2b } from '../../src/tpm/index.js';
 import { EvidenceVerifier, fleetKeyFromPem, verifyEarToken } from '../../src/verify/index.js';
 import { formatRuntimePolicy, PolicyBuilder } from '../../src/policy/index.js';
 import { SimulatedDevice } from '../serve/_device.js';
+import { BACKENDS, type Backend } from './_backends.js';
 import { bundleFrom, call, enrollDevice, errorOf, pushBundle, testFleet } from './_fleet.js';
 
 type Running = Awaited<ReturnType<typeof testFleet>>;
 
-describe('fleet service (PGlite) with real devices', () => {
+/** The bundle with one bit of its first checkpoint's signature flipped. */
+function withAlteredSignature(bytes: Uint8Array): Uint8Array {
+  const bundle = decodeBundle(bytes);
+  const seg = bundle.segments[0];
+  assert.ok(seg !== undefined);
+  const cp = decodeCheckpoint(seg.checkpoints[0] ?? new Uint8Array(), 'cp');
+  const signature = Uint8Array.from(cp.signature);
+  signature[signature.length - 3] = (signature[signature.length - 3] ?? 0) ^ 0x40;
+  return encodeBundle({ ...bundle, segments: [{ ...seg, checkpoints: [encodeCheckpoint({ ...cp, signature })] }] });
+}
+
+function serviceSuite(make: () => Promise<Backend>): void {
+  let backend: Backend;
   let running: Running;
   let url: string;
   let alice: SimulatedDevice;
   let bob: SimulatedDevice;
 
   before(async () => {
-    running = await testFleet();
+    backend = await make();
+    running = await testFleet(await backend.fleetDatabase());
     url = running.url;
     alice = await SimulatedDevice.start({ chunkRecords: 10 });
     bob = await SimulatedDevice.start({ chunkRecords: 10, workload: { seed: 99 } });
@@ -39,6 +56,7 @@ describe('fleet service (PGlite) with real devices', () => {
     await running?.stop();
     await alice?.close();
     await bob?.close();
+    await backend?.stop();
   });
 
   const view = async (id: string): Promise<Record<string, unknown>> => (await call(url, `/v1/devices/${id}`)).body;
@@ -141,14 +159,7 @@ describe('fleet service (PGlite) with real devices', () => {
 
   it('a checkpoint whose signature was altered is FLEET_FORGED naming the checkpoint; the state stays', async () => {
     const first = await bundleFrom(bob);
-    const bundle = decodeBundle(first.bytes);
-    const seg = bundle.segments[0];
-    assert.ok(seg !== undefined);
-    const cp = decodeCheckpoint(seg.checkpoints[0] ?? new Uint8Array(), 'cp');
-    const signature = Uint8Array.from(cp.signature);
-    signature[signature.length - 3] = (signature[signature.length - 3] ?? 0) ^ 0x40;
-    const forged = encodeBundle({ ...bundle, segments: [{ ...seg, checkpoints: [encodeCheckpoint({ ...cp, signature })] }] });
-    const r = await pushBundle(url, 'bob', forged);
+    const r = await pushBundle(url, 'bob', withAlteredSignature(first.bytes));
     assert.equal(r.status, 422);
     assert.deepEqual([errorOf(r).code, errorOf(r).details.checkpoint, errorOf(r).details.causeCode], ['FLEET_FORGED', 12, 'VERIFY_SIGNATURE']);
     assert.equal((await view('bob')).verifiedUpTo, null);
@@ -248,14 +259,89 @@ describe('fleet service (PGlite) with real devices', () => {
     writeFileSync(files.key, running.fleet.service.publicKeyPem);
     writeFileSync(files.other, generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }));
     writeFileSync(files.ak, publicKeyFromTpm2b(alice.ak.public).export({ type: 'spki', format: 'pem' }));
-    const cli = (key: string, ...more: string[]): ReturnType<typeof spawnSync> =>
-      spawnSync(process.execPath, ['dist/src/cli.js', 'verify', files.bundle, '--ak', files.ak, '--from-token', token, '--fleet-key', key, ...more], { encoding: 'utf8' });
-    const ok = cli(files.key, '--json');
+    // Asynchronously: the fleet runs in this process, and a blocked event loop would stall it.
+    const cli = async (key: string, ...more: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> => {
+      const child = spawn(process.execPath, ['dist/src/cli.js', 'verify', files.bundle, '--ak', files.ak, '--from-token', token, '--fleet-key', key, ...more]);
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const [status] = (await once(child, 'close')) as [number | null];
+      return { status, stdout, stderr };
+    };
+    const ok = await cli(files.key, '--json');
     assert.equal(ok.status, 0, String(ok.stderr));
     const out = JSON.parse(String(ok.stdout)) as { bundles: { segments: { start: string; from: number }[] }[] };
     assert.deepEqual(out.bundles[0]?.segments.map((s) => [s.start, s.from]), [['state', Number(from.split('.')[1])]]);
-    const bad = cli(files.other);
+    const bad = await cli(files.other);
     assert.equal(bad.status, 1);
     assert.match(String(bad.stderr), /^imakeep: VERIFY_TOKEN: /);
   });
-});
+
+  it('an older bundle after a newer acknowledgement (a device rolled back) is FLEET_REPLAYED naming the newer cursor; nothing moves', async () => {
+    const start = ((await view('alice')).verifiedUpTo as { cursor: string }).cursor;
+    await alice.cycle(10);
+    const older = await bundleFrom(alice, start);
+    assert.equal((await pushBundle(url, 'alice', older.bytes)).status, 200);
+    await alice.cycle(10);
+    const newer = await bundleFrom(alice, older.next);
+    const ack = await pushBundle(url, 'alice', newer.bytes);
+    assert.equal(ack.status, 200);
+    const before = await view('alice');
+    const r = await pushBundle(url, 'alice', older.bytes);
+    assert.equal(r.status, 409);
+    assert.deepEqual([errorOf(r).code, errorOf(r).details.cursor, errorOf(r).details.got], ['FLEET_REPLAYED', newer.next, start]);
+    assert.deepEqual(await view('alice'), before);
+    assert.equal((await call(url, '/v1/devices/alice/ack')).body.token, ack.body.token);
+  });
+
+  it('a multi-bundle body commits bundle by bundle: the first bad one is refused by number, those before it stay acknowledged', async () => {
+    const start = ((await view('alice')).verifiedUpTo as { cursor: string }).cursor;
+    const records = ((await view('alice')).verifiedUpTo as { records: number }).records;
+    const bundles = [];
+    for (let i = 0, from = start; i < 3; i++) {
+      await alice.cycle(10);
+      const b = await bundleFrom(alice, from);
+      bundles.push(b);
+      from = b.next;
+    }
+    const [b1, b2, b3] = bundles as [(typeof bundles)[0], (typeof bundles)[0], (typeof bundles)[0]];
+    const forged = withAlteredSignature(b2.bytes);
+    const frames = (...parts: Uint8Array[]): Uint8Array => Buffer.concat(parts.map((p) => frameBundle(p)));
+    // Two bundles in one application/cbor body are not one bundle: refused whole.
+    const glued = await call(url, '/v1/devices/alice/evidence', { body: Buffer.concat([b1.bytes, b2.bytes]), type: 'application/cbor' });
+    assert.deepEqual([glued.status, errorOf(glued).code], [400, 'FLEET_BUNDLE_CORRUPT']);
+    assert.equal(((await view('alice')).verifiedUpTo as { cursor: string }).cursor, start);
+    const r = await call(url, '/v1/devices/alice/evidence', { body: frames(b1.bytes, forged, b3.bytes), type: BUNDLE_FRAMES_TYPE });
+    assert.equal(r.status, 422);
+    assert.deepEqual([errorOf(r).code, errorOf(r).details.bundle, errorOf(r).details.cursor, errorOf(r).details.causeCode], ['FLEET_FORGED', 1, b1.next, 'VERIFY_SIGNATURE']);
+    const index = (cursor: string): number => Number(cursor.split('.')[1]);
+    assert.deepEqual((await view('alice')).verifiedUpTo, { cursor: b1.next, boot: 0, index: index(b1.next), records: records + index(b1.next) - index(start) });
+    const rest = await call(url, '/v1/devices/alice/evidence', { body: frames(b2.bytes, b3.bytes), type: BUNDLE_FRAMES_TYPE });
+    assert.equal(rest.status, 200, JSON.stringify(rest.body));
+    assert.deepEqual([rest.body.bundles, rest.body.records, rest.body.cursor], [2, 20, b3.next]);
+    assert.equal(((await view('alice')).verifiedUpTo as { records: number }).records, records + index(b3.next) - index(start));
+  });
+
+  it('a device that hid a removal (records gone from its list between checkpoints, without evidence) is FLEET_LOG_MISMATCH at the checkpoint', async () => {
+    const before = await view('bob');
+    const start = (before.verifiedUpTo as { cursor: string; index: number }).cursor;
+    const at = (before.verifiedUpTo as { index: number }).index;
+    await bob.measure(10);
+    // Three measured (and extended) records leave the list before the store saw them, and no
+    // removal was journaled: what a device that hides records sends.
+    (bob.records() as ImaRecord[]).splice(at + 4, 3);
+    await bob.collect();
+    const count = await bob.checkpoint();
+    assert.equal(count, at + 7);
+    const hidden = await bundleFrom(bob, start);
+    const r = await pushBundle(url, 'bob', hidden.bytes);
+    assert.equal(r.status, 422);
+    assert.deepEqual([errorOf(r).code, errorOf(r).details.checkpoint, errorOf(r).details.causeCode, errorOf(r).details.cursor], ['FLEET_LOG_MISMATCH', at + 7, 'VERIFY_REPLAY', start]);
+    assert.deepEqual(await view('bob'), before);
+  });
+}
+
+for (const [name, make] of BACKENDS) {
+  describe(`fleet service on ${name} with real devices`, () => serviceSuite(make));
+}
