@@ -25,7 +25,7 @@ import {
   type DecodedBundle,
 } from '../../src/store/index.js';
 import { EvidenceVerifier, VerifyError } from '../../src/verify/index.js';
-import { collectEvidence, type Collected } from './_collected.js';
+import { collectEvidence, type Collected } from '../serve/_collected.js';
 import { assertEveryMutantFails, mutationOffsets } from './_mutants.js';
 
 function rejects(bytes: Uint8Array, code: string, check: string, verifier: EvidenceVerifier): void {
