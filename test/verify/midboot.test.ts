@@ -4,14 +4,16 @@
  * checkpoint binds the whole segment; without it (bundles written before the field) the first
  * nonce binds nothing and a second checkpoint is needed. A false `previous` fails the nonce, and
  * one that contradicts the state a verifier carries fails the chain. Real collector evidence
- * (test/verify/_collected.ts).
+ * (test/serve/_collected.ts).
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildBundle } from '../../src/serve/index.js';
 import { decodeBundle, encodeBundle, type BundleSegment, type DecodedBundle } from '../../src/store/index.js';
+import type { KeyObject } from 'node:crypto';
+import { publicKeyFromTpm2b } from '../../src/tpm/index.js';
 import { EvidenceVerifier } from '../../src/verify/index.js';
-import { collectEvidence, type Collected } from './_collected.js';
+import { CollectedDevice } from '../serve/_collected.js';
 import { refusedWith } from './_mutants.js';
 
 /** The bundle with its one segment changed. */
@@ -21,25 +23,31 @@ function withSegment(bundle: DecodedBundle, change: (s: BundleSegment) => Bundle
 }
 
 describe('a verifier without state, from a checkpoint mid-boot', () => {
-  let evidence: Collected;
+  let device: CollectedDevice;
+  let ak: KeyObject;
   /** From record 0 to the first cut; from there to the next cut (one checkpoint); from there to the end. */
   let head: Uint8Array;
   let one: Uint8Array;
   let rest: Uint8Array;
-  const fresh = (): EvidenceVerifier => new EvidenceVerifier({ trustedAk: evidence.ak });
+  const fresh = (): EvidenceVerifier => new EvidenceVerifier({ trustedAk: ak });
 
   before(async () => {
-    evidence = await collectEvidence({ boots: 1, cycles: 5, records: 120 });
+    device = await CollectedDevice.start({ seed: 13 });
+    for (let cycle = 0; cycle < 5; cycle++) await device.cycle(120);
+    await device.runOnce();
+    const akPublic = device.store.meta.akPublic;
+    assert.ok(akPublic !== null);
+    ak = publicKeyFromTpm2b(akPublic);
     // A one-byte budget: each bundle reaches exactly one cut.
-    const first = await buildBundle(evidence.rig.store, undefined, { maxBytes: 1 });
-    const second = await buildBundle(evidence.rig.store, first.bundle.next, { maxBytes: 1 });
+    const first = await buildBundle(device.store, undefined, { maxBytes: 1 });
+    const second = await buildBundle(device.store, first.bundle.next, { maxBytes: 1 });
     head = first.bytes;
     one = second.bytes;
-    rest = (await buildBundle(evidence.rig.store, first.bundle.next, { maxBytes: 64 * 2 ** 20 })).bytes;
+    rest = (await buildBundle(device.store, first.bundle.next, { maxBytes: 64 * 2 ** 20 })).bytes;
   });
 
   after(async () => {
-    await evidence?.stop();
+    await device?.close();
   });
 
   it('one checkpoint binds the segment: the bundle states the quote its nonce chains from', () => {
