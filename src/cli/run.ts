@@ -5,7 +5,7 @@
  *
  *   imakeep run --securityfs DIR --tpm ADDR --store DIR [--flavor auto|n|staged|none]
  *               [--interval MS] [--socket PATH] [--banks sha1,sha256] [--cycle-at-records N]
- *               [--chunk-bytes N] [--boot-id-file PATH] [--cmdline-file PATH] [--once]
+ *               [--chunk-bytes N] [--boot-id-file PATH] [--cmdline-file PATH] [--device-id ID] [--once]
  *               [--keylime [--payload-key PATH]] [--listen HOST:PORT [--tls-cert PEM --tls-key PEM --tls-client-ca PEM]]
  *               [--fleet URL [--fleet-ca PEM] [--fleet-id ID] [--fleet-interval MS] [--fleet-retain MS] [--fleet-retry-max MS]]
  *
@@ -17,12 +17,12 @@ import { DEFAULT_BACKOFF, daemonPaths, missingDaemonEnv, startDaemon, type Daemo
 import { readFileSync } from 'node:fs';
 import { UsageError } from '../errors.js';
 import { openPayloadKey } from '../serve/index.js';
-import { banksOption, choiceOption, integerOption, interruptSignal, parseVerbArgs, requireOptions, type CliVerb } from './_verb.js';
+import { banksOption, choiceOption, deviceIdOption, integerOption, interruptSignal, parseVerbArgs, requireOptions, type CliVerb } from './_verb.js';
 
 /** Usage of `imakeep run`. */
 export const usage = `usage: imakeep run --securityfs DIR --tpm ADDR --store DIR [--flavor auto|n|staged|none]
                    [--interval MS] [--socket PATH] [--banks sha1,sha256] [--cycle-at-records N]
-                   [--chunk-bytes N] [--boot-id-file PATH] [--cmdline-file PATH] [--once]
+                   [--chunk-bytes N] [--boot-id-file PATH] [--cmdline-file PATH] [--device-id ID] [--once]
                    [--keylime [--payload-key PATH]] [--listen HOST:PORT [--tls-cert PEM --tls-key PEM --tls-client-ca PEM]]
                    [--fleet URL [--fleet-ca PEM] [--fleet-id ID] [--fleet-interval MS] [--fleet-retain MS] [--fleet-retry-max MS]]
 --fleet: sync evidence to an imakeep fleet (http:// on loopback, else https:// trusting --fleet-ca):
@@ -34,7 +34,8 @@ STORE/fleet-credentials.json), push from the last acknowledged cursor every --fl
 --keylime: serve the Keylime agent's routes (RSA AK, payload key bound in PCR 16; the key is made
 once in --payload-key, default STORE/keylime-payload-key.pem). --listen: the API also on TCP, HTTPS
 requiring client certificates signed by --tls-client-ca (the verifier's CA), or plain HTTP on a
-loopback address without the three --tls-* options.`;
+loopback address without the three --tls-* options. --device-id (default /etc/machine-id, as for
+imakeep enroll request): the id every checkpoint binds, set once in a store.`;
 
 const FLAVORS: readonly FlavorChoice[] = ['auto', 'n', 'staged', 'none'];
 
@@ -107,6 +108,7 @@ const run: CliVerb = async (argv) => {
       'chunk-bytes': { type: 'string' },
       'boot-id-file': { type: 'string' },
       'cmdline-file': { type: 'string' },
+      'device-id': { type: 'string' },
       once: { type: 'boolean' },
       keylime: { type: 'boolean' },
       'payload-key': { type: 'string' },
@@ -143,6 +145,7 @@ const run: CliVerb = async (argv) => {
         securityfsRoot: values.securityfs,
         cmdlinePath: values['cmdline-file'],
         bootIdPath: values['boot-id-file'],
+        deviceId: deviceIdOption(values['device-id']),
         flavor,
         banks: banksOption('banks', values.banks),
         intervalMs: integerOption('interval', values.interval, 1),

@@ -72,8 +72,10 @@ export { replayAt } from './replay-at.js';
 export {
   chainedNonceV1,
   checkpointNonce,
+  checkpointNonceV2,
   bootBinding,
   nextCheckpointNonce,
+  adoptDeviceId,
   type QuoteLink,
   type ChainAnchor,
   type NonceInput,

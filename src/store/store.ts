@@ -559,10 +559,11 @@ export class ImaStore {
     return decodeJournal(bytes, formatKey(key));
   }
 
-  /** The checkpoint covering the most records, or undefined. */
-  async lastCheckpoint(boot: number): Promise<Checkpoint | undefined> {
+  /** The checkpoint covering the most records (of those covering fewer than `belowCount`, when given), or undefined. */
+  async lastCheckpoint(boot: number, belowCount?: number): Promise<Checkpoint | undefined> {
     await this.bootRecord(boot);
-    const last = await first(await this.#readable(), { ...checkpointRange(boot), reverse: true, limit: 1 });
+    const range = checkpointRange(boot);
+    const last = await first(await this.#readable(), { ...range, ...(belowCount === undefined ? {} : { lt: checkpointKey(boot, belowCount) }), reverse: true, limit: 1 });
     return last === undefined ? undefined : decodeCheckpoint(last[1], formatKey(last[0]));
   }
 

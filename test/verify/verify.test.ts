@@ -133,17 +133,23 @@ describe('evidence bundles verify offline', () => {
     rejects(bundles[2]?.bytes ?? new Uint8Array(0), 'VERIFY_CHAIN_GAP', 'bundle-cursor', other);
   });
 
-  it('a bundle verified alone (no state) starts from its claimed replay state; its first nonce binds nothing', async () => {
+  it('a bundle verified alone (no state) starts from its claimed replay state; its first nonce chains from the quote the bundle states', async () => {
     const bundles = await fetchAll(target, undefined, 12_000);
-    // The rest of boot 0 in one bundle: its first checkpoint's predecessor is not in hand, the
-    // second checkpoint's nonce binds the boot and every chunk up to its anchor.
+    // The rest of boot 0 in one bundle: every checkpoint's nonce is recomputed, the first one's
+    // from the previous quote the segment states (docs/store.md#starting-mid-boot).
     const rest = await fetchAll(target, bundles[0]?.next, 1_000_000);
     const report = new EvidenceVerifier({ trustedAk: trusted() }).verify(rest[0]?.bytes ?? new Uint8Array(0));
     assert.equal(report.segments[0]?.start, 'claimed');
     assert.ok((report.segments[0]?.checkpoints.length ?? 0) >= 2);
     assert.equal(report.segments[0]?.binding, 'signed');
-    // With one checkpoint only, nothing in hand binds the records: refused.
-    rejects(bundles[1]?.bytes ?? new Uint8Array(0), 'VERIFY_UNSIGNED', 'unsigned-records', new EvidenceVerifier({ trustedAk: trusted() }));
+    // With one checkpoint only: bound too. Without the stated quote (a bundle written before the
+    // field) nothing in hand would bind its records: refused (test/verify/midboot.test.ts).
+    const one = bundles[1]?.bytes ?? new Uint8Array(0);
+    const alone = new EvidenceVerifier({ trustedAk: trusted() }).verify(one);
+    assert.deepEqual([alone.segments[0]?.checkpoints.length, alone.segments[0]?.binding], [1, 'signed']);
+    const decoded = decodeBundle(one);
+    const stripped = encodeBundle({ ...decoded, segments: decoded.segments.map((s) => ({ ...s, previous: null })) });
+    rejects(stripped, 'VERIFY_UNSIGNED', 'unsigned-records', new EvidenceVerifier({ trustedAk: trusted() }));
   });
 
   it('forgeries fail at the precise first check', async () => {
