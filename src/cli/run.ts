@@ -5,7 +5,7 @@
  *
  *   imakeep run --securityfs DIR --tpm ADDR --store DIR [--flavor auto|n|staged|none]
  *               [--interval MS] [--socket PATH] [--banks sha1,sha256] [--cycle-at-records N]
- *               [--chunk-bytes N] [--boot-id-file PATH] [--cmdline-file PATH] [--once]
+ *               [--chunk-bytes N] [--boot-id-file PATH] [--cmdline-file PATH] [--device-id ID] [--once]
  *               [--keylime [--payload-key PATH]] [--listen HOST:PORT [--tls-cert PEM --tls-key PEM --tls-client-ca PEM]]
  *
  * One line per cycle on stdout. Test seam: IMAKEEP_TEST_CRASH_AT (src/testing/crash.ts).
@@ -15,17 +15,18 @@ import { join } from 'node:path';
 import { daemonPaths, missingDaemonEnv, startDaemon, type DaemonApiOptions } from '../daemon/index.js';
 import { UsageError } from '../errors.js';
 import { openPayloadKey } from '../serve/index.js';
-import { banksOption, choiceOption, integerOption, interruptSignal, parseVerbArgs, requireOptions, type CliVerb } from './_verb.js';
+import { banksOption, choiceOption, deviceIdOption, integerOption, interruptSignal, parseVerbArgs, requireOptions, type CliVerb } from './_verb.js';
 
 /** Usage of `imakeep run`. */
 export const usage = `usage: imakeep run --securityfs DIR --tpm ADDR --store DIR [--flavor auto|n|staged|none]
                    [--interval MS] [--socket PATH] [--banks sha1,sha256] [--cycle-at-records N]
-                   [--chunk-bytes N] [--boot-id-file PATH] [--cmdline-file PATH] [--once]
+                   [--chunk-bytes N] [--boot-id-file PATH] [--cmdline-file PATH] [--device-id ID] [--once]
                    [--keylime [--payload-key PATH]] [--listen HOST:PORT [--tls-cert PEM --tls-key PEM --tls-client-ca PEM]]
 --keylime: serve the Keylime agent's routes (RSA AK, payload key bound in PCR 16; the key is made
 once in --payload-key, default STORE/keylime-payload-key.pem). --listen: the API also on TCP, HTTPS
 requiring client certificates signed by --tls-client-ca (the verifier's CA), or plain HTTP on a
-loopback address without the three --tls-* options.`;
+loopback address without the three --tls-* options. --device-id (default /etc/machine-id, as for
+imakeep enroll request): the id every checkpoint binds, set once in a store.`;
 
 const FLAVORS: readonly FlavorChoice[] = ['auto', 'n', 'staged', 'none'];
 
@@ -68,6 +69,7 @@ const run: CliVerb = async (argv) => {
       'chunk-bytes': { type: 'string' },
       'boot-id-file': { type: 'string' },
       'cmdline-file': { type: 'string' },
+      'device-id': { type: 'string' },
       once: { type: 'boolean' },
       keylime: { type: 'boolean' },
       'payload-key': { type: 'string' },
@@ -97,6 +99,7 @@ const run: CliVerb = async (argv) => {
         securityfsRoot: values.securityfs,
         cmdlinePath: values['cmdline-file'],
         bootIdPath: values['boot-id-file'],
+        deviceId: deviceIdOption(values['device-id']),
         flavor,
         banks: banksOption('banks', values.banks),
         intervalMs: integerOption('interval', values.interval, 1),

@@ -13,7 +13,7 @@
  */
 import type { ImaRecord } from '../ima/index.js';
 import { probeSecurityfs, readCounter, type KernelCapabilities } from '../kernel/index.js';
-import type { ImaStore, StoredRecord } from '../store/index.js';
+import { adoptDeviceId, type ImaStore, type StoredRecord } from '../store/index.js';
 import { COLLECTOR_DEFAULTS, chooseFlavor, type CollectorOptions, type CollectorStep } from './config.js';
 import { Cycle, type Attestation } from './cycle.js';
 import { CollectorError } from './errors.js';
@@ -116,6 +116,7 @@ export class Collector {
   static async open(options: CollectorOptions): Promise<Collector> {
     const capabilities = probeSecurityfs({ root: options.securityfsRoot, cmdlinePath: options.cmdlinePath, files: options.files });
     const collector = new Collector(options, capabilities);
+    if (options.deviceId !== undefined) await adoptDeviceId(options.store, options.deviceId);
     await collector.#openSegment(collector.#kernelBootId());
     return collector;
   }

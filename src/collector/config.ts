@@ -49,6 +49,12 @@ export interface CollectorOptions {
   readonly cmdlinePath?: string;
   /** The kernel's boot id (default `/proc/sys/kernel/random/boot_id`). */
   readonly bootIdPath?: string;
+  /**
+   * The device's identity, bound by every checkpoint's nonce and named by its enrollment: adopted
+   * by a store that has no checkpoint yet, refused by one of another device (`adoptDeviceId`,
+   * `STORE_DEVICE_ID`). Default: the store keeps what it has (none for a new store).
+   */
+  readonly deviceId?: string;
   readonly files?: SecurityfsFiles;
   /** Default `auto`. */
   readonly flavor?: FlavorChoice;

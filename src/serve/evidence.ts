@@ -163,8 +163,17 @@ async function segmentOf(store: ImaStore, from: EvidenceCursor, finished: boolea
     used += value.length;
     nextCheckpoint = checkpoint.count + 1;
   }
+  // The quote the first checkpoint's nonce chains from, for a verifier starting here (store/bundle.ts).
+  const before = from.index === 0 || checkpoints.length === 0 ? undefined : await store.lastCheckpoint(boot, from.checkpoint);
   return {
-    segment: { boot, info, start: chunks.length === 0 ? null : start, chunks, checkpoints },
+    segment: {
+      boot,
+      info,
+      start: chunks.length === 0 ? null : start,
+      chunks,
+      checkpoints,
+      previous: before === undefined ? null : { attest: before.attest, signature: before.signature },
+    },
     next: { boot, index: sent.end, checkpoint: nextCheckpoint },
     bytes: used,
     full,

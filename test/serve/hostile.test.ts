@@ -8,15 +8,15 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, statSync } from 'node:fs';
-import { request as httpsRequest } from 'node:https';
+import { statSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ServeError, startApiServer, type ApiServer } from '../../src/serve/index.js';
-import type { SimulatedDevice } from './_device.js';
+import type { CollectedDevice } from './_collected.js';
 import { errorCode, get, type Target } from './_http.js';
 import { ServedDevice } from './_served.js';
+import { httpsGet, makeTlsMaterial } from './_tls.js';
 
 /** Writes `data` on a raw connection and returns everything the server sends until it closes. */
 function raw(socket: string, data: string | Buffer, timeoutMs = 5000): Promise<string> {
@@ -39,7 +39,7 @@ function raw(socket: string, data: string | Buffer, timeoutMs = 5000): Promise<s
 
 describe('hostile clients', () => {
   let served: ServedDevice;
-  let device: SimulatedDevice;
+  let device: CollectedDevice;
   let server: ApiServer;
   let work: string;
   let socket: string;
@@ -169,42 +169,12 @@ describe('hostile clients', () => {
       t.skip('openssl is not installed');
       return;
     }
-    const dir = join(work, 'tls');
-    const ssl = (...args: string[]): void => {
-      const r = spawnSync('openssl', args, { cwd: work, encoding: 'utf8' });
-      assert.equal(r.status, 0, r.stderr);
-    };
-    mkdirSync(dir, { recursive: true });
-    const f = (name: string): string => join(dir, name);
-    ssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', f('ca.key'), '-out', f('ca.pem'), '-subj', '/CN=imakeep test CA', '-days', '1');
-    for (const who of ['server', 'client']) {
-      ssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', f(`${who}.key`), '-out', f(`${who}.csr`), '-subj', `/CN=${who === 'server' ? 'localhost' : 'verifier'}`);
-      ssl('x509', '-req', '-in', f(`${who}.csr`), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f(`${who}.pem`), '-days', '1');
-    }
-    const tls = await startApiServer({ store: device.store }, { host: '127.0.0.1', port: 0, tls: { cert: f('server.pem'), key: f('server.key'), ca: f('ca.pem') } });
+    const pki = makeTlsMaterial(work, 'tls');
+    const tls = await startApiServer({ store: device.store }, { host: '127.0.0.1', port: 0, tls: { cert: pki.serverCert, key: pki.serverKey, ca: pki.ca } });
     try {
       const port = Number(new URL(tls.address).port);
-      const call = (withCert: boolean): Promise<number> =>
-        new Promise((resolve, reject) => {
-          const req = httpsRequest(
-            {
-              host: '127.0.0.1',
-              port,
-              path: '/v1/status',
-              ca: readFileSync(f('ca.pem')),
-              servername: 'localhost',
-              checkServerIdentity: () => undefined,
-              agent: false,
-              ...(withCert ? { cert: readFileSync(f('client.pem')), key: readFileSync(f('client.key')) } : {}),
-            },
-            (res) => {
-              res.resume();
-              res.on('end', () => resolve(res.statusCode ?? 0));
-            },
-          );
-          req.on('error', reject);
-          req.end();
-        });
+      const call = async (withCert: boolean): Promise<number> =>
+        (await httpsGet(port, '/v1/status', pki.ca, withCert ? { cert: pki.clientCert, key: pki.clientKey } : undefined)).status;
       assert.equal(await call(true), 200);
       // TLS 1.3: the server asks for a certificate and, given none, ends with alert 116 (certificate_required).
       await assert.rejects(call(false), { code: 'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED' });
