@@ -81,6 +81,11 @@ export interface CollectorOptions {
   /** Staged flavour: quotes tried, and the pause between them, until a quote covers the staged list. */
   readonly stagedQuoteAttempts?: number;
   readonly stagedQuoteDelayMs?: number;
+  /**
+   * Quotes a cycle may add, anchored at the stored count, while its newest checkpoint leaves stored
+   * records out of every export (records arriving throughout; `Cycle.attestStored`). 0 turns them off.
+   */
+  readonly exportQuoteAttempts?: number;
   /** EBUSY backoff of kernel opens. */
   readonly busyRetry?: BusyRetryPolicy;
   readonly hooks?: CollectorHooks;
@@ -100,6 +105,7 @@ export const COLLECTOR_DEFAULTS = {
   cycleAtKmemBytes: 2 * 1024 * 1024,
   stagedQuoteAttempts: 20,
   stagedQuoteDelayMs: 50,
+  exportQuoteAttempts: 3,
 } as const;
 
 /**

@@ -170,6 +170,21 @@ export async function collectLog(collector: Collector, query: LogQuery): Promise
   return Buffer.concat(parts);
 }
 
+/**
+ * The real quoter on `tpm` with some of its calls replaced by what `seams` returns (given the
+ * quoter): seams for timing and for fields of a result; the TPM's quotes and signatures stay real.
+ */
+export function quotesWith(tpm: Tpm, seams: (quoter: TpmQuoter) => Partial<QuoteSource>): QuoteSource {
+  const quoter = new TpmQuoter(tpm);
+  return {
+    activeBanks: () => quoter.activeBanks(),
+    readPcrs: (pcrs) => quoter.readPcrs(pcrs),
+    quote: (nonce, pcrs) => quoter.quote(nonce, pcrs),
+    quoteAndRead: (nonce, pcrs) => quoter.quoteAndRead(nonce, pcrs),
+    ...seams(quoter),
+  };
+}
+
 /** PCR 10 of the rig's banks in the TPM now. */
 export async function tpmPcr10(tpm: Tpm): Promise<Record<string, string>> {
   const values = await tpm.pcrRead(RIG_BANKS.map((bank) => ({ bank, pcr: 10 })));
