@@ -11,12 +11,17 @@
  *   - check:  `imakeep policy check LOG --policy P`;
  *   - load:   `imakeep policy check EMPTY --policy P` (start-up and policy loading alone), so
  *     that check − load is the judging itself.
- * Records/s are over process wall time (median of the repeats). Writes bench/results/policy.json.
+ * Records/s are over process wall time (median of the repeats), and over user + system CPU time,
+ * which a loaded machine disturbs less. Writes bench/results/policy.json.
  *
- * Result (`node dist/bench/policy.js 1000000 3`, 2 vCPUs shared with other jobs, load average 26,
- * 04:57-05:01 UTC 2026-12-05; the policy lists 1,000,000 digests, as the workload's files all differ):
- *   replay (verify alone) 114,234 records/s, 56 MiB; policy check 30,181 records/s (0.26x), 483 MiB;
- *   policy load alone 15.0 s, so judging alone 55,254 records/s (0.48x replay).
+ * Result (`node dist/bench/policy.js 1000000 3`, 2 vCPUs shared with other jobs, load average 24-31,
+ * 06:59-07:13 UTC 2026-12-05; the policy lists 1,000,000 digests over 143,184 paths, 72 MB):
+ *   replay (verify alone) 26,841 records/s (440,529 per CPU second), 56 MiB;
+ *   policy check 7,431 records/s (114,155 per CPU second): 0.28x replay (0.26x by CPU), 261 MiB;
+ *   policy load alone 2.25 CPU s, 214 MiB (wall 31.6 s on that machine).
+ * Before the compact index (04:57-05:01 UTC, load average 26): load alone 15.0 s wall, 483 MiB;
+ * check 0.26x replay by wall time. Wall times on a machine this loaded mostly measure the queue:
+ * compare the CPU columns and the ratios of one run.
  *
  *   node dist/bench/policy.js [records] [repeats]      (default 1000000 3)
  */
@@ -47,17 +52,19 @@ function generateLog(file: string, count: number): void {
 
 interface Run {
   readonly seconds: number;
+  /** User + system CPU seconds: what the work costs, whatever else the machine runs. */
+  readonly cpuSeconds: number;
   readonly peakRssMiB: number;
   readonly status: number | null;
 }
 
-/** One process under /usr/bin/time: wall seconds and peak RSS. */
+/** One process under /usr/bin/time: wall seconds, CPU seconds and peak RSS. */
 function timed(args: string[]): Run {
   const start = process.hrtime.bigint();
-  const r = spawnSync('/usr/bin/time', ['-f', '%M', process.execPath, CLI, ...args], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+  const r = spawnSync('/usr/bin/time', ['-f', '%U %S %M', process.execPath, CLI, ...args], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-  const rssKiB = Number(/(\d+)\s*$/.exec(r.stderr.trim())?.[1] ?? NaN);
-  return { seconds, peakRssMiB: Math.round((rssKiB / 1024) * 10) / 10, status: r.status };
+  const [user = NaN, system = NaN, rssKiB = NaN] = (/([\d.]+) ([\d.]+) (\d+)\s*$/.exec(r.stderr.trim()) ?? []).slice(1).map(Number);
+  return { seconds, cpuSeconds: user + system, peakRssMiB: Math.round((rssKiB / 1024) * 10) / 10, status: r.status };
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
@@ -87,18 +94,24 @@ function main(): void {
       }
     }
     const seconds = (name: string): number => median(variants[name]?.runs.map((r) => r.seconds) ?? []);
+    const cpu = (name: string): number => median(variants[name]?.runs.map((r) => r.cpuSeconds) ?? []);
     const rss = (name: string): number => median(variants[name]?.runs.map((r) => r.peakRssMiB) ?? []);
     const replayRate = records / seconds('replay');
     const checkRate = records / seconds('check');
     const judgeRate = records / (seconds('check') - seconds('load'));
+    const replayCpuRate = records / cpu('replay');
+    const checkCpuRate = records / cpu('check');
     const result = {
       machine: describeMachine(),
       records,
       repeats,
       commands: Object.fromEntries(Object.entries(variants).map(([name, v]) => [name, `imakeep ${v.args.join(' ')}`])),
       seconds: { replay: seconds('replay'), check: seconds('check'), load: seconds('load') },
+      cpuSeconds: { replay: cpu('replay'), check: cpu('check'), load: cpu('load') },
       recordsPerSecond: { replay: Math.round(replayRate), check: Math.round(checkRate), judgeOnly: Math.round(judgeRate) },
+      recordsPerCpuSecond: { replay: Math.round(replayCpuRate), check: Math.round(checkCpuRate) },
       checkOverReplay: Math.round((checkRate / replayRate) * 100) / 100,
+      checkOverReplayCpu: Math.round((checkCpuRate / replayCpuRate) * 100) / 100,
       peakRssMiB: { replay: rss('replay'), check: rss('check'), load: rss('load') },
     };
     mkdirSync(join(REPO, 'bench/results'), { recursive: true });
@@ -107,7 +120,8 @@ function main(): void {
       `${machineLine(result.machine)}\n${records} records, median of ${repeats}:\n` +
         `  replay (verify alone): ${Math.round(replayRate)} records/s, ${rss('replay')} MiB\n` +
         `  policy check:          ${Math.round(checkRate)} records/s, ${rss('check')} MiB (${result.checkOverReplay}x replay)\n` +
-        `  policy load alone:     ${seconds('load').toFixed(2)} s; judging alone ${Math.round(judgeRate)} records/s\n`,
+        `  policy load alone:     ${seconds('load').toFixed(2)} s (${cpu('load').toFixed(2)} CPU s), ${rss('load')} MiB; judging alone ${Math.round(judgeRate)} records/s\n` +
+        `  per CPU second:        replay ${Math.round(replayCpuRate)}, check ${Math.round(checkCpuRate)} records (${result.checkOverReplayCpu}x)\n`,
     );
   } finally {
     rmSync(dir, { recursive: true, force: true });

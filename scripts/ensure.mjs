@@ -9,8 +9,8 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
-/** Debian packages each job needs. */
-const BASE = ['swtpm', 'swtpm-tools', 'tpm2-tools', 'libfuse2', 'fuse3', 'ima-evm-utils', 'gcc', 'pkg-config', 'libfuse3-dev', 'postgresql'];
+/** Debian packages each job needs (linux-kbuild-6.1: the kernel's scripts/sign-file, for appended-signature tests). */
+const BASE = ['swtpm', 'swtpm-tools', 'tpm2-tools', 'libfuse2', 'fuse3', 'ima-evm-utils', 'linux-kbuild-6.1', 'gcc', 'pkg-config', 'libfuse3-dev', 'postgresql'];
 const PROFILES = {
   test: BASE,
   demo: BASE,

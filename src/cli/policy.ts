@@ -38,7 +38,7 @@ async function readPolicy(file: string): Promise<RuntimePolicy> {
   } catch (e) {
     throw new UsageError(`cannot read --policy ${file}: ${e instanceof Error ? e.message : String(e)}`);
   }
-  return parseRuntimePolicy(new Uint8Array(bytes));
+  return parseRuntimePolicy(bytes);
 }
 
 /** One text line of a finding. */

@@ -18,6 +18,7 @@ export {
   type DeviceProgress,
   type DeviceRecord,
   type DeviceTransaction,
+  type EnrollChallengeRow,
   type Enrollment,
   type FailingRecord,
   type FleetRepository,
@@ -27,5 +28,6 @@ export {
 export { acceptBundle, compareCursors, type AcceptedBundle } from './ingest.js';
 export { deviceLogStore } from './device-log.js';
 export { earStatus, FleetService, type DeviceView, type FleetServiceOptions, type FreshQuoteAnswer, type PushAck } from './service.js';
-export { BUNDLE_FRAMES_TYPE, bundleFrames, DEFAULT_FLEET_HTTP_LIMITS, FleetHandler, frameBundle, type FleetHttpLimits } from './http.js';
+export { BUNDLE_FRAMES_TYPE, bundleFrames, DEFAULT_FLEET_HTTP_LIMITS, FleetHandler, frameBundle, type FleetAuth, type FleetHttpLimits } from './http.js';
+export { DEVICE_ID_PATTERN, FleetEnrollment, tokenHash, type EnrolledDevice, type FleetApproval, type FleetEnrollmentOptions } from './enrollment.js';
 export { startFleet, type Fleet, type FleetOptions } from './fleet.js';

@@ -21,6 +21,7 @@ export {
   type RuntimePolicy,
   type RuntimePolicyDocument,
 } from './policy.js';
+export type { DigestIndex } from './digest-index.js';
 export { compileExcludes, translatePythonRegex, MAX_EXCLUDES, MAX_EXCLUDE_LENGTH } from './regex.js';
 export {
   checkSignature,

@@ -22,18 +22,25 @@
  *   its path in `digests` (`not_in_policy`, `digest_not_allowed`; `boot_aggregate` for the
  *   boot_aggregate record). When the digest fails, the signature's own failure is named first.
  *
- * The file digest is compared as lowercase hex, as Keylime compares it; its algorithm prefix
+ * * The file digest is compared as bytes with the policy's hex digests (Keylime compares lowercase hex); its algorithm prefix
  * (`sha256:`) is honoured by requiring the digest to have that algorithm's size
  * (`digest_malformed` otherwise) and, for signatures, by requiring the signature's hash algorithm
  * to be the digest's (`signature_hash_mismatch`, file_signatures.py `_asymmetric_verify`).
- * Appended (`modsig`) and EVM (`evmsig`) signatures are not verified; such records are judged by
- * their `sig` field and digest.
+ * An ima-modsig record's appended signature (src/policy/modsig.ts) passes it as a verified `sig`
+ * does; each failing signature is named (`signature_*` for `sig`, `modsig_*`) before the digest's
+ * reason. An evm-sig record's portable EVM signature (src/policy/evm.ts) passes it when it verifies
+ * and `security.ima` binds the record's digest (`evmsig_*`). Keylime itself cannot parse ima-modsig
+ * or evm-sig records (keylime/ima/ast.py `Entry` knows ima,
+ * ima-ng, ima-sig and ima-buf) and fails them; docs/policy.md#where-imakeep-goes-beyond-keylime.
  *
  * Memory is bounded whatever the log's length: counters, the learned keys (at most
  * {@link MAX_LEARNED_KEYS}), and the findings the caller chooses to collect.
  */
 import { bytesEqual, computeTemplateDigest, decodeTemplateFields, isViolation, toHex, type Endian, type ImaRecord, type TemplateField } from '../ima/index.js';
+import type { DigestIndex } from './digest-index.js';
 import type { RuntimePolicy } from './policy.js';
+import { checkEvmSignature, type EvmFields, type EvmStatus } from './evm.js';
+import { checkModsig } from './modsig.js';
 import { checkSignature, hashAlgoSize, keyFromBuffer, Keyring, parseImaSignature, verificationKey, type SignatureStatus } from './signatures.js';
 
 /** Why a record failed: stable codes. */
@@ -60,6 +67,26 @@ export type ReasonCode =
   | 'signature_hash_mismatch'
   /** The signature uses a hash algorithm imakeep does not verify. */
   | 'signature_unsupported'
+  /** ima-modsig: the appended signature does not verify with the key that signer names. */
+  | 'modsig_invalid'
+  /** ima-modsig: no policy or learned key is the signer's (by key identifier, issuer and serial, or trying the policy's keys). */
+  | 'modsig_unknown_key'
+  /** ima-modsig: the `modsig` field is not a PKCS#7 SignedData with one signer. */
+  | 'modsig_malformed'
+  /** ima-modsig: `d-modsig` is not in the signer's digest algorithm, or not the digest of its authenticated attributes. */
+  | 'modsig_hash_mismatch'
+  /** ima-modsig: the signer's digest algorithm is one imakeep does not verify with. */
+  | 'modsig_unsupported'
+  /** evm-sig: the portable EVM signature does not verify over the record's xattrs, uid, gid and mode. */
+  | 'evmsig_invalid'
+  /** evm-sig: no policy or learned key has the EVM signature's key id. */
+  | 'evmsig_unknown_key'
+  /** evm-sig: `evmsig` is not a portable signature header, or the xattr fields do not decode, or lack `security.ima`. */
+  | 'evmsig_malformed'
+  /** evm-sig: a hash algorithm imakeep does not verify with. */
+  | 'evmsig_unsupported'
+  /** evm-sig: the EVM signature verifies, but `security.ima` is neither the record's digest nor a valid signature of it. */
+  | 'evmsig_unbound'
   /** A violation, when the treatment is `reject`. */
   | 'violation'
   /** The SHA-1 template digest is not SHA-1 of the template data. */
@@ -84,6 +111,16 @@ export const REASON_CODES: readonly ReasonCode[] = [
   'signature_malformed',
   'signature_hash_mismatch',
   'signature_unsupported',
+  'modsig_invalid',
+  'modsig_unknown_key',
+  'modsig_malformed',
+  'modsig_hash_mismatch',
+  'modsig_unsupported',
+  'evmsig_invalid',
+  'evmsig_unknown_key',
+  'evmsig_malformed',
+  'evmsig_unsupported',
+  'evmsig_unbound',
   'violation',
   'template_hash',
   'pcr',
@@ -176,16 +213,35 @@ const SIGNATURE_REASON: Readonly<Record<Exclude<SignatureStatus, 'valid'>, Reaso
   unsupported: 'signature_unsupported',
 };
 
+const EVM_REASON: Readonly<Record<Exclude<EvmStatus, 'valid'>, ReasonCode>> = {
+  invalid: 'evmsig_invalid',
+  'unknown-key': 'evmsig_unknown_key',
+  malformed: 'evmsig_malformed',
+  unsupported: 'evmsig_unsupported',
+  unbound: 'evmsig_unbound',
+};
+
+const MODSIG_REASON: Readonly<Record<Exclude<SignatureStatus, 'valid'>, ReasonCode>> = {
+  invalid: 'modsig_invalid',
+  'unknown-key': 'modsig_unknown_key',
+  malformed: 'modsig_malformed',
+  'hash-mismatch': 'modsig_hash_mismatch',
+  unsupported: 'modsig_unsupported',
+};
+
 /** The fields the judge reads from a record's template data. */
 interface RecordFields {
   readonly path: string;
   readonly algo: string;
   readonly digest: Uint8Array;
-  /** The digest as lowercase hex, and the text before it as the ASCII list shows it (`sha256:`). */
-  readonly hex: string;
+  /** The text before the digest as the ASCII list shows it (`sha256:`). */
   readonly prefix: string;
   readonly sig: Uint8Array | undefined;
   readonly buf: Uint8Array | undefined;
+  /** ima-modsig: the appended signature (PKCS#7) and the digest it signs (`d-modsig`), when present. */
+  readonly modsig: { readonly pkcs7: Uint8Array; readonly algo: string; readonly digest: Uint8Array } | undefined;
+  /** evm-sig: the portable EVM signature and what it covers, when present ('malformed' if a field is unusable). */
+  readonly evm: EvmFields | 'malformed' | undefined;
 }
 
 /** The digest, name, sig and buf fields of a decoded template; null if it lacks a digest or a name. */
@@ -194,17 +250,34 @@ function recordFields(fields: readonly TemplateField[]): RecordFields | null {
   let path: string | undefined;
   let sig: Uint8Array | undefined;
   let buf: Uint8Array | undefined;
+  let modsigDigest: { readonly algo: string; readonly digest: Uint8Array } | undefined;
+  let pkcs7: Uint8Array | undefined;
+  const evm: { evmsig?: Uint8Array; names?: string; lengths?: Uint8Array; values?: Uint8Array; uid?: bigint | null; gid?: bigint | null; mode?: bigint | null } = {};
   for (const f of fields) {
     if ((f.id === 'd' || f.id === 'd-ng' || f.id === 'd-ngv2') && digestField === undefined) digestField = f;
     else if ((f.id === 'n' || f.id === 'n-ng') && path === undefined) path = f.text;
     else if (f.id === 'sig') sig = f.bytes;
     else if (f.id === 'buf') buf = f.bytes;
+    else if (f.id === 'd-modsig') modsigDigest = f;
+    else if (f.id === 'modsig') pkcs7 = f.bytes;
+    else if (f.id === 'evmsig') evm.evmsig = f.bytes;
+    else if (f.id === 'xattrnames') evm.names = f.text;
+    else if (f.id === 'xattrlengths') evm.lengths = f.bytes;
+    else if (f.id === 'xattrvalues') evm.values = f.bytes;
+    else if (f.id === 'iuid') evm.uid = f.value;
+    else if (f.id === 'igid') evm.gid = f.value;
+    else if (f.id === 'imode') evm.mode = f.value;
   }
   if (digestField === undefined || path === undefined) return null;
-  const hex = toHex(digestField.digest);
+  // Without an appended signature both fields are empty (ima_template_lib.c `ima_eventdigest_modsig_init`, `ima_eventmodsig_init`).
+  const modsig = pkcs7 !== undefined && pkcs7.length > 0 && modsigDigest !== undefined ? { pkcs7, algo: modsigDigest.algo, digest: modsigDigest.digest } : undefined;
+  // Without a portable EVM signature `evmsig` is empty (ima_template_lib.c `ima_eventevmsig_init`).
+  const { evmsig, names = '', lengths = new Uint8Array(0), values = new Uint8Array(0), uid, gid, mode } = evm;
+  const evmFields =
+    evmsig === undefined || evmsig.length === 0 ? undefined : uid == null || gid == null || mode == null ? 'malformed' : { evmsig, names, lengths, values, uid, gid, mode };
   // The `ima` template's `d` has no prefix: a SHA-1 digest (or an MD5 one padded to 20 bytes).
-  if (digestField.id === 'd') return { path, algo: 'sha1', digest: digestField.digest, hex, prefix: '', sig, buf };
-  return { path, algo: digestField.algo, digest: digestField.digest, hex, prefix: digestField.prefix, sig, buf };
+  if (digestField.id === 'd') return { path, algo: 'sha1', digest: digestField.digest, prefix: '', sig, buf, modsig, evm: evmFields };
+  return { path, algo: digestField.algo, digest: digestField.digest, prefix: digestField.prefix, sig, buf, modsig, evm: evmFields };
 }
 
 /** No reason, and each reason alone: shared arrays, so a passing record allocates none. */
@@ -217,7 +290,7 @@ function finding(rec: ImaRecord, index: number, fields: RecordFields | null, pcr
     index,
     template: rec.template,
     path: fields?.path ?? '',
-    digest: fields === null ? '' : `${fields.prefix}${fields.hex}`,
+    digest: fields === null ? '' : `${fields.prefix}${toHex(fields.digest)}`,
     reasons: [...pcr, ...more],
     violation,
   };
@@ -260,7 +333,7 @@ export class PolicyJudge {
     this.#imaPcr = options.imaPcr ?? 10;
     this.#endian = options.endian ?? 'le';
     this.#checkTemplateHash = options.checkTemplateHash ?? true;
-    this.#bootAggregates = new Set([...(policy.digests.get('boot_aggregate') ?? []), ...(options.bootAggregates ?? [])]);
+    this.#bootAggregates = new Set([...(policy.digests.hexDigests('boot_aggregate')), ...(options.bootAggregates ?? [])]);
     this.#collect = options.collect ?? true;
     this.#onFinding = options.onFinding;
     for (const key of policy.keys) this.#keys.add(key);
@@ -341,42 +414,56 @@ export class PolicyJudge {
   }
 
   /** `_validate_ima_ng` against one of the policy's digest maps. */
-  #listed(fields: RecordFields, list: ReadonlySet<string> | undefined, missing: ReasonCode, wrong: ReasonCode): readonly ReasonCode[] {
+  #listed(fields: RecordFields, index: DigestIndex, missing: ReasonCode, wrong: ReasonCode): readonly ReasonCode[] {
     if (this.#excludes(fields.path)) return PASS;
-    if (list === undefined) return ONLY[missing];
-    return list.has(fields.hex) ? PASS : ONLY[wrong];
+    if (!index.hasName(fields.path)) return ONLY[missing];
+    return index.has(fields.path, fields.digest) ? PASS : ONLY[wrong];
   }
 
   #file(fields: RecordFields): readonly ReasonCode[] {
-    let signatureReason: ReasonCode | undefined;
+    const signatureReasons: ReasonCode[] = [];
     if (fields.sig !== undefined && fields.sig.length > 0) {
       const sig = parseImaSignature(fields.sig);
       if (sig === null) {
-        signatureReason = 'signature_malformed';
+        signatureReasons.push('signature_malformed');
       } else {
         if (this.#excludes(fields.path)) return PASS;
         const status = checkSignature(sig, fields.digest, fields.algo, this.#keys);
-        if (status === 'valid') {
-          this.#signaturesVerified++;
-          return PASS;
-        }
-        signatureReason = SIGNATURE_REASON[status];
+        if (status === 'valid') return this.#verified();
+        signatureReasons.push(SIGNATURE_REASON[status]);
       }
+    }
+    if (fields.modsig !== undefined) {
+      if (this.#excludes(fields.path)) return PASS;
+      const status = checkModsig(fields.modsig.pkcs7, fields.modsig.digest, fields.modsig.algo, this.#keys);
+      if (status === 'valid') return this.#verified();
+      signatureReasons.push(MODSIG_REASON[status]);
+    }
+    if (fields.evm !== undefined) {
+      if (this.#excludes(fields.path)) return PASS;
+      const status = fields.evm === 'malformed' ? 'malformed' : checkEvmSignature(fields.evm, fields.digest, fields.algo, this.#keys, this.#endian);
+      if (status === 'valid') return this.#verified();
+      signatureReasons.push(EVM_REASON[status]);
     }
     let digestReasons: readonly ReasonCode[];
     if (fields.path === 'boot_aggregate') {
-      digestReasons = this.#excludes(fields.path) || this.#bootAggregates.has(fields.hex) ? PASS : ONLY.boot_aggregate;
+      digestReasons = this.#excludes(fields.path) || this.#bootAggregates.has(toHex(fields.digest)) ? PASS : ONLY.boot_aggregate;
     } else {
-      digestReasons = this.#listed(fields, this.#policy.digests.get(fields.path), 'not_in_policy', 'digest_not_allowed');
+      digestReasons = this.#listed(fields, this.#policy.digests, 'not_in_policy', 'digest_not_allowed');
     }
     if (digestReasons.length === 0) return PASS;
-    return signatureReason === undefined ? digestReasons : [signatureReason, ...digestReasons];
+    return signatureReasons.length === 0 ? digestReasons : [...signatureReasons, ...digestReasons];
+  }
+
+  #verified(): readonly ReasonCode[] {
+    this.#signaturesVerified++;
+    return PASS;
   }
 
   #buffer(fields: RecordFields): readonly ReasonCode[] {
     const buf = fields.buf ?? new Uint8Array(0);
     const found = keyFromBuffer(buf);
-    if (found.kind === 'none') return this.#listed(fields, this.#policy.imaBuf.get(fields.path), 'buffer_not_allowed', 'buffer_not_allowed');
+    if (found.kind === 'none') return this.#listed(fields, this.#policy.imaBuf, 'buffer_not_allowed', 'buffer_not_allowed');
     const type = found.key.asymmetricKeyType;
     if (type !== 'rsa' && type !== 'ec') return ONLY.invalid_key;
     const ignored = this.#policy.ignoredKeyrings;
@@ -384,10 +471,10 @@ export class PolicyJudge {
       this.#keyringsIgnored++;
       return PASS;
     }
-    const reasons = this.#listed(fields, this.#policy.keyrings.get(fields.path), 'keyring_not_allowed', 'keyring_not_allowed');
+    const reasons = this.#listed(fields, this.#policy.keyrings, 'keyring_not_allowed', 'keyring_not_allowed');
     // A trusted key joins the keyrings only now (Keylime `add_pubkey_to_keyring` after validation);
     // a curve imakeep cannot verify with is judged, not learned.
-    const key = reasons.length === 0 && this.#keysLearned < MAX_LEARNED_KEYS ? verificationKey(found.key, found.keyId) : undefined;
+    const key = reasons.length === 0 && this.#keysLearned < MAX_LEARNED_KEYS ? verificationKey(found.key, found.keyId, found.issuerSerial) : undefined;
     if (key !== undefined && typeof key !== 'string' && this.#keys.get(key.keyId) === undefined) {
       this.#keys.add(key);
       this.#keysLearned++;

@@ -18,7 +18,9 @@
  * Beyond Keylime, sizes are bounded (`POLICY_TOO_LARGE`) so a hostile policy cannot take the
  * verifier's memory, and `meta.version` must be 1 (`POLICY_VERSION`).
  */
+import { DigestIndexBuilder, isLowerHex, type DigestIndex } from './digest-index.js';
 import { PolicyError } from './errors.js';
+import { parsePolicyBytes, ScannedDigestMap, type DigestListRules } from './policy-json.js';
 import { compileExcludes, MAX_EXCLUDE_LENGTH, MAX_EXCLUDES } from './regex.js';
 import { verificationKey, type VerificationKey } from './signatures.js';
 import { createPublicKey } from 'node:crypto';
@@ -46,16 +48,16 @@ export interface RuntimePolicyDocument {
 }
 
 /**
- * A validated policy, ready to judge records. Digest lists are sets: a path measured many times
- * (a log file, a changing config) can list hundreds of digests, and each record looks one up.
+ * A validated policy, ready to judge records. Digest lists are compact indexes
+ * ({@link DigestIndex}): a policy lists up to millions of digests, and each record looks one up.
  */
 export interface RuntimePolicy {
-  /** Path → allowed hex digests of files (and `boot_aggregate`). */
-  readonly digests: ReadonlyMap<string, ReadonlySet<string>>;
-  /** Keyring name → allowed hex digests of keys measured onto it. */
-  readonly keyrings: ReadonlyMap<string, ReadonlySet<string>>;
-  /** Buffer name → allowed hex digests of other ima-buf measurements. */
-  readonly imaBuf: ReadonlyMap<string, ReadonlySet<string>>;
+  /** Path → allowed digests of files (and `boot_aggregate`). */
+  readonly digests: DigestIndex;
+  /** Keyring name → allowed digests of keys measured onto it. */
+  readonly keyrings: DigestIndex;
+  /** Buffer name → allowed digests of other ima-buf measurements. */
+  readonly imaBuf: DigestIndex;
   /** The joined exclude list, anchored at the start (Python `re.match`), or null. */
   readonly exclude: RegExp | null;
   /** Keyrings whose key measurements are not judged; `*` in the policy ignores all. */
@@ -77,7 +79,6 @@ export const MAX_NAME_LENGTH = 4096;
 export const MAX_KEYS = 256;
 export const MAX_IGNORED_KEYRINGS = 1024;
 
-const DIGEST_PATTERN = /^[0-9a-f]{40,128}$/;
 
 function schema(field: string, expected: string, value: unknown): PolicyError {
   const got = value === undefined ? 'missing' : value === null ? 'null' : Array.isArray(value) ? 'array' : typeof value;
@@ -111,22 +112,39 @@ function stringList(value: unknown, fieldName: string, limit: number, itemLimit:
   });
 }
 
-/** A `digests-object`: name → non-empty list of hex digests (40..128 lowercase hex digits). */
-function digestMap(value: unknown, fieldName: string, budget: { entries: number }): Map<string, ReadonlySet<string>> {
-  if (!isObject(value)) throw schema(fieldName, 'an object of name → [hex digest, ...]', value);
-  const out = new Map<string, ReadonlySet<string>>();
-  for (const [name, list] of Object.entries(value)) {
-    const where = `${fieldName}[${JSON.stringify(name.slice(0, 200))}]`;
-    if (++budget.entries > MAX_POLICY_ENTRIES) throw tooLarge('digests, keyrings and ima-buf names', MAX_POLICY_ENTRIES, budget.entries);
-    if (name.length > MAX_NAME_LENGTH) throw tooLarge(`${where} name length`, MAX_NAME_LENGTH, name.length);
-    if (!Array.isArray(list) || list.length === 0) throw schema(where, 'a non-empty array of hex digests', list);
-    if (list.length > MAX_DIGESTS_PER_ENTRY) throw tooLarge(where, MAX_DIGESTS_PER_ENTRY, list.length);
-    list.forEach((d: unknown, i) => {
-      if (typeof d !== 'string' || !DIGEST_PATTERN.test(d)) throw schema(`${where}[${i}]`, 'a string of 40..128 lowercase hex digits', d);
-    });
-    out.set(name, new Set(list as string[]));
+/** One list of a `digests-object`: a name of at most PATH_MAX, a non-empty list of hex digests (40..128 lowercase hex digits). */
+function checkDigestList(fieldName: string, name: string, list: unknown): readonly string[] {
+  const where = `${fieldName}[${JSON.stringify(name.slice(0, 200))}]`;
+  if (name.length > MAX_NAME_LENGTH) throw tooLarge(`${where} name length`, MAX_NAME_LENGTH, name.length);
+  if (!Array.isArray(list) || list.length === 0) throw schema(where, 'a non-empty array of hex digests', list);
+  if (list.length > MAX_DIGESTS_PER_ENTRY) throw tooLarge(where, MAX_DIGESTS_PER_ENTRY, list.length);
+  for (let i = 0; i < list.length; i++) {
+    const d: unknown = list[i];
+    if (typeof d !== 'string' || !isLowerHex(d, 40, 128)) throw schema(`${where}[${i}]`, 'a string of 40..128 lowercase hex digits', d);
   }
-  return out;
+  return list as string[];
+}
+
+const DIGEST_LIST_RULES: DigestListRules = { check: checkDigestList, maxDigests: MAX_DIGESTS_PER_ENTRY, maxName: MAX_NAME_LENGTH };
+
+/** A `digests-object`: name → list (see checkDigestList), already indexed when read from a file's bytes. */
+function digestMap(value: unknown, fieldName: string, budget: { entries: number }): DigestIndex {
+  const limit = (): PolicyError => tooLarge('digests, keyrings and ima-buf names', MAX_POLICY_ENTRIES, budget.entries);
+  if (value instanceof ScannedDigestMap) {
+    if (value.error !== null) throw value.error;
+    budget.entries += value.names;
+    if (budget.entries > MAX_POLICY_ENTRIES) throw limit();
+    return value.index;
+  }
+  if (!isObject(value)) throw schema(fieldName, 'an object of name → [hex digest, ...]', value);
+  const builder = new DigestIndexBuilder();
+  for (const [name, list] of Object.entries(value)) {
+    if (++budget.entries > MAX_POLICY_ENTRIES) throw limit();
+    const hex = checkDigestList(fieldName, name, list);
+    builder.begin(name);
+    for (const d of hex) builder.addHex(d);
+  }
+  return builder.build();
 }
 
 /**
@@ -169,7 +187,7 @@ export function parseVerificationKeys(text: string): VerificationKey[] {
 function unwrapDsse(value: unknown): unknown {
   if (!isObject(value) || typeof value.payload !== 'string' || value.payload === '') return value;
   try {
-    return JSON.parse(Buffer.from(value.payload, 'base64').toString('utf8'));
+    return parsePolicyBytes(Buffer.from(value.payload, 'base64'), DIGEST_LIST_RULES);
   } catch (e) {
     throw new PolicyError('POLICY_BAD_JSON', 'the DSSE payload is not base64 of a JSON policy', { field: 'payload' }, { cause: e });
   }
@@ -220,18 +238,14 @@ export function loadRuntimePolicy(value: unknown): RuntimePolicy {
   };
 }
 
-/** Parses and validates a policy file's bytes or text (UTF-8 JSON). */
+/**
+ * Parses and validates a policy file's bytes or text (UTF-8 JSON), the digest maps read straight
+ * into compact indexes (src/policy/policy-json.ts).
+ */
 export function parseRuntimePolicy(input: string | Uint8Array): RuntimePolicy {
   const size = typeof input === 'string' ? Buffer.byteLength(input) : input.length;
   if (size > MAX_POLICY_BYTES) throw tooLarge('policy bytes', MAX_POLICY_BYTES, size);
-  const text = typeof input === 'string' ? input : new TextDecoder('utf-8', { fatal: false }).decode(input);
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (e) {
-    throw new PolicyError('POLICY_BAD_JSON', `the policy is not JSON: ${e instanceof Error ? e.message : String(e)}`, { field: 'policy' }, { cause: e });
-  }
-  return loadRuntimePolicy(value);
+  return loadRuntimePolicy(parsePolicyBytes(typeof input === 'string' ? Buffer.from(input, 'utf8') : input, DIGEST_LIST_RULES));
 }
 
 /** The policy's JSON text on one line (`keylime-policy create runtime` writes `json.dumps` of it). */

@@ -18,6 +18,7 @@
  *   (file_signatures.py `_get_keyidv2_from_cert`, the kernel's `id:` lookup).
  */
 import { createHash, createPrivateKey, createPublicKey, publicDecrypt, constants, X509Certificate, type KeyObject } from 'node:crypto';
+import { child, children, contents, encoding, readTlv } from './der.js';
 import { curveByName, pointFromJwk, verifyEcdsaDigest, type Curve, type Point } from './ecdsa.js';
 
 /** Kernel hash algorithm names and digest sizes by `enum hash_algo` id (include/uapi/linux/hash_info.h, crypto/hash_info.c). */
@@ -81,6 +82,11 @@ const NODE_HASH: Readonly<Record<string, string>> = {
   'sha3-512': 'sha3-512',
 };
 
+/** Node's name of a kernel hash algorithm whose signatures are checked, or undefined for the others. */
+export function verifiableHash(algoName: string): string | undefined {
+  return DIGEST_INFO[algoName] === undefined ? undefined : NODE_HASH[algoName];
+}
+
 /** `enum evm_ima_xattr_type` (security/integrity/integrity.h). */
 export const EVM_IMA_XATTR_DIGSIG = 3;
 export const EVM_XATTR_PORTABLE_DIGSIG = 5;
@@ -117,26 +123,37 @@ export interface VerificationKey {
   readonly key: KeyObject;
   /** For EC keys: the curve and public point. */
   readonly ec: { readonly curve: Curve; readonly point: Point } | null;
+  /** For a key that came in a certificate: its issuer and serial number (see {@link issuerSerialOf}), which a PKCS#7 signer may name. */
+  readonly issuerSerial?: string;
 }
 
 /** The `subjectPublicKey` BIT STRING contents of a DER SubjectPublicKeyInfo (X.509 §4.1; RFC 5280). */
 function subjectPublicKeyBits(spki: Uint8Array): Uint8Array {
-  let at = 0;
-  const header = (): { tag: number; len: number } => {
-    const tag = spki[at++] ?? 0;
-    let len = spki[at++] ?? 0;
-    if (len & 0x80) {
-      const count = len & 0x7f;
-      len = 0;
-      for (let i = 0; i < count; i++) len = len * 256 + (spki[at++] ?? 0);
-    }
-    return { tag, len };
-  };
-  header(); // SEQUENCE SubjectPublicKeyInfo
-  const algorithm = header(); // SEQUENCE AlgorithmIdentifier, skipped
-  at += algorithm.len;
-  const bits = header(); // BIT STRING: first byte is the count of unused bits (0)
-  return spki.subarray(at + 1, at + bits.len);
+  // SEQUENCE { AlgorithmIdentifier, BIT STRING }: the BIT STRING's first byte counts unused bits (0).
+  return contents(spki, child(spki, readTlv(spki, 0), 1, 0x03)).subarray(1);
+}
+
+/**
+ * A signer's issuer and serial number as one string: the hex of the issuer Name's DER and of the
+ * serial INTEGER's contents (RFC 5652 §10.2.4 IssuerAndSerialNumber; X.509 TBSCertificate).
+ */
+export function issuerSerialOf(issuerDer: Uint8Array, serial: Uint8Array): string {
+  return `${Buffer.from(issuerDer).toString('hex')}:${Buffer.from(serial).toString('hex')}`;
+}
+
+/** The issuer and serial of a DER certificate (TBSCertificate: [0] version, serial, signature, issuer, ...). */
+function certificateIssuerSerial(der: Uint8Array): string | undefined {
+  try {
+    const tbs = child(der, readTlv(der, 0), 0, 0x30);
+    const fields = children(der, tbs);
+    const offset = fields[0]?.tag === 0xa0 ? 1 : 0;
+    const serial = fields[offset];
+    const issuer = fields[offset + 2];
+    if (serial?.tag !== 0x02 || issuer?.tag !== 0x30) return undefined;
+    return issuerSerialOf(encoding(der, issuer), contents(der, serial));
+  } catch {
+    return undefined;
+  }
 }
 
 /** keyidv2 of a public key: the last 4 bytes of SHA-1 of its subjectPublicKey bits, big-endian. */
@@ -147,15 +164,16 @@ export function keyIdOf(key: KeyObject): number {
 }
 
 /** A key that verifies IMA signatures, or a string saying why it cannot (not RSA or a NIST EC curve). */
-export function verificationKey(key: KeyObject, keyId?: number): VerificationKey | string {
-  if (key.asymmetricKeyType === 'rsa') return { keyId: keyId ?? keyIdOf(key), key, ec: null };
+export function verificationKey(key: KeyObject, keyId?: number, issuerSerial?: string): VerificationKey | string {
+  const named = issuerSerial === undefined ? {} : { issuerSerial };
+  if (key.asymmetricKeyType === 'rsa') return { keyId: keyId ?? keyIdOf(key), key, ec: null, ...named };
   if (key.asymmetricKeyType === 'ec') {
     const curveName = key.asymmetricKeyDetails?.namedCurve ?? '';
     const curve = curveByName(curveName);
     if (curve === undefined) return `EC curve '${curveName}' is not supported (prime256v1, secp384r1, secp521r1)`;
     const jwk = key.export({ format: 'jwk' });
     if (typeof jwk.x !== 'string' || typeof jwk.y !== 'string') return 'EC key without coordinates';
-    return { keyId: keyId ?? keyIdOf(key), key, ec: { curve, point: pointFromJwk(jwk.x, jwk.y) } };
+    return { keyId: keyId ?? keyIdOf(key), key, ec: { curve, point: pointFromJwk(jwk.x, jwk.y) }, ...named };
   }
   return `key type '${key.asymmetricKeyType ?? 'unknown'}' is not supported (RSA, EC)`;
 }
@@ -185,7 +203,7 @@ export function certificateKeyId(der: Uint8Array): number | undefined {
 
 /** What a buffer holds, tried as Keylime does (file_signatures.py `get_pubkey`). */
 export type BufferKey =
-  | { readonly kind: 'key'; readonly key: KeyObject; readonly keyId: number | undefined }
+  | { readonly kind: 'key'; readonly key: KeyObject; readonly keyId: number | undefined; readonly issuerSerial: string | undefined }
   | { readonly kind: 'none' };
 
 /**
@@ -197,7 +215,8 @@ export function keyFromBuffer(data: Uint8Array): BufferKey {
   const buf = Buffer.from(data.buffer, data.byteOffset, data.length);
   try {
     const cert = new X509Certificate(buf);
-    return { kind: 'key', key: cert.publicKey, keyId: certificateKeyId(new Uint8Array(cert.raw)) };
+    const der = new Uint8Array(cert.raw);
+    return { kind: 'key', key: cert.publicKey, keyId: certificateKeyId(der), issuerSerial: certificateIssuerSerial(der) };
   } catch {
     // not a certificate: try the key encodings
   }
@@ -210,7 +229,7 @@ export function keyFromBuffer(data: Uint8Array): BufferKey {
   ];
   for (const attempt of attempts) {
     try {
-      return { kind: 'key', key: attempt(), keyId: undefined };
+      return { kind: 'key', key: attempt(), keyId: undefined, issuerSerial: undefined };
     } catch {
       // next encoding
     }
@@ -252,6 +271,11 @@ export class Keyring {
   get(keyId: number): VerificationKey | undefined {
     return this.#keys.get(keyId);
   }
+
+  /** Every key, in the order added. */
+  keys(): IterableIterator<VerificationKey> {
+    return this.#keys.values();
+  }
 }
 
 /** The bytes a v3 signature signs the hash of: `ima_file_id` over the digest's own size. */
@@ -263,7 +287,11 @@ function fileIdHash(type: number, algo: number, nodeHash: string, digest: Uint8A
   return new Uint8Array(createHash(nodeHash).update(fileId).digest());
 }
 
-function verifyWith(key: VerificationKey, algoName: string, signed: Uint8Array, signature: Uint8Array): boolean {
+/**
+ * Whether `signature` is `key`'s signature of the digest `signed` of kernel hash algorithm
+ * `algoName`: RSA PKCS#1 v1.5 over its DigestInfo (RFC 8017 §8.2.2), or ECDSA (DER r, s).
+ */
+export function verifyDigestSignature(key: VerificationKey, algoName: string, signed: Uint8Array, signature: Uint8Array): boolean {
   if (key.ec !== null) return verifyEcdsaDigest(key.ec.curve, key.ec.point, signed, signature);
   const prefix = DIGEST_INFO[algoName];
   if (prefix === undefined) return false;
@@ -285,10 +313,10 @@ export function checkSignature(sig: ImaSignature, digest: Uint8Array, digestAlgo
   const algo = HASH_ALGOS[sig.hashAlgo];
   if ((!v2 && !v3) || algo === undefined) return 'malformed';
   if (algo.name !== digestAlgo || digest.length !== algo.size) return 'hash-mismatch';
-  const nodeHash = NODE_HASH[algo.name];
-  if (nodeHash === undefined || DIGEST_INFO[algo.name] === undefined) return 'unsupported';
+  const nodeHash = verifiableHash(algo.name);
+  if (nodeHash === undefined) return 'unsupported';
   const key = keys.get(sig.keyId);
   if (key === undefined) return 'unknown-key';
   const signed = v3 ? fileIdHash(sig.type, sig.hashAlgo, nodeHash, digest) : digest;
-  return verifyWith(key, algo.name, signed, sig.signature) ? 'valid' : 'invalid';
+  return verifyDigestSignature(key, algo.name, signed, sig.signature) ? 'valid' : 'invalid';
 }

@@ -52,7 +52,9 @@ export {
   startHttpServer,
   type ApiServer,
   type BoundServer,
+  type BindAddress,
   type ListenAddress,
+  type ServerTlsFiles,
   type ServerLimits,
   type TlsFiles,
 } from './server.js';

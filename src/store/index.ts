@@ -29,6 +29,10 @@ export {
   ChunkBuilder,
   encodeChunk,
   decodeChunk,
+  type ChunkReference,
+  type ChunkEntry,
+  encodeChunkReference,
+  decodeChunkEntry,
   chunkHash,
   checkChunkBody,
   chunkRecords,
@@ -62,13 +66,16 @@ export {
 } from './values.js';
 export type { BatchOperation, IterateOptions, DatabaseIterator, StoreDatabase } from './database.js';
 export { ImaStore, type ImaStoreOptions, type StoredRecord, type StoredChunk, type DropBootOptions } from './store.js';
-export { openStore, type OpenStoreOptions, type LevelTuning, DEVICE_LEVEL_OPTIONS } from './level.js';
+export { openStore, type OpenStoreOptions, type LevelTuning, DEVICE_LEVEL_OPTIONS, SEGMENTS_DIRECTORY } from './level.js';
+export { type ChunkSegments, type SegmentReader, SegmentFiles } from './segments.js';
 export { replayAt } from './replay-at.js';
 export {
   chainedNonceV1,
   checkpointNonce,
+  checkpointNonceV2,
   bootBinding,
   nextCheckpointNonce,
+  adoptDeviceId,
   type QuoteLink,
   type ChainAnchor,
   type NonceInput,

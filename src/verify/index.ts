@@ -5,12 +5,13 @@
  */
 export { VerifyError, type VerifyErrorCode, type VerifyErrorDetails } from './errors.js';
 export { clockOrderViolation } from './chain.js';
-export { chainedNonceV1, checkpointNonce, bootBinding, type QuoteLink } from '../store/index.js';
+export { chainedNonceV1, checkpointNonce, checkpointNonceV2, bootBinding, type QuoteLink } from '../store/index.js';
 export {
   EvidenceVerifier,
   trustedAkFromPem,
   noTrustedAk,
   V1_UNSIGNED_FIELDS,
+  V2_UNSIGNED_FIELDS,
   type BundleReport,
   type SegmentReport,
   type VerifierOptions,

@@ -27,7 +27,7 @@ describe('schema', () => {
     assert.equal(p.exclude, null);
     assert.equal(p.logHashAlg, 'sha1');
     const payload = Buffer.from(JSON.stringify(emptyPolicy({ digests: { '/a': ['ab'.repeat(20)] } }))).toString('base64');
-    assert.deepEqual([...(loadRuntimePolicy({ payloadType: 'application/vnd.keylime+json', payload, signatures: [] }).digests.get('/a') ?? [])], ['ab'.repeat(20)]);
+    assert.deepEqual(loadRuntimePolicy({ payloadType: 'application/vnd.keylime+json', payload, signatures: [] }).digests.hexDigests('/a'), ['ab'.repeat(20)]);
   });
 
   it('each schema violation names its field', () => {
@@ -172,5 +172,93 @@ describe('exclude expressions as Python re.match on "(e1)|(e2)|..."', () => {
     }
     assert.equal(matches(['/(a)+\\2'], '/aa'), true);
     assert.equal(matches(['(?=(a))\\2'], 'a'), true);
+  });
+});
+
+describe('a policy file read from its bytes (digest maps straight into the compact index)', () => {
+  const a = 'ab'.repeat(32);
+  const b = 'cd'.repeat(20);
+  const digestOf = (hex: string): Uint8Array => new Uint8Array(Buffer.from(hex, 'hex'));
+  /** A policy text whose `digests` member is `digestsJson` verbatim. */
+  const withDigests = (digestsJson: string): string => JSON.stringify(emptyPolicy()).replace('"digests":{}', `"digests":${digestsJson}`);
+
+  it('is JSON exactly where JSON.parse says so: what it refuses is POLICY_BAD_JSON, what it reads loads the same', () => {
+    const texts = [
+      withDigests(`{"/a":["${a}"],"/b":["${b}","${a}"]}`),
+      withDigests(`{ "/a" : [ "${a}" ] , "/\\u0062" :\n[\t"${b}"\r] }`),
+      withDigests(`{"/a":["\\u0061${a.slice(1)}"]}`),
+      withDigests(`{"/a":["${b}"],"/a":["${a}"]}`),
+      withDigests(`{"__proto__":["${a}"]}`),
+      withDigests('{}'),
+      JSON.stringify(emptyPolicy({ release: 1e0 })),
+      JSON.stringify(emptyPolicy({ extra: [1.5e-3, -0, true, false, null, { x: '\u00e9\ud83d\ude00' }] })),
+      `\ufeff${withDigests(`{"/a":["${a}"]}`)}`,
+    ];
+    for (const text of texts) {
+      const fromBytes = parseRuntimePolicy(Buffer.from(text));
+      const parsed = loadRuntimePolicy(JSON.parse(text.replace(/^\ufeff/, '')));
+      for (const name of ['/a', '/b', '__proto__']) {
+        assert.deepEqual(fromBytes.digests.hexDigests(name), parsed.digests.hexDigests(name), `${name} in ${text.slice(0, 80)}`);
+        assert.equal(fromBytes.digests.has(name, digestOf(a)), parsed.digests.has(name, digestOf(a)), text);
+      }
+      assert.equal(fromBytes.digests.size, parsed.digests.size, text);
+    }
+    assert.equal(parseRuntimePolicy(Buffer.from(texts[3] as string)).digests.has('/a', digestOf(b)), false);
+    const broken = [
+      withDigests(`{"/a":["${a}",]}`),
+      withDigests(`{"/a":["${a}"],}`),
+      withDigests(`{'/a':["${a}"]}`),
+      withDigests(`{"/a":["${a}"]`),
+      JSON.stringify(emptyPolicy()).replace('"release":0', '"release":01'),
+      JSON.stringify(emptyPolicy()).replace('"release":0', '"release":+1'),
+      JSON.stringify(emptyPolicy()).replace('"release":0', '"release":.5'),
+      JSON.stringify(emptyPolicy()).replace('"release":0', '"release":1.'),
+      JSON.stringify(emptyPolicy()).replace('"excludes":[]', '"excludes":["\\x"]'),
+      JSON.stringify(emptyPolicy()).replace('"excludes":[]', '"excludes":["\\u12G4"]'),
+      JSON.stringify(emptyPolicy()).replace('"excludes":[]', '"excludes":["a\tb"]'),
+      JSON.stringify(emptyPolicy()).replace('"excludes":[]', '"excludes":[tru]'),
+      `${JSON.stringify(emptyPolicy())} x`,
+      '',
+      `${'['.repeat(600)}${']'.repeat(600)}`,
+    ];
+    for (const text of broken) {
+      if (!text.startsWith('[[')) assert.throws(() => JSON.parse(text), SyntaxError, text);
+      assert.throws(() => parseRuntimePolicy(Buffer.from(text)), { code: 'POLICY_BAD_JSON' }, text.slice(0, 80));
+    }
+  });
+
+  it('a digest list that breaks the schema is the same error as for a parsed document, after the earlier fields are checked', () => {
+    const cases: Array<[string, string, string]> = [
+      [`{"/a":["${a.toUpperCase()}"]}`, 'POLICY_SCHEMA', 'digests["/a"][0]'],
+      [`{"/a":["${a}","abc"]}`, 'POLICY_SCHEMA', 'digests["/a"][1]'],
+      ['{"/a":[]}', 'POLICY_SCHEMA', 'digests["/a"]'],
+      [`{"/a":"${a}"}`, 'POLICY_SCHEMA', 'digests["/a"]'],
+      [`{"/a":[${a.length}]}`, 'POLICY_SCHEMA', 'digests["/a"][0]'],
+      [`{"/a":[${Array(MAX_DIGESTS_PER_ENTRY + 1).fill(`"${a}"`).join(',')}]}`, 'POLICY_TOO_LARGE', 'digests["/a"]'],
+      [`{"/${'x'.repeat(4096)}":["${a}"]}`, 'POLICY_TOO_LARGE', `digests[${JSON.stringify(`/${'x'.repeat(199)}`)}] name length`],
+    ];
+    for (const [json, code, field] of cases) {
+      const text = withDigests(json);
+      for (const load of [() => parseRuntimePolicy(Buffer.from(text)), () => loadRuntimePolicy(JSON.parse(text))]) {
+        assert.throws(load, (e: PolicyError) => e.code === code && e.details.field === field, `${json.slice(0, 60)}: ${code} ${field}`);
+      }
+    }
+    // meta is checked before digests, from bytes as from a parsed document.
+    const both = withDigests('{"/a":[]}').replace('"version":1', '"version":2');
+    assert.throws(() => parseRuntimePolicy(Buffer.from(both)), { code: 'POLICY_VERSION' });
+  });
+
+  it('the index finds every listed digest of a large policy and no other', () => {
+    const names = 2000;
+    const lists: Record<string, string[]> = {};
+    for (let i = 0; i < names; i++) lists[`/bin/f${i}`] = [0, 1, 2].map((j) => (i * 3 + j).toString(16).padStart(64, '0'));
+    const p = parseRuntimePolicy(Buffer.from(JSON.stringify(emptyPolicy({ digests: lists }))));
+    assert.equal(p.digests.size, names);
+    for (let i = 0; i < names; i++) {
+      for (let j = 0; j < 3; j++) assert.equal(p.digests.has(`/bin/f${i}`, digestOf((i * 3 + j).toString(16).padStart(64, '0'))), true);
+      assert.equal(p.digests.has(`/bin/f${i}`, digestOf((i * 3 + 3).toString(16).padStart(64, '0'))), false);
+      assert.equal(p.digests.has(`/bin/f${i}`, digestOf((i * 3).toString(16).padStart(40, '0'))), false);
+    }
+    assert.equal(p.digests.hasName('/bin/f2000'), false);
   });
 });
