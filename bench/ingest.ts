@@ -28,7 +28,7 @@ import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { startSecurityfsEmulator } from '../hw/securityfs/emulator.js';
-import { encodeBinaryRecord, type BankName } from '../src/ima/index.js';
+import { encodedRecordLength, type BankName } from '../src/ima/index.js';
 import { openStore } from '../src/store/index.js';
 import { Collector, type TimingSummary } from '../src/collector/index.js';
 import { DAEMON_MALLOC_ENV } from '../src/daemon/index.js';
@@ -106,6 +106,9 @@ export interface IngestResult {
   /** The kernel's list at the end (records not yet removed). */
   readonly kernelRecordsAtEnd: number;
 }
+
+/** Records generated and appended to the emulator at a time (see the feeding loop of {@link runIngest}). */
+const FEED_SLICE_RECORDS = 256;
 
 /** A full GC (V8's `gc()`, exposed at run time). */
 function fullGc(): void {
@@ -204,15 +207,24 @@ export async function runIngest(opts: IngestOptions): Promise<IngestResult> {
       let appendWrites = 0;
       let rawBytes = 0;
       for (let appended = 0; appended < opts.records; ) {
-        const records = [...workload.records(Math.min(opts.batch, opts.records - appended))];
-        for (const rec of records) rawBytes += encodeBinaryRecord(rec).length;
-        // The emulator's append file is on FUSE with the page cache: its writes count in this
-        // process's write_bytes too (the kernel side, ~1 KB/record of list views); not the collector's.
-        const a0 = writeBytes();
-        await emu.append(records);
-        appendWrites += writeBytes() - a0;
-        quotes.extend(records);
-        appended += records.length;
+        const batchEnd = Math.min(appended + opts.batch, opts.records);
+        // The "kernel" is fed in slices: its records and the emulator's frames (~1.25 KiB per
+        // record: the list of every bank, binary and ASCII) are this process's memory too, and a
+        // whole 5,000-record batch at once held 5.1 MiB of frames plus the records, ~12 MiB of
+        // glibc's brk heap that the collector was charged with (heaptrack, peak consumers of
+        // `node dist/bench/ingest.js --child --records 10000`: NodeArrayBufferAllocator under
+        // the emulator's `encodeFrame`). A slice bounds that to ~0.3 MiB.
+        for (; appended < batchEnd; ) {
+          const records = [...workload.records(Math.min(FEED_SLICE_RECORDS, batchEnd - appended))];
+          for (const rec of records) rawBytes += encodedRecordLength(rec);
+          // The emulator's append file is on FUSE with the page cache: its writes count in this
+          // process's write_bytes too (the kernel side, ~1 KB/record of list views); not the collector's.
+          const a0 = writeBytes();
+          await emu.append(records);
+          appendWrites += writeBytes() - a0;
+          quotes.extend(records);
+          appended += records.length;
+        }
         const c0 = performance.now();
         const cpu0 = process.cpuUsage();
         await collector.runOnce();

@@ -14,10 +14,14 @@
  * Records/s are over process wall time (median of the repeats), and over user + system CPU time,
  * which a loaded machine disturbs less. Writes bench/results/policy.json.
  *
- * Result (`node dist/bench/policy.js 1000000 3`, 2 vCPUs shared with other jobs, load average 26,
- * 04:57-05:01 UTC 2026-12-05; the policy lists 1,000,000 digests, as the workload's files all differ):
- *   replay (verify alone) 114,234 records/s, 56 MiB; policy check 30,181 records/s (0.26x), 483 MiB;
- *   policy load alone 15.0 s, so judging alone 55,254 records/s (0.48x replay).
+ * Result (`node dist/bench/policy.js 1000000 3`, 2 vCPUs shared with other jobs, load average 24-31,
+ * 06:59-07:13 UTC 2026-12-05; the policy lists 1,000,000 digests over 143,184 paths, 72 MB):
+ *   replay (verify alone) 26,841 records/s (440,529 per CPU second), 56 MiB;
+ *   policy check 7,431 records/s (114,155 per CPU second): 0.28x replay (0.26x by CPU), 261 MiB;
+ *   policy load alone 2.25 CPU s, 214 MiB (wall 31.6 s on that machine).
+ * Before the compact index (04:57-05:01 UTC, load average 26): load alone 15.0 s wall, 483 MiB;
+ * check 0.26x replay by wall time. Wall times on a machine this loaded mostly measure the queue:
+ * compare the CPU columns and the ratios of one run.
  *
  *   node dist/bench/policy.js [records] [repeats]      (default 1000000 3)
  */

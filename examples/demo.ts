@@ -6,8 +6,13 @@
  *    finish`: EK certificate chain, AK attributes, credential activation); a workload
  *    runs like a device's day: a boot burst of 5,000 measurements, a steady trickle, a burst.
  *    Every record is logged, then extended into PCR 10 of the swtpm, as the kernel does.
- * 2. The collector (`imakeep run`, with removal) drains, stores, quotes and removes meanwhile,
- *    and serves the API on a unix socket.
+ * 2. The collector (`imakeep run --fleet URL`, with removal) drains, stores, quotes and removes
+ *    meanwhile, and serves the API on a unix socket. Its fleet is down all that time: the device
+ *    collects offline and backs off.
+ * 2b. The fleet (`imakeep fleet`, PGlite, swtpm's local CA as `--ca`) runs from the start, but the
+ *    device's link to it is down until the workload is over; then the device enrolls itself on first contact (EK certificate, credential activation), pushes
+ *    its backlog from the start, answers the fleet's freshness challenge; the demo prints what the
+ *    fleet acknowledged (its EAR token, checked with the fleet's key) and what the device deleted.
  * 3. The served log is checked three ways: byte for byte against every record the emulated kernel
  *    ever logged; with `evmctl ima_measurement` against the swtpm's PCRs; and with
  *    `imakeep verify --enrollment` on the evidence bundles (the enrolled AK, quote signatures,
@@ -18,7 +23,7 @@
  *
  * Exit status 0 only when every verification passed.
  */
-import { execFile, spawnSync } from 'node:child_process';
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
@@ -29,6 +34,10 @@ import type { CollectorStatus } from '../src/collector/index.js';
 import { toHex, type BankName, type ImaRecord } from '../src/ima/index.js';
 import { X86_64_KMEM, recordKmem } from '../src/kernel/index.js';
 import { Tpm } from '../src/tpm/index.js';
+import type { DeviceView } from '../src/fleet/index.js';
+import { fleetKeyFromPem, verifyEarToken } from '../src/verify/index.js';
+import type { FleetSyncStatus } from '../src/daemon/index.js';
+import { connect, createServer, type Server } from 'node:net';
 import { CLI, DEVICE_NODE_FLAGS, REPO_ROOT, emulatedCmdline, startCollector, verbAvailability } from '../hw/collector-process.js';
 import { stopDeviceParts, type DeviceParts } from '../hw/device-parts.js';
 import { sampleProcess } from '../hw/proc.js';
@@ -41,8 +50,10 @@ const SECONDS = Number(process.env.IMAKEEP_DEMO_SECONDS ?? 40);
 const PROGRESS_MS = 3000;
 /** The collector's cycle period: 5 s instead of the daemon's 60 s, so a short demo shows several. */
 const CYCLE_MS = 5000;
-/** After the workload: how long to let the collector catch up before checking. */
-const SETTLE_MS = 20_000;
+/** After the workload: how long to let the collector catch up, and the fleet sync, before checking. */
+const SETTLE_MS = 30_000;
+/** The device's id at the fleet. */
+const DEVICE_ID = 'demo-device';
 const BANKS: readonly BankName[] = ['sha1', 'sha256'];
 
 const t0 = performance.now();
@@ -141,7 +152,109 @@ async function verifyEvidence(socket: string, dir: string, enrollment: string): 
   return { name, ok: r.status === 0, detail: `${files.length} bundle(s): ${last}` };
 }
 
-function isStatus(x: unknown): x is { collector: CollectorStatus } {
+/**
+ * The device's network link to the fleet: a loopback port that refuses connections while the link
+ * is down and, once `up`, forwards each connection to the fleet. The fleet starts at once (PGlite
+ * takes a few seconds) while the device collects, cut off from it.
+ */
+class Link {
+  readonly #server: Server = createServer((c) => {
+    const fleetSide = connect(this.#target, '127.0.0.1');
+    c.pipe(fleetSide).pipe(c);
+    c.on('error', () => fleetSide.destroy());
+    fleetSide.on('error', () => c.destroy());
+  });
+  #target = 0;
+
+  private constructor(readonly port: number) {}
+
+  /** A link on a free port, down. */
+  static async down(): Promise<Link> {
+    const probe = createServer();
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    const address = probe.address();
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
+    return new Link(typeof address === 'object' && address !== null ? address.port : 0);
+  }
+
+  /** Up: connections to `port` reach the fleet at `target`. */
+  up(target: number): Promise<void> {
+    this.#target = target;
+    return new Promise((resolve) => this.#server.listen(this.port, '127.0.0.1', resolve));
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      if (!this.#server.listening) return resolve();
+      this.#server.close(() => resolve());
+      this.#server.unref();
+    });
+  }
+}
+
+/** `imakeep fleet` in its own process (PGlite's start is seconds of CPU: not in the process serving the TPM proxy). */
+interface FleetProcess {
+  readonly url: string;
+  readonly child: ChildProcess;
+}
+
+/** Starts `imakeep fleet --data DIR --listen 127.0.0.1:0 --ca CA`; resolves with its address once it listens. */
+function startFleetProcess(data: string, ca: string): Promise<FleetProcess> {
+  const child = spawn(process.execPath, [CLI, 'fleet', '--data', data, '--listen', '127.0.0.1:0', '--ca', ca], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const killOnExit = () => child.kill('SIGKILL');
+  process.on('exit', killOnExit);
+  child.once('exit', () => process.off('exit', killOnExit));
+  return new Promise((resolve, reject) => {
+    let out = '';
+    let err = '';
+    child.stderr?.on('data', (d: Buffer) => (err += d.toString('utf8')));
+    child.stdout?.on('data', (d: Buffer) => {
+      out += d.toString('utf8');
+      const url = /^imakeep fleet: (http:\S+)$/m.exec(out)?.[1];
+      if (url !== undefined) resolve({ url, child });
+    });
+    child.once('exit', (code) => reject(new Error(`imakeep fleet exited (${code}): ${err.trim().split('\n').pop() ?? ''}`)));
+  });
+}
+
+/** SIGTERM, then waits for the fleet to close its database. */
+function stopFleetProcess(fleet: FleetProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (fleet.child.exitCode !== null || fleet.child.signalCode !== null) return resolve();
+    fleet.child.once('exit', () => resolve());
+    fleet.child.kill('SIGTERM');
+  });
+}
+
+/** What the fleet holds of the device: its view (an operator route, open on loopback) and the last acknowledgement (with the device's token). */
+interface FleetSide {
+  readonly view: DeviceView | undefined;
+  readonly token: string | undefined;
+}
+
+async function fleetSide(url: string, credentials: string): Promise<FleetSide> {
+  try {
+    const view = await fetch(`${url}/v1/devices/${DEVICE_ID}`);
+    if (view.status !== 200) return { view: undefined, token: undefined };
+    const device = JSON.parse(readFileSync(credentials, 'utf8')) as { token?: string };
+    const ack = await fetch(`${url}/v1/devices/${DEVICE_ID}/ack`, { headers: { authorization: `Bearer ${device.token ?? ''}` } });
+    return { view: (await view.json()) as DeviceView, token: ack.status === 200 ? ((await ack.json()) as { token: string }).token : undefined };
+  } catch {
+    return { view: undefined, token: undefined };
+  }
+}
+
+/** The fleet's side after the sync: enrolled by itself, everything the device checkpointed verified and acknowledged. */
+async function fleetCheck(side: FleetSide, url: string, checkpointed: number | undefined): Promise<Check> {
+  const name = 'fleet: the device enrolled itself and the fleet verified and acknowledged its whole log after the offline period';
+  const { view, token } = side;
+  if (view === undefined || token === undefined) return { name, ok: false, detail: view === undefined ? 'the device never enrolled' : 'nothing acknowledged' };
+  const ear = verifyEarToken(token, fleetKeyFromPem(await (await fetch(`${url}/v1/key`)).text()));
+  const ok = view.enrollment === 'approved' && view.verdict === 'pass' && ear.recordsVerified === checkpointed && view.verifiedUpTo?.records === checkpointed;
+  return { name, ok, detail: `${view.enrollment}; EAR token ${ear.status}, ${n(ear.recordsVerified)} records verified up to ${ear.verified.cursor} (device checkpointed ${checkpointed === undefined ? '—' : n(checkpointed)})` };
+}
+
+function isStatus(x: unknown): x is { collector: CollectorStatus & { fleet?: FleetSyncStatus } } {
   return typeof x === 'object' && x !== null && 'collector' in x && typeof x.collector === 'object' && x.collector !== null;
 }
 
@@ -154,6 +267,8 @@ async function main(): Promise<number> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   const started: DeviceParts = {};
+  let fleetStarting: Promise<FleetProcess> | undefined;
+  let link: Link | undefined;
   const checks: Check[] = [];
   try {
     say(`imakeep demo: emulated Linux 7.2 kernel + swtpm, ${SECONDS} s workload (IMAKEEP_DEMO_SECONDS)`);
@@ -178,6 +293,11 @@ async function main(): Promise<number> {
     say(`enrolled: EK certificate chained to swtpm's local CA, AK proved by credential activation (${enrollment})`);
 
     const socket = join(workDir, 'imakeep.sock');
+    // The fleet starts now, the device's link to it stays down until the workload is over.
+    fleetStarting = startFleetProcess(join(workDir, 'fleet'), join(workDir, 'ca'));
+    fleetStarting.catch(() => undefined); // awaited after the workload
+    link = await Link.down();
+    const fleetUrl = `http://127.0.0.1:${link.port}`;
     const run = verbAvailability('run');
     if (run.available) {
       started.collector = await startCollector({
@@ -188,8 +308,9 @@ async function main(): Promise<number> {
         socket,
         intervalMs: CYCLE_MS,
         cmdlineFile: emulatedCmdline(workDir, true),
+        extraArgs: ['--fleet', fleetUrl, '--fleet-id', DEVICE_ID, '--fleet-interval', '2000', '--fleet-retry-max', '3000'],
       });
-      say(`collector: imakeep run (pid ${started.collector.pid}), API on ${socket}`);
+      say(`collector: imakeep run --fleet ${fleetUrl} (pid ${started.collector.pid}), API on ${socket}; its link to the fleet is down: the device collects offline`);
     } else {
       say(`collector: NOT YET — ${run.reason}; the kernel list will only grow`);
     }
@@ -206,6 +327,7 @@ async function main(): Promise<number> {
       }
     };
     let status: CollectorStatus | undefined;
+    let sync: FleetSyncStatus | undefined;
     let peakRssKiB = 0;
     const refresh = async () => {
       if (collector === undefined) return;
@@ -213,7 +335,10 @@ async function main(): Promise<number> {
       if (proc !== undefined) peakRssKiB = Math.max(peakRssKiB, proc.peakRssKiB);
       try {
         const s = await getJson(socket, '/v1/status', 2000);
-        if (isStatus(s)) status = s.collector;
+        if (isStatus(s)) {
+          status = s.collector;
+          sync = s.collector.fleet;
+        }
       } catch {
         // not listening yet, or busy: the next tick asks again
       }
@@ -247,13 +372,35 @@ async function main(): Promise<number> {
     const total = emulator.stats().recordsTotal;
 
     if (collector !== undefined) {
+      await refresh();
+      say(`offline so far: the device's sync failed ${sync?.failures ?? 0} times in a row (${sync?.lastError?.code ?? '—'}), backing off; enrollment: ${sync?.enrollment ?? '—'}`);
+      const fleet = await fleetStarting;
+      await link.up(Number(new URL(fleet.url).port));
+      say(`link up: the device reaches the fleet (imakeep fleet at ${fleet.url}, PGlite, --ca swtpm's local CA)`);
+      const credentials = join(workDir, 'store', 'fleet-credentials.json');
       const settleUntil = performance.now() + SETTLE_MS;
+      let side: FleetSide = { view: undefined, token: undefined };
       while (!abort.signal.aborted && performance.now() < settleUntil) {
         await new Promise((r) => setTimeout(r, 1000));
         await refresh();
-        if (status !== undefined && status.stored >= total && emulator.stats().recordsCurrent + emulator.stats().recordsStaged < 1000) break;
+        side = await fleetSide(fleet.url, credentials);
+        const checkpointed = status?.lastCheckpoint?.count;
+        const collected = status !== undefined && status.stored >= total && emulator.stats().recordsCurrent + emulator.stats().recordsStaged < 1000;
+        if (collected && checkpointed !== undefined && side.view?.verifiedUpTo?.records === checkpointed && sync?.freshAt !== null) break;
       }
       await progress('settled');
+      const acked = side.view?.verifiedUpTo;
+      say(
+        `fleet acknowledged: ${acked === null || acked === undefined ? 'nothing' : `${n(acked.records)} records up to cursor ${acked.cursor}`} in ${n(side.view?.acknowledgements ?? 0)} signed acknowledgements; ` +
+          `verdict ${side.view?.verdict ?? '—'}; fresh quote ${side.view?.freshness === null || side.view?.freshness === undefined ? 'none' : `${side.view.freshness.ageSeconds} s old`}`,
+      );
+      say(
+        `device deleted: ${n(emulator.stats().recordsDeleted)} records from the kernel (stored first); ${n(sync?.bootsDropped ?? 0)} boots from its store ` +
+          '(retention drops a boot once it has ended and the fleet holds it whole: this boot is still running, so the store keeps it)',
+      );
+      const deviceSide = collector.output().split('\n').filter((l) => l.startsWith('fleet: ')).slice(-2);
+      for (const line of deviceSide) say(`device: ${line}`);
+      checks.push(await fleetCheck(side, fleet.url, status?.lastCheckpoint?.count));
       const logFile = join(workDir, 'served_binary_runtime_measurements');
       const asciiFile = join(workDir, 'served_ascii_runtime_measurements');
       await getToFile(socket, '/v1/log?format=binary', logFile);
@@ -282,6 +429,7 @@ async function main(): Promise<number> {
       `  removed from the kernel   ${n(end.recordsDeleted)}${status === undefined ? '' : ` (flavour ${status.flavor}, ${n(status.metrics.removals)} removals, writer lock held p99 ${status.metrics.writerLockHoldMs.p99} ms)`}`,
       `  kernel list now           ${n(end.recordsCurrent + end.recordsStaged)} records`,
       `  kernel memory (modeled)   ${kib(end.kmemBytes)} with imakeep, ${kib(kmemWithout)} without (src/kernel/kmem.ts; measured on a real kernel: hw/qemu/CALIBRATION.md)`,
+      `  fleet                     ${sync === undefined ? 'not reached' : `${sync.enrollment} as ${sync.deviceId}, ${n(sync.recordsAcknowledged)} records acknowledged in ${n(sync.bundlesAcknowledged)} bundles after ${sync.lastError === null ? 'no' : 'an'} offline period`}`,
       `  collector RSS             ${rssNow === undefined ? 'not yet' : `${(rssNow.rssKiB / 1024).toFixed(1)} MiB now, ${(peakRssKiB / 1024).toFixed(1)} MiB peak (node ${process.version} ${DEVICE_NODE_FLAGS.join(' ')})`}`,
       '  checks',
       ...checks.map((c) => `    ${c.ok === true ? 'PASS' : c.ok === false ? 'FAIL' : 'NOT YET'}  ${c.name}: ${c.detail}`),
@@ -301,8 +449,11 @@ async function main(): Promise<number> {
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    await link?.close();
+    const fleet = await fleetStarting?.catch(() => undefined);
+    if (fleet !== undefined) await stopFleetProcess(fleet);
     await stopDeviceParts(started, (part, err) => process.stderr.write(`demo: stopping ${part} failed: ${String(err)}\n`));
-    say('stopped everything it started (collector, emulator mount, swtpm); temp dir removed');
+    say('stopped everything it started (collector, fleet, emulator mount, swtpm); temp dir removed');
   }
 }
 

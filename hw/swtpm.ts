@@ -7,10 +7,10 @@
  * running when the node process exits are killed from a process 'exit' hook.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { closeSync, copyFileSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ImakeepError } from '../src/errors.js';
 import type { BankName } from '../src/ima/index.js';
@@ -49,6 +49,13 @@ export const SWTPM_LOCAL_CA = {
   dir: '/var/lib/swtpm-localca',
   certificates: ['/var/lib/swtpm-localca/issuercert.pem', '/var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem'],
 } as const;
+
+/** Copies swtpm's local CA certificates into `dir` (created): a verifier's `--ca` directory. Returns `dir`. */
+export function swtpmCaDirectory(dir: string): string {
+  mkdirSync(dir, { recursive: true });
+  for (const f of SWTPM_LOCAL_CA.certificates) copyFileSync(f, join(dir, basename(f)));
+  return dir;
+}
 
 /** A running swtpm. */
 export interface SwtpmInstance {

@@ -1,6 +1,6 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { UsageError } from '../errors.js';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { BANKS, type BankName } from '../ima/record.js';
 import { DEFAULT_TPM_DEVICE } from '../tpm/index.js';
 
@@ -120,4 +120,21 @@ export function runSubcommand(verb: string, subcommands: Readonly<Record<string,
   const run = sub !== undefined && Object.hasOwn(subcommands, sub) ? subcommands[sub] : undefined;
   if (run === undefined) throw new UsageError(`unknown ${verb} subcommand '${sub ?? ''}' (one of ${Object.keys(subcommands).join(', ')})`);
   return run(rest);
+}
+
+/** Where a device's default id comes from: systemd's machine id (machine-id(5)). */
+export const MACHINE_ID_PATH = '/etc/machine-id';
+
+/**
+ * The device id of `--device-id`, else the machine id ({@link MACHINE_ID_PATH}), else undefined:
+ * `imakeep enroll request` and `imakeep run` default to the same id, so the enrollment names the
+ * device id the collector's nonces bind.
+ */
+export function deviceIdOption(given: string | undefined): string | undefined {
+  if (given !== undefined) return given;
+  try {
+    return readFileSync(MACHINE_ID_PATH, 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
 }

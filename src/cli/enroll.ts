@@ -34,7 +34,7 @@ import {
 } from '../enroll/index.js';
 import { UsageError } from '../errors.js';
 import { EK_TEMPLATES, Tpm } from '../tpm/index.js';
-import { choiceOption, integerOption, parseVerbArgs, requireOptions, runSubcommand, tpmAddress, writeStdout } from './_verb.js';
+import { choiceOption, deviceIdOption, integerOption, MACHINE_ID_PATH, parseVerbArgs, requireOptions, runSubcommand, tpmAddress, writeStdout } from './_verb.js';
 
 /** Usage of `imakeep enroll` and its subcommands. */
 export const usage = `usage: imakeep enroll request   [--tpm ADDR] --out REQ [--device-id ID] [--ek TEMPLATE] [--ak ecc|rsa]
@@ -63,7 +63,7 @@ function firstLine(path: string, what: string): string {
   try {
     return readFileSync(path, 'utf8').trim();
   } catch (e) {
-    throw new UsageError(`cannot read ${path} for the ${what} (${e instanceof Error ? e.message : String(e)}): pass --device-id`);
+    throw new UsageError(`cannot read ${path} for the ${what} (${e instanceof Error ? e.message : String(e)})`);
   }
 }
 
@@ -72,7 +72,8 @@ async function request(argv: string[]): Promise<number> {
   const { out } = requireOptions(values, ['out']);
   const ekTemplate = values.ek === undefined ? undefined : choiceOption('ek', values.ek, [...EK_TEMPLATES.keys()]);
   const alg = choiceOption('ak', values.ak ?? 'ecc', ['ecc', 'rsa'] as const);
-  const deviceId = values['device-id'] ?? firstLine('/etc/machine-id', 'device id');
+  const deviceId = deviceIdOption(values['device-id']);
+  if (deviceId === undefined) throw new UsageError(`no device id: ${MACHINE_ID_PATH} cannot be read; pass --device-id`);
   const kernelBootId = firstLine('/proc/sys/kernel/random/boot_id', 'kernel boot id');
   const tpm = Tpm.open(tpmAddress(values.tpm));
   try {

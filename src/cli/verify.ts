@@ -8,10 +8,10 @@
  * carried from one to the next; `--state-out` saves the state, `--from-checkpoint` starts from a
  * saved one. A LOG (a kernel-format list, e.g. from `GET /v1/log`) is checked against a quote saved
  * from `GET /v1/quote` (Keylime format). The AK must be trusted: `--ak` pins it, or `--enrollment`
- * gives the AK an enrollment record (`imakeep enroll finish`) proved is on the device's TPM;
- * without either `VERIFY_AK`, unless `--trust-on-first-use` takes the evidence's own AK (and the
- * output says so). `--strict` refuses evidence quoted with the version-1 nonce (`VERIFY_UNSIGNED`),
- * which is otherwise accepted with the fields no signature covers listed. Exit 0 when everything
+ * gives the AK an enrollment record (`imakeep enroll finish`) proved is on the device's TPM, and
+ * bundles must then state the record's device id (`VERIFY_DEVICE_MISMATCH` otherwise); without either `VERIFY_AK`, unless `--trust-on-first-use` takes the evidence's own AK (and the
+ * output says so). `--strict` refuses evidence quoted with the version-1 or version-2 nonce
+ * (`VERIFY_UNSIGNED`), which is otherwise accepted with the fields no signature covers listed. Exit 0 when everything
  * verifies; 1 with the first failure.
  */
 import { createReadStream } from 'node:fs';
@@ -41,11 +41,17 @@ import { judgeBundleFiles } from './policy.js';
 export const usage = `usage: imakeep verify BUNDLE... (--ak PEM | --enrollment FILE | --trust-on-first-use) [--strict] [--from-checkpoint STATE.json | --from-token TOKEN --fleet-key PEM] [--state-out FILE] [--policy FILE] [--json]
        imakeep verify LOG --quote QUOTE.json (--ak PEM | --enrollment FILE | --trust-on-first-use) [--nonce TEXT] [--format binary|ascii] [--json]`;
 
-/** The trusted AK of `--ak PEM`, or of `--enrollment FILE` (the AK the record proved), if either is given. */
-async function trustedAkOption(ak: string | undefined, enrollment: string | undefined): Promise<KeyObject | undefined> {
+/**
+ * What the verifier holds the evidence to: the AK of `--ak PEM`, or of `--enrollment FILE` (the AK
+ * the record proved) with the record's device id, if either is given.
+ */
+async function trustedDevice(ak: string | undefined, enrollment: string | undefined): Promise<{ ak: KeyObject | undefined; deviceId: string | undefined }> {
   if (ak !== undefined && enrollment !== undefined) throw new UsageError('give --ak or --enrollment, not both');
-  if (enrollment !== undefined) return trustedAkOfEnrollment(decodeEnrollmentRecord(await readFile(enrollment, 'utf8')));
-  return ak === undefined ? undefined : trustedAkFromPem(await readFile(ak));
+  if (enrollment !== undefined) {
+    const record = decodeEnrollmentRecord(await readFile(enrollment, 'utf8'));
+    return { ak: trustedAkOfEnrollment(record), deviceId: record.deviceId };
+  }
+  return { ak: ak === undefined ? undefined : trustedAkFromPem(await readFile(ak)), deviceId: undefined };
 }
 
 /**
@@ -68,7 +74,7 @@ function describeBundle(r: BundleReport): string {
   const parts = r.segments.map(
     (s) =>
       `boot ${s.boot} records ${s.from}..${s.to} (${s.chunks} chunks, checkpoints ${s.checkpoints.join(',') || 'none'}, start: ${s.start}` +
-      `${s.binding === 'v1' ? `; version-1 nonces, unsigned: ${s.unsigned.join(', ')}` : ''})`,
+      `${s.binding === 'signed' ? '' : `; version-${s.binding === 'v1' ? 1 : 2} nonces, unsigned: ${s.unsigned.join(', ')}`})`,
   );
   return `${r.cursor} -> ${r.next}: ${parts.join('; ')}`;
 }
@@ -122,7 +128,7 @@ export default async function verify(argv: string[]): Promise<number> {
     policy: { type: 'string' },
   });
   if (positionals.length === 0) throw new UsageError('give at least one BUNDLE or LOG');
-  const trustedAk = await trustedAkOption(values.ak, values.enrollment);
+  const { ak: trustedAk, deviceId } = await trustedDevice(values.ak, values.enrollment);
   const trustOnFirstUse = values['trust-on-first-use'] === true && trustedAk === undefined;
   const akWords = trustOnFirstUse ? 'trusted on first use (not pinned: give --ak or --enrollment)' : `trusted (pinned by ${values.enrollment === undefined ? '--ak' : '--enrollment'})`;
   const json = values.json === true;
@@ -152,7 +158,7 @@ export default async function verify(argv: string[]): Promise<number> {
       return 0;
     }
     const state = await startState(values);
-    const verifier = new EvidenceVerifier({ trustedAk, trustOnFirstUse, strict: values.strict === true, state });
+    const verifier = new EvidenceVerifier({ trustedAk, deviceId, trustOnFirstUse, strict: values.strict === true, state });
     const reports: BundleReport[] = [];
     for (const path of positionals) {
       const report = verifier.verify(new Uint8Array(await readFile(path)));

@@ -14,9 +14,9 @@
 import { SerialQueue } from '../base/serial-queue.js';
 import type { ImaRecord } from '../ima/index.js';
 import { probeSecurityfs, readCounter, type KernelCapabilities } from '../kernel/index.js';
-import type { ImaStore, StoredRecord } from '../store/index.js';
+import { adoptDeviceId, type ImaStore, type StoredRecord } from '../store/index.js';
 import { COLLECTOR_DEFAULTS, chooseFlavor, type CollectorOptions, type CollectorStep } from './config.js';
-import { Cycle } from './cycle.js';
+import { Cycle, type Attestation } from './cycle.js';
 import { CollectorError } from './errors.js';
 import { KernelLists, kernelTail, recoveryPending, recoveryReads, type KernelReadOptions } from './kernel-log.js';
 import { CollectorMetrics } from './metrics.js';
@@ -75,6 +75,7 @@ export class Collector {
       metrics: this.#metrics,
       now: this.#clock,
       step,
+      exportQuoteAttempts: options.exportQuoteAttempts ?? COLLECTOR_DEFAULTS.exportQuoteAttempts,
     });
     this.#removal = new Removal(
       {
@@ -112,6 +113,7 @@ export class Collector {
   static async open(options: CollectorOptions): Promise<Collector> {
     const capabilities = probeSecurityfs({ root: options.securityfsRoot, cmdlinePath: options.cmdlinePath, files: options.files });
     const collector = new Collector(options, capabilities);
+    if (options.deviceId !== undefined) await adoptDeviceId(options.store, options.deviceId);
     await collector.#openSegment(collector.#kernelBootId());
     return collector;
   }
@@ -195,6 +197,7 @@ export class Collector {
       await this.#cycle.drain();
       if (!(await this.#attest())) return this.#report(t0, removedBefore);
       await this.#removal.remove();
+      if (!(await this.#afterTpmReset(await this.#cycle.attestStored()))) return this.#report(t0, removedBefore);
       this.#condition = null;
       return this.#report(t0, removedBefore);
     } catch (e) {
@@ -210,7 +213,11 @@ export class Collector {
 
   /** Quotes and matches (cycle.ts). False when the TPM was reset: a new boot segment began instead. */
   async #attest(): Promise<boolean> {
-    const attestation = await this.#cycle.attest();
+    return this.#afterTpmReset(await this.#cycle.attest());
+  }
+
+  /** True if `attestation` found the segment's TPM; else begins the segment after the reset, false. */
+  async #afterTpmReset(attestation: Attestation): Promise<boolean> {
     if (!attestation.tpmReset) return true;
     await this.#enterSegment(await beginAfterTpmReset(this.#store, this.#cycle.segment, attestation.resetCount, this.#clock()));
     return false;

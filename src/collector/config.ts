@@ -49,6 +49,12 @@ export interface CollectorOptions {
   readonly cmdlinePath?: string;
   /** The kernel's boot id (default `/proc/sys/kernel/random/boot_id`). */
   readonly bootIdPath?: string;
+  /**
+   * The device's identity, bound by every checkpoint's nonce and named by its enrollment: adopted
+   * by a store that has no checkpoint yet, refused by one of another device (`adoptDeviceId`,
+   * `STORE_DEVICE_ID`). Default: the store keeps what it has (none for a new store).
+   */
+  readonly deviceId?: string;
   readonly files?: SecurityfsFiles;
   /** Default `auto`. */
   readonly flavor?: FlavorChoice;
@@ -75,6 +81,11 @@ export interface CollectorOptions {
   /** Staged flavour: quotes tried, and the pause between them, until a quote covers the staged list. */
   readonly stagedQuoteAttempts?: number;
   readonly stagedQuoteDelayMs?: number;
+  /**
+   * Quotes a cycle may add, anchored at the stored count, while its newest checkpoint leaves stored
+   * records out of every export (records arriving throughout; `Cycle.attestStored`). 0 turns them off.
+   */
+  readonly exportQuoteAttempts?: number;
   /** EBUSY backoff of kernel opens. */
   readonly busyRetry?: BusyRetryPolicy;
   readonly hooks?: CollectorHooks;
@@ -94,6 +105,7 @@ export const COLLECTOR_DEFAULTS = {
   cycleAtKmemBytes: 2 * 1024 * 1024,
   stagedQuoteAttempts: 20,
   stagedQuoteDelayMs: 50,
+  exportQuoteAttempts: 3,
 } as const;
 
 /**

@@ -33,6 +33,8 @@ export interface CycleParts {
   readonly now: () => number;
   /** The crash seam: called after each named step. */
   readonly step: (step: CollectorStep) => Promise<void>;
+  /** Further quotes a cycle may take so that exports reach every stored record (`Cycle.attestStored`). */
+  readonly exportQuoteAttempts: number;
 }
 
 /** What an attestation found. */
@@ -41,6 +43,43 @@ export type Attestation =
   | { readonly tpmReset: false }
   /** The quote's resetCount is not the segment's: the TPM was reset, nothing was stored. */
   | { readonly tpmReset: true; readonly resetCount: number };
+
+const NO_RESET: Attestation = { tpmReset: false };
+
+/** A quote taken with the next checkpoint's nonce, and the stored count that nonce is anchored at. */
+interface Quoted {
+  readonly tpmReset: false;
+  readonly quote: SignedQuote;
+  readonly nonce: Uint8Array;
+  readonly anchor: number;
+}
+
+/** The shortest prefix of the records whose replay fits a quote. */
+interface QuoteFit {
+  readonly count: number;
+  readonly replay: PcrReplay;
+  readonly pcrs: PcrValue[];
+}
+
+/**
+ * Whether the newest checkpoint leaves stored records out of every export, so that a further
+ * quote anchored at the stored count is worth its TPM time (the trigger of `Cycle.attestStored`).
+ *
+ * Exports reach every stored record only once a checkpoint is anchored at the stored count and
+ * covers no record past it. Two conditions, both needed:
+ * - the newest checkpoint's anchor is behind the stored count: otherwise it already ends an
+ *   export at the stored count (its count <= its anchor), or nothing was stored since its quote;
+ * - a stored record past its count extends the quoted PCR (`coverable`: one past the last such
+ *   record): a further checkpoint must cover more records than the newest (checkpoints are keyed
+ *   by count, docs/store.md#checkpoints), and records of other PCRs leave the quoted value as it
+ *   is, so without such a record a further quote could store nothing.
+ * A quiet device meets neither after its cycle (the cycle's quote is anchored at, and covers,
+ * every stored record it can), so it never quotes more than once a cycle; an appending one
+ * quotes at most `exportQuoteAttempts` more times a cycle.
+ */
+export function exportLags(newest: Pick<Checkpoint, 'count' | 'anchor'> | undefined, stored: number, coverable: number): boolean {
+  return (newest?.anchor ?? 0) < stored && (newest?.count ?? 0) < Math.min(stored, coverable);
+}
 
 /**
  * Running mean of the modeled kernel memory per record (docs/kernel.md#kernel-memory-per-record),
@@ -74,6 +113,11 @@ export class Cycle {
   #replayAtDrain = new PcrReplay({ banks: { sha256: 'native' } });
   /** PCR of the last record read (the one `#replayAtDrain` extended last); -1 before any. */
   #lastDrainedPcr = -1;
+  /**
+   * One past the last record read that extends the IMA PCR: no quote can cover more records than
+   * this. After a restart, the newest checkpoint's count until such a record is read.
+   */
+  #coverableEnd = 0;
   #lastCheckpoint: Checkpoint | undefined;
   /** Replay at the last checkpoint's count, once computed. */
   #replayAtCheckpoint: PcrReplay | undefined;
@@ -132,6 +176,7 @@ export class Cycle {
     this.#storedRecords = await this.#parts.store.storedCount(boot);
     this.#lastCheckpoint = await this.#parts.store.lastCheckpoint(boot);
     this.#replayAtCheckpoint = undefined;
+    this.#coverableEnd = this.#lastCheckpoint?.count ?? 0;
     this.#openChunk = new ChunkBuilder(this.#storedRecords);
   }
 
@@ -169,6 +214,7 @@ export class Cycle {
         this.#replayAtDrain.extend(rec);
         this.#lastDrainedPcr = rec.pcr;
         chunk.add(rec, now);
+        if (rec.pcr === this.#parts.pcr) this.#coverableEnd = chunk.nextIndex;
         this.#kernelMemory.sample(rec, banks);
         // Seal at the record that reaches the bound, not at the end of the read batch: a batch of
         // 4096 records is ~1 MB, and chunks that large made LevelDB's mmapped tables (RssFile)
@@ -205,39 +251,89 @@ export class Cycle {
    * (store/nonce.ts: the nonce binds the chunk chain up to the stored count, its anchor).
    */
   async attest(): Promise<Attestation> {
+    await this.seal(); // the nonce binds the chunk chain: what was read goes into it first
+    const quoted = await this.#quote();
+    if (quoted.tpmReset) return quoted;
+    // Records the kernel logged before the quote may be in its PCR values: read them first.
+    await this.drain();
+    await this.seal();
+    const found = await this.#match(quoted.quote);
+    if (found.fit === undefined) throw await this.#mismatch(found.replayedAll);
+    await this.#storeCheckpoint(quoted, found.fit);
+    return NO_RESET;
+  }
+
+  /**
+   * Further quotes after the cycle's, anchored at the stored count, while the newest checkpoint
+   * leaves stored records out of every export ({@link exportLags}), at most `exportQuoteAttempts`.
+   *
+   * Why: an export ends at an anchor whose checkpoint covers no record past it (a verifier needs
+   * every record sent bound by a nonce sent, docs/store.md#nonce-chain). Under constant appends the
+   * cycle's checkpoint rarely is one: records logged and extended between the drain and the quote
+   * put its count past its anchor, and those read after the quote put the stored count past both;
+   * with every checkpoint like that, exports stall. So each attempt reads the kernel, commits,
+   * quotes with the nonce anchored at the stored count, and matches the quote against the stored
+   * records only, without reading the kernel again: a checkpoint it stores has count <= anchor =
+   * the stored count, and the export reaches every stored record. When the TPM has extended records
+   * past the anchor meanwhile (the kernel logs and extends on its own), the quote fits no stored
+   * prefix: nothing is stored, and the next attempt (or the next cycle) tries again with those
+   * records committed. That is no mismatch: the cycle's own quote checks the log against the TPM.
+   * A kernel that extends records in every such window defeats it (no quote then has its count at
+   * or before its anchor); the attempts bound what that costs.
+   */
+  async attestStored(): Promise<Attestation> {
+    for (let attempt = 0; attempt < this.#parts.exportQuoteAttempts && exportLags(this.#lastCheckpoint, this.#storedRecords + this.#openChunk.count, this.#coverableEnd); attempt++) {
+      await this.drain();
+      await this.seal();
+      // The seal is a synced write, long enough for the kernel to log more: read once more, and
+      // quote only when nothing arrived (else the next attempt commits it first).
+      await this.drain();
+      if (this.#openChunk.count > 0) continue;
+      const quoted = await this.#quote();
+      if (quoted.tpmReset) return quoted;
+      const found = await this.#match(quoted.quote);
+      if (found.fit !== undefined) await this.#storeCheckpoint(quoted, found.fit);
+    }
+    return NO_RESET;
+  }
+
+  /** A quote of the segment's banks with the next checkpoint's nonce, anchored at the stored count. */
+  async #quote(): Promise<Extract<Attestation, { readonly tpmReset: true }> | Quoted> {
     const { store, quotes, metrics } = this.#parts;
     const { boot, banks, record } = this.segment;
-    await this.seal(); // the nonce binds the chunk chain: what was read goes into it first
     const { nonce, anchor } = await nextCheckpointNonce(store, boot, this.#lastCheckpoint);
     const quote = await quotes.quote(nonce, inBanks(banks, this.#parts.pcr));
     metrics.quotes++;
     const resetCount = quote.parsed.clockInfo.resetCount;
     // resetCount moved: the TPM was reset, so its PCRs started over; this is another boot.
     if (record.resetCount !== null && resetCount !== record.resetCount) return { tpmReset: true, resetCount };
-    await this.drain();
-    await this.seal();
-    const { count, replay, pcrs } = await this.#match(quote);
-    if (count > (this.#lastCheckpoint?.count ?? 0)) {
-      verifySignedQuote(quote, nonce, pcrs);
-      const checkpoint: Checkpoint = { count, pcrs, attest: quote.attest, signature: quote.signature, akName: quote.akName, nonce, pcrBlob: encodePcrBlob(pcrs), anchor };
-      await store.storeCheckpoint(boot, checkpoint);
-      if (store.meta.akPublic === null) await store.updateMeta({ akPublic: quote.akPublic });
-      this.#lastCheckpoint = checkpoint;
-      this.#replayAtCheckpoint = replay;
-      metrics.checkpoints++;
-      await this.#parts.step('checkpoint-stored');
-    }
-    return { tpmReset: false };
+    return { tpmReset: false, quote, nonce, anchor };
+  }
+
+  /** Stores the checkpoint of a matched quote, if it covers more records than the newest one. */
+  async #storeCheckpoint(quoted: Quoted, fit: QuoteFit): Promise<void> {
+    const { store, metrics } = this.#parts;
+    const { quote, nonce, anchor } = quoted;
+    const { count, replay, pcrs } = fit;
+    if (count <= (this.#lastCheckpoint?.count ?? 0)) return;
+    verifySignedQuote(quote, nonce, pcrs);
+    const checkpoint: Checkpoint = { count, pcrs, attest: quote.attest, signature: quote.signature, akName: quote.akName, nonce, pcrBlob: encodePcrBlob(pcrs), anchor };
+    await store.storeCheckpoint(this.segment.boot, checkpoint);
+    if (store.meta.akPublic === null) await store.updateMeta({ akPublic: quote.akPublic });
+    this.#lastCheckpoint = checkpoint;
+    this.#replayAtCheckpoint = replay;
+    metrics.checkpoints++;
+    await this.#parts.step('checkpoint-stored');
   }
 
   /**
    * The smallest record count from the last checkpoint on whose replay gives the PCR values the
    * quote attests (docs/ima-formats.md#pcr-replay: replay until the quote matches; extra records
-   * are normal). Every record logged before the quote is stored by now, so no match is `QUOTE_MISMATCH`.
+   * are normal), among the stored records; else the replay of them all.
    */
-  async #match(quote: SignedQuote): Promise<{ count: number; replay: PcrReplay; pcrs: PcrValue[] }> {
-    const { store, quotes, pcr } = this.#parts;
-    const { boot, modes, banks } = this.segment;
+  async #match(quote: SignedQuote): Promise<{ readonly fit: QuoteFit } | { readonly fit: undefined; readonly replayedAll: PcrReplay }> {
+    const { store, pcr } = this.#parts;
+    const { boot, modes } = this.segment;
     const from = this.#lastCheckpoint?.count ?? 0;
     const target = quoteTarget(quote);
     // Fast path: every drained record is stored (drain and seal came first) and already replayed,
@@ -248,7 +344,7 @@ export class Cycle {
     const drained = this.#replayAtDrain;
     if (drained.recordCount > from && this.#lastDrainedPcr === pcr) {
       const values = fitsNow(target, drained);
-      if (values !== undefined) return { count: drained.recordCount, replay: PcrReplay.fromState(drained.toState(), { verifyDigests: false }), pcrs: values };
+      if (values !== undefined) return { fit: { count: drained.recordCount, replay: PcrReplay.fromState(drained.toState(), { verifyDigests: false }), pcrs: values } };
     }
     const base = this.#replayAtCheckpoint ?? (await replayAt(store, boot, from, modes));
     this.#replayAtCheckpoint = base;
@@ -257,12 +353,22 @@ export class Cycle {
       for await (const { record } of store.records(boot, from)) yield record;
     };
     const pcrs = await replayUntilFits(target, replay, records());
-    if (pcrs !== undefined) return { count: replay.recordCount, replay, pcrs };
-    // Name a bank whose TPM value differs from the replay of everything stored (informational).
+    return pcrs === undefined ? { fit: undefined, replayedAll: replay } : { fit: { count: replay.recordCount, replay, pcrs } };
+  }
+
+  /**
+   * `QUOTE_MISMATCH` for a quote of the cycle that fits no replay of the stored records, although
+   * every record the kernel logged before the quote is stored by then: names a bank whose TPM
+   * value differs from the replay of everything stored (informational).
+   */
+  async #mismatch(replay: PcrReplay): Promise<CollectorError> {
+    const { quotes, pcr } = this.#parts;
+    const { boot, banks } = this.segment;
+    const from = this.#lastCheckpoint?.count ?? 0;
     const tpm = await quotes.readPcrs(inBanks(banks, pcr));
     const differs = tpm.find((v) => !bytesEqual(v.value, replay.value(v.bank, pcr))) ?? tpm[0];
     const bank = differs?.bank ?? banks[0] ?? 'sha256';
-    throw new CollectorError(
+    return new CollectorError(
       'QUOTE_MISMATCH',
       `boot ${boot}: the quote of PCR ${pcr} fits no replay of records ${from}..${replay.recordCount} (${bank}: TPM ${toHex(differs?.value ?? new Uint8Array(0))}, replay ${toHex(replay.value(bank, pcr))}); nothing is removed`,
       { boot, bank, pcr, quoted: toHex(differs?.value ?? new Uint8Array(0)), replayed: toHex(replay.value(bank, pcr)), from, to: replay.recordCount },

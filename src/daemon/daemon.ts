@@ -6,11 +6,15 @@
  * serves the HTTP API with the daemon's status and metrics, and stops cleanly on an `AbortSignal`.
  */
 import { rmSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { Collector, type CollectorOptions, type CollectorStatus, type CycleReport } from '../collector/index.js';
 import type { KeyObject } from 'node:crypto';
 import { startApiServer, type ApiOptions, type ApiServer, type TlsFiles } from '../serve/index.js';
 import { openStore, type ImaStore } from '../store/index.js';
 import { Tpm, TpmQuoter, type TpmQuoterOptions } from '../tpm/index.js';
+import type { SyncRound } from './fleet-sync.js';
+import { FleetEnroller } from './fleet-client.js';
+import { FleetSync, FRESH_PCR, type Backoff } from './fleet-sync.js';
 import { daemonStatus } from './metrics.js';
 import { daemonPaths, type DaemonPaths } from './process.js';
 import { collectorTail } from './tail.js';
@@ -36,6 +40,29 @@ export interface DaemonKeylimeOptions {
   readonly payloadKey: KeyObject;
 }
 
+/** The fleet the daemon syncs its evidence to (README "Fleet"). */
+export interface DaemonFleetOptions {
+  /** `http://HOST:PORT` on loopback, else `https://HOST:PORT`. */
+  readonly url: string;
+  /** PEM of the CA the fleet's TLS certificate chains to (default: the system's CAs). */
+  readonly ca?: string;
+  /** The device's id at the fleet; default the host name. */
+  readonly deviceId?: string;
+  /**
+   * `true` (default): enroll on first contact (EK certificate, credential activation) and use the
+   * bearer token the fleet gives; `false`: an operator enrolled the device's AK (loopback fleets).
+   */
+  readonly enroll?: boolean;
+  /** Between sync rounds while the fleet is reachable; default 60 s. */
+  readonly intervalMs?: number;
+  /** Drop finished boots the fleet acknowledged whole once first seen at least this long ago; default 0 (at once). */
+  readonly retainMs?: number;
+  /** Retry delays while the fleet is unreachable (bounded, jittered); default 1 s doubling to 5 min. */
+  readonly backoff?: Backoff;
+  /** Largest bundle pushed; default 1 MiB. */
+  readonly maxBundleBytes?: number;
+}
+
 /** Options of {@link startDaemon}. */
 export interface DaemonOptions {
   /** The store directory; the daemon opens and closes the store (LevelDB admits one process). */
@@ -57,6 +84,13 @@ export interface DaemonOptions {
    */
   readonly keylime?: DaemonKeylimeOptions;
   /**
+   * Sync to a fleet: enroll on first contact, push from the last acknowledged cursor, answer its
+   * freshness challenges, apply retention on acknowledgement, back off while it is down.
+   */
+  readonly fleet?: DaemonFleetOptions;
+  /** Called after every fleet sync round with what it did, or its error (`FleetSyncError`...). */
+  readonly onSync?: (round: SyncRound | undefined, error: unknown) => void;
+  /**
    * `scheduled` (default): cycles run on the collector's schedule (every `intervalMs`, earlier when
    * the kernel's list grows past its thresholds) until the daemon stops. `manual`: only when the
    * caller calls {@link Daemon.cycle} (firmware with its own main loop).
@@ -75,6 +109,8 @@ export interface Daemon {
   readonly server: ApiServer;
   /** The TCP listener, when `api.listen` is given. */
   readonly tcp: ApiServer | undefined;
+  /** The fleet sync, when `fleet` is given (its `status()` is also in `/v1/status`). */
+  readonly fleet: FleetSync | undefined;
   /** The daemon's files: the API socket and the status file `imakeep status` reads. */
   readonly paths: DaemonPaths;
   /** One cycle now (drain, store, quote, remove), then the status file. */
@@ -123,16 +159,19 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   let collector: Collector | undefined;
   let server: ApiServer | undefined;
   let tcp: ApiServer | undefined;
+  let fleet: FleetSync | undefined;
   try {
     collector = await Collector.open({ ...options.collector, store, quotes: quoter });
     const opened = collector;
+    fleet = options.fleet === undefined ? undefined : fleetSync(options.fleet, { store, quoter, paths, ak: options.ak, kernelBootId: () => opened.status().kernelBootId });
+    const synced = fleet;
     // A socket left by a killed daemon (this process holds the store lock: no daemon serves it).
     rmSync(socket, { force: true });
     const api: ApiOptions = {
       store,
       tail: collectorTail(opened),
       quotes: quoter,
-      status: daemonStatus(() => opened.status()),
+      status: daemonStatus(() => opened.status(), synced === undefined ? undefined : () => synced.status()),
       ...(options.keylime === undefined ? {} : { keylime: { payloadKey: options.keylime.payloadKey, quotes: new TpmQuoter(tpm, { ...options.ak, alg: 'rsa' }) } }),
     };
     server = await startApiServer(api, { socket });
@@ -145,14 +184,50 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     await closeTpm();
     throw e;
   }
-  return running(options, { store, collector, server, tcp, paths, closeTpm });
+  return running(options, { store, collector, server, tcp, fleet, paths, closeTpm });
 }
+
+/** The fleet sync of a daemon: self-enrollment through the daemon's quoter, freshness quotes with its AK. */
+function fleetSync(
+  f: DaemonFleetOptions,
+  parts: { store: ImaStore; quoter: TpmQuoter; paths: DaemonPaths; ak: TpmQuoterOptions | undefined; kernelBootId: () => string },
+): FleetSync {
+  const deviceId = f.deviceId ?? hostname();
+  const endpoint = { url: f.url, ...(f.ca === undefined ? {} : { ca: f.ca }) };
+  const ak = { ...(parts.ak?.alg === undefined ? {} : { alg: parts.ak.alg }), ...(parts.ak?.hierarchy === undefined ? {} : { hierarchy: parts.ak.hierarchy }) };
+  const enroller =
+    f.enroll === false
+      ? undefined
+      : new FleetEnroller({ endpoint, deviceId, kernelBootId: parts.kernelBootId, useTpm: (task) => parts.quoter.use(task), ak, file: parts.paths.fleetCredentials });
+  return new FleetSync({
+    fleetUrl: f.url,
+    ...(f.ca === undefined ? {} : { fleetCa: f.ca }),
+    deviceId,
+    store: parts.store,
+    ...(enroller === undefined ? {} : { enroller }),
+    freshQuote: (nonce) => parts.quoter.quoteAndRead(nonce, [FRESH_PCR]),
+    retainMs: f.retainMs ?? 0,
+    ...(f.backoff === undefined ? {} : { backoff: f.backoff }),
+    ...(f.maxBundleBytes === undefined ? {} : { maxBundleBytes: f.maxBundleBytes }),
+  });
+}
+
+/** Default time between fleet sync rounds. */
+const DEFAULT_SYNC_INTERVAL_MS = 60_000;
 
 function running(
   options: DaemonOptions,
-  parts: { store: ImaStore; collector: Collector; server: ApiServer; tcp: ApiServer | undefined; paths: DaemonPaths; closeTpm: () => Promise<void> },
+  parts: {
+    store: ImaStore;
+    collector: Collector;
+    server: ApiServer;
+    tcp: ApiServer | undefined;
+    fleet: FleetSync | undefined;
+    paths: DaemonPaths;
+    closeTpm: () => Promise<void>;
+  },
 ): Daemon {
-  const { store, collector, server, tcp, paths } = parts;
+  const { store, collector, server, tcp, fleet, paths } = parts;
   const stopping = new AbortController();
   const stopOnSignal = (): void => stopping.abort();
   options.signal?.addEventListener('abort', stopOnSignal, { once: true });
@@ -169,8 +244,18 @@ function running(
       options.onCycle?.(report, error, collector.status());
     });
   };
+  // The sync runs beside the schedule, on its own interval; it ends when the daemon stops.
+  const syncing =
+    fleet?.run(
+      options.fleet?.intervalMs ?? DEFAULT_SYNC_INTERVAL_MS,
+      stopping.signal,
+      (round) => options.onSync?.(round, undefined),
+      (error) => options.onSync?.(undefined, error),
+    ) ?? Promise.resolve();
   const shutDown = async (): Promise<void> => {
     options.signal?.removeEventListener('abort', stopOnSignal);
+    stopping.abort();
+    await syncing.catch(() => undefined);
     writeStatus();
     await tcp?.close();
     await server.close();
@@ -189,6 +274,7 @@ function running(
     collector,
     server,
     tcp,
+    fleet,
     paths,
     async cycle() {
       const report = await collector.runOnce();

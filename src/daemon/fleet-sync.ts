@@ -8,31 +8,16 @@
  * so retention (`ImaStore.dropBoot`) may drop finished boots the fleet holds, and only those.
  *
  * The fleet's HTTP API is this module's only contact with it (the layers keep the daemon below
- * the fleet): paths, content types and the error body's `code` and `details.cursor`.
+ * the fleet): paths, content types and the error body's `code` and `details.cursor`. A device
+ * that enrolls itself (`fleet-client.ts`) sends the bearer token of its enrollment; one the fleet
+ * stops taking (401) is forgotten and the device enrolls again at the next round.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { DetailedError } from '../errors.js';
 import { toHex } from '../ima/index.js';
 import { buildBundle, formatCursor, parseCursor, type EvidenceCursor } from '../serve/index.js';
 import type { ImaStore } from '../store/index.js';
 import type { QuoteWithPcrs } from '../tpm/index.js';
-
-/** Stable codes of {@link FleetSyncError}. */
-export type FleetSyncErrorCode =
-  /** The fleet could not be reached, or answered 5xx (it is down or its database is): retried with backoff. */
-  | 'SYNC_FLEET_UNAVAILABLE'
-  /** The fleet refused the evidence with a code (`details.fleetCode`): not retried as is. */
-  | 'SYNC_REFUSED';
-
-/** What a sync failure concerned. */
-export interface FleetSyncErrorDetails {
-  readonly fleetCode: string;
-  readonly status: number;
-  readonly cursor: string;
-}
-
-/** The one error class of the sync. */
-export class FleetSyncError extends DetailedError<FleetSyncErrorCode, FleetSyncErrorDetails> {}
+import { errorField, fleetCall, FleetSyncError, type DeviceEnrollmentState, type FleetAnswer, type FleetEndpoint, type FleetEnroller } from './fleet-client.js';
 
 /** Bounds of the retry delay while the fleet is down. */
 export interface Backoff {
@@ -54,9 +39,13 @@ export function backoffDelay(attempt: number, backoff: Backoff, random: () => nu
 
 /** Options of {@link FleetSync}. */
 export interface FleetSyncOptions {
-  /** `http://HOST:PORT` of the fleet. */
+  /** `http://HOST:PORT` of the fleet (loopback), or `https://…`. */
   readonly fleetUrl: string;
+  /** PEM of the CA the fleet's TLS certificate chains to. */
+  readonly fleetCa?: string;
   readonly deviceId: string;
+  /** Self-enrollment: the bearer token comes from it; without it the device was enrolled by an operator. */
+  readonly enroller?: FleetEnroller;
   readonly store: ImaStore;
   /**
    * Quotes over the fleet's nonce with the enrolled AK, to answer freshness challenges (a daemon
@@ -90,9 +79,26 @@ export interface SyncRound {
   readonly dropped: readonly number[];
 }
 
-interface Answer {
-  readonly status: number;
-  readonly body: Record<string, unknown>;
+/** What the daemon's status shows of the sync. */
+export interface FleetSyncStatus {
+  readonly url: string;
+  readonly deviceId: string;
+  readonly enrollment: DeviceEnrollmentState;
+  /** `syncing`, `idle` (caught up), `backing-off` (the fleet is unreachable), `refused` (the last round was refused). */
+  readonly state: 'starting' | 'syncing' | 'idle' | 'backing-off' | 'refused';
+  /** Where the fleet's verified evidence ends, as last acknowledged. */
+  readonly cursor: string | null;
+  readonly lastAckAt: string | null;
+  readonly freshAt: string | null;
+  /** Since start: bundles and records acknowledged, boots dropped by retention. */
+  readonly bundlesAcknowledged: number;
+  readonly recordsAcknowledged: number;
+  readonly bootsDropped: number;
+  /** Rounds failed in a row, and the last failure. */
+  readonly failures: number;
+  readonly lastError: { readonly code: string; readonly fleetCode: string | null; readonly message: string; readonly at: string } | null;
+  /** Failures since start by code. */
+  readonly errors: Readonly<Record<string, number>>;
 }
 
 /** The PCR a freshness quote covers: PCR 0 (firmware) does not move while the system runs. */
@@ -101,36 +107,56 @@ export const FRESH_PCR = { bank: 'sha256', pcr: 0 } as const;
 /** Pushes a device's evidence to the fleet. */
 export class FleetSync {
   readonly #o: FleetSyncOptions;
+  readonly #endpoint: FleetEndpoint;
   #cursor: EvidenceCursor | undefined;
   #token: string | null = null;
+  #bearer: string | undefined;
+  #signal: AbortSignal | undefined;
+  #state: FleetSyncStatus['state'] = 'starting';
+  #lastAckAt: string | null = null;
+  #freshAt: string | null = null;
+  #bundles = 0;
+  #records = 0;
+  #dropped = 0;
+  #failures = 0;
+  #lastError: FleetSyncStatus['lastError'] = null;
+  readonly #errors: Record<string, number> = {};
 
   constructor(options: FleetSyncOptions) {
     this.#o = options;
+    this.#endpoint = { url: options.fleetUrl, ...(options.fleetCa === undefined ? {} : { ca: options.fleetCa }) };
   }
 
-  async #call(path: string, init: { method: 'GET' | 'POST'; body?: Uint8Array | string; type?: string }): Promise<Answer> {
-    let res: Response;
-    try {
-      res = await fetch(`${this.#o.fleetUrl}${path}`, {
-        method: init.method,
-        ...(init.body === undefined ? {} : { body: init.body }),
-        headers: init.type === undefined ? {} : { 'content-type': init.type },
-      });
-    } catch (e) {
-      throw new FleetSyncError('SYNC_FLEET_UNAVAILABLE', `fleet ${this.#o.fleetUrl}: ${e instanceof Error ? e.message : String(e)}`, {}, { cause: e });
+  /** The sync as the daemon's status shows it. */
+  status(): FleetSyncStatus {
+    return {
+      url: this.#o.fleetUrl,
+      deviceId: this.#o.deviceId,
+      enrollment: this.#o.enroller?.state ?? 'approved',
+      state: this.#state,
+      cursor: this.#cursor === undefined ? null : formatCursor(this.#cursor),
+      lastAckAt: this.#lastAckAt,
+      freshAt: this.#freshAt,
+      bundlesAcknowledged: this.#bundles,
+      recordsAcknowledged: this.#records,
+      bootsDropped: this.#dropped,
+      failures: this.#failures,
+      lastError: this.#lastError,
+      errors: { ...this.#errors },
+    };
+  }
+
+  async #call(path: string, init: { method: 'GET' | 'POST'; body?: Uint8Array | string; type?: string }): Promise<FleetAnswer> {
+    const answer = await fleetCall(this.#endpoint, path, {
+      ...init,
+      ...(this.#bearer === undefined ? {} : { token: this.#bearer }),
+      ...(this.#signal === undefined ? {} : { signal: this.#signal }),
+    });
+    if (answer.status === 401 && this.#o.enroller !== undefined) {
+      // The fleet no longer takes this token (re-enrolled elsewhere, database restored): enroll again next round.
+      await this.#o.enroller.forget();
     }
-    const text = await res.text().catch(() => '');
-    let body: Record<string, unknown> = {};
-    try {
-      const parsed: unknown = text.length === 0 ? {} : JSON.parse(text);
-      if (typeof parsed === 'object' && parsed !== null) body = parsed as Record<string, unknown>;
-    } catch {
-      body = {};
-    }
-    if (res.status >= 500) {
-      throw new FleetSyncError('SYNC_FLEET_UNAVAILABLE', `fleet ${this.#o.fleetUrl} answered ${res.status}`, { status: res.status, fleetCode: errorField(body, 'code') ?? '' });
-    }
-    return { status: res.status, body };
+    return answer;
   }
 
   /** Where to push from: the last acknowledgement, or the fleet's newest one, or the store's start. */
@@ -144,8 +170,10 @@ export class FleetSync {
     return undefined;
   }
 
-  /** Pushes until the fleet holds everything the store can export now. */
-  async syncOnce(): Promise<SyncRound> {
+  /** Pushes until the fleet holds everything the store can export now (enrolling first when needed). */
+  async syncOnce(signal?: AbortSignal): Promise<SyncRound> {
+    this.#signal = signal;
+    this.#bearer = await this.#o.enroller?.token(signal);
     let cursor = await this.#start();
     let bundles = 0;
     let records = 0;
@@ -159,6 +187,9 @@ export class FleetSync {
       if (answer.status === 200) {
         bundles++;
         records += Number(answer.body.records ?? 0);
+        this.#bundles++;
+        this.#records += Number(answer.body.records ?? 0);
+        this.#lastAckAt = new Date().toISOString();
         this.#token = String(answer.body.token);
         challenge = typeof answer.body.challenge === 'string' ? answer.body.challenge : challenge;
         cursor = parseCursor(String(answer.body.cursor));
@@ -183,7 +214,9 @@ export class FleetSync {
       });
     }
     const freshAt = challenge === null ? null : await this.#answer(challenge);
+    if (freshAt !== null) this.#freshAt = freshAt;
     const dropped = await this.#retain();
+    this.#dropped += dropped.length;
     return { bundles, records, cursor: cursor === undefined ? '' : formatCursor(cursor), token: this.#token, resumed, freshAt, dropped };
   }
 
@@ -241,27 +274,35 @@ export class FleetSync {
     const wait = this.#o.sleep ?? ((ms: number, s?: AbortSignal) => sleep(ms, undefined, { signal: s }).catch(() => undefined));
     const backoff = this.#o.backoff ?? DEFAULT_BACKOFF;
     const random = this.#o.random ?? Math.random;
-    let failures = 0;
+    let unavailable = 0;
     while (!signal.aborted) {
       let delay = intervalMs;
       try {
-        const round = await this.syncOnce();
+        this.#state = 'syncing';
+        const round = await this.syncOnce(signal);
+        this.#state = 'idle';
+        this.#failures = 0;
+        unavailable = 0;
         onRound?.(round);
-        failures = 0;
       } catch (e) {
+        if (signal.aborted) break;
+        const down = e instanceof FleetSyncError && e.code === 'SYNC_FLEET_UNAVAILABLE';
+        this.#noteFailure(e, down);
         onError?.(e);
-        if (e instanceof FleetSyncError && e.code === 'SYNC_FLEET_UNAVAILABLE') delay = backoffDelay(failures++, backoff, random);
+        if (down) delay = backoffDelay(unavailable++, backoff, random);
       }
       if (!signal.aborted) await wait(delay, signal);
     }
   }
-}
 
-function errorField(body: Record<string, unknown>, name: 'code' | 'message'): string | undefined {
-  const error = body.error;
-  if (typeof error !== 'object' || error === null || !(name in error)) return undefined;
-  const value: unknown = (error as Record<string, unknown>)[name];
-  return typeof value === 'string' ? value : undefined;
+  #noteFailure(e: unknown, down: boolean): void {
+    const code = e instanceof FleetSyncError || (e instanceof Error && 'code' in e && typeof e.code === 'string') ? String((e as { code: unknown }).code) : 'ERROR';
+    this.#state = down ? 'backing-off' : 'refused';
+    this.#failures++;
+    this.#errors[code] = (this.#errors[code] ?? 0) + 1;
+    const fleetCode = e instanceof FleetSyncError ? (e.details.fleetCode ?? null) : null;
+    this.#lastError = { code, fleetCode: fleetCode === '' ? null : fleetCode, message: e instanceof Error ? e.message : String(e), at: new Date().toISOString() };
+  }
 }
 
 function detailsCursor(body: Record<string, unknown>): EvidenceCursor | undefined {

@@ -9,7 +9,10 @@ export {
   type Daemon,
   type DaemonApiOptions,
   type DaemonCollectorOptions,
+  type DaemonFleetOptions,
   type DaemonOptions,
 } from './daemon.js';
+export { DEFAULT_BACKOFF, type Backoff, type FleetSyncStatus, type SyncRound } from './fleet-sync.js';
+export { FleetSyncError, type FleetSyncErrorCode, type FleetSyncErrorDetails } from './fleet-client.js';
 export { DAEMON_MALLOC_ENV, DAEMON_NODE_FLAGS, daemonPaths, missingDaemonEnv, type DaemonPaths } from './process.js';
 export { DaemonApiError, daemonGet } from './client.js';

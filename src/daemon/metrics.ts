@@ -4,6 +4,7 @@
  */
 import { RECOVERY_PAUSE_REASONS, type CollectorStatus } from '../collector/index.js';
 import type { MetricSample, StatusSource } from '../serve/index.js';
+import type { FleetSyncStatus } from './fleet-sync.js';
 
 /** Prometheus samples of a collector status. */
 export function statusSamples(s: CollectorStatus): MetricSample[] {
@@ -43,10 +44,23 @@ function processSamples(memory: Readonly<Record<string, number>>): MetricSample[
   ];
 }
 
-/** Status and metrics of a daemon around `status` (the collector's), for the API server. */
-export function daemonStatus(status: () => CollectorStatus): StatusSource {
+/** Prometheus samples of the fleet sync (`imakeep run --fleet`). */
+function fleetSamples(f: FleetSyncStatus): MetricSample[] {
+  return [
+    { name: 'imakeep_fleet_enrolled', help: 'The device holds an approved enrollment with the fleet (1) or not yet (0).', type: 'gauge', value: f.enrollment === 'approved' ? 1 : 0 },
+    { name: 'imakeep_fleet_reachable', help: 'The last sync round reached the fleet (0 while backing off).', type: 'gauge', value: f.state === 'backing-off' || f.state === 'starting' ? 0 : 1 },
+    { name: 'imakeep_fleet_bundles_acknowledged_total', help: 'Evidence bundles the fleet acknowledged since start.', type: 'counter', value: f.bundlesAcknowledged },
+    { name: 'imakeep_fleet_records_acknowledged_total', help: 'Records the fleet verified and acknowledged since start.', type: 'counter', value: f.recordsAcknowledged },
+    { name: 'imakeep_fleet_boots_dropped_total', help: 'Finished boots retention dropped after the fleet acknowledged them whole.', type: 'counter', value: f.bootsDropped },
+    { name: 'imakeep_fleet_sync_failures', help: 'Sync rounds failed in a row.', type: 'gauge', value: f.failures },
+    ...Object.entries(f.errors).map(([code, n]): MetricSample => ({ name: 'imakeep_fleet_sync_errors_total', help: 'Failed sync rounds by error code.', type: 'counter', value: n, labels: { code } })),
+  ];
+}
+
+/** Status and metrics of a daemon around `status` (the collector's) and `fleet` (its sync, if any), for the API server. */
+export function daemonStatus(status: () => CollectorStatus, fleet?: () => FleetSyncStatus): StatusSource {
   return {
-    status: async () => ({ ...status(), process: processMemory() }),
-    metrics: async () => [...statusSamples(status()), ...processSamples(processMemory())],
+    status: async () => ({ ...status(), process: processMemory(), ...(fleet === undefined ? {} : { fleet: fleet() }) }),
+    metrics: async () => [...statusSamples(status()), ...processSamples(processMemory()), ...(fleet === undefined ? [] : fleetSamples(fleet()))],
   };
 }

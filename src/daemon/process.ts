@@ -42,9 +42,11 @@ export interface DaemonPaths {
   readonly socket: string;
   /** `status()` as JSON, rewritten after every cycle. */
   readonly statusFile: string;
+  /** The fleet's bearer token, or the enrollment exchange in progress (mode 0600; `fleet-client.ts`). */
+  readonly fleetCredentials: string;
 }
 
 /** The daemon files of the store in `storeDir`. */
 export function daemonPaths(storeDir: string): DaemonPaths {
-  return { socket: join(storeDir, 'imakeep.sock'), statusFile: join(storeDir, 'imakeep-status.json') };
+  return { socket: join(storeDir, 'imakeep.sock'), statusFile: join(storeDir, 'imakeep-status.json'), fleetCredentials: join(storeDir, 'fleet-credentials.json') };
 }

@@ -32,6 +32,14 @@ export const FLEET_ERROR_STATUS = {
   FLEET_BUNDLE_TOO_LARGE: 413,
   /** A freshness quote does not answer the fleet's nonce or does not verify with the device's AK. */
   FLEET_STALE_QUOTE: 422,
+  /** Self-enrollment is off: the fleet was started without a CA directory (`--ca`). */
+  FLEET_ENROLL_DISABLED: 403,
+  /** The device id is enrolled with another TPM's EK certificate. */
+  FLEET_ENROLL_CONFLICT: 409,
+  /** The request lacks the bearer token of the device (or of the operator) its route needs, or gives a wrong one. */
+  FLEET_UNAUTHORIZED: 401,
+  /** A JSON body (enrollment, quote answer, approval) is larger than the fleet reads. */
+  FLEET_BODY_TOO_LARGE: 413,
   /** The database's schema is newer than this imakeep, or a migration failed. */
   FLEET_SCHEMA: 500,
   /** The database could not be reached or refused a statement. */

@@ -4,7 +4,9 @@
  * fleet processes may share (each device's row lock serialises its chain, wherever it arrives).
  */
 import { join } from 'node:path';
-import { startHttpServer, type ListenAddress, type ServerLimits } from '../serve/index.js';
+import { loadCaDirectory } from '../enroll/index.js';
+import { isLoopback, startHttpServer, type BindAddress, type ServerLimits } from '../serve/index.js';
+import type { FleetApproval } from './enrollment.js';
 import { FleetHandler, type FleetHttpLimits } from './http.js';
 import { openPglite } from './pglite.js';
 import { openPostgres } from './postgres.js';
@@ -17,8 +19,18 @@ export interface FleetOptions extends FleetServiceOptions {
   readonly data: string;
   /** `postgres://…` of a PostgreSQL server; default the embedded PGlite under `data`. */
   readonly database?: string;
-  /** Where to listen: loopback HTTP, or TLS with client certificates (the device API's rules). */
-  readonly listen: ListenAddress;
+  /**
+   * Where to listen: a unix socket, loopback HTTP, or TLS anywhere (`SERVE_INSECURE_BIND` for plain
+   * HTTP off loopback). Devices authenticate with the bearer token of their enrollment; a `tls.ca`
+   * additionally requires client certificates signed by it.
+   */
+  readonly listen: BindAddress;
+  /** Directory of the CA certificates EK certificates must chain to; without it, no self-enrollment. */
+  readonly ca?: string;
+  /** How self-enrolled devices are admitted: at once (`auto`, default) or once an operator approves (`manual`). */
+  readonly approval?: FleetApproval;
+  /** The operator's bearer token: the operator's routes off loopback, and any device's routes. */
+  readonly operatorToken?: string;
   readonly limits?: Partial<FleetHttpLimits>;
   readonly serverLimits?: Partial<ServerLimits>;
 }
@@ -44,11 +56,16 @@ export interface Fleet {
  * @throws {SERVE_INSECURE_BIND} `listen` is off loopback without TLS client certificates
  */
 export async function startFleet(options: FleetOptions): Promise<Fleet> {
+  // The CA directory first: a mistake there must not cost a database open.
+  const anchors = options.ca === undefined ? undefined : await loadCaDirectory(options.ca);
   const db = options.database === undefined ? await openPglite(join(options.data, 'pglite')) : openPostgres(options.database);
   const repository = await openRepository(db);
   try {
-    const service = await FleetService.open(repository, options);
-    const handler = new FleetHandler(service, options.limits);
+    const enrollment = { ...options.enrollment, ...(anchors === undefined ? {} : { anchors }), ...(options.approval === undefined ? {} : { approval: options.approval }) };
+    const service = await FleetService.open(repository, { ...options, enrollment });
+    const listen = options.listen;
+    const trustedNetwork = 'socket' in listen || (listen.tls === undefined && isLoopback(listen.host));
+    const handler = new FleetHandler(service, options.limits, { trustedNetwork, ...(options.operatorToken === undefined ? {} : { operatorToken: options.operatorToken }) });
     // Bodies of pushes are verified as they arrive: a request may take longer than a GET.
     const server = await startHttpServer(handler.listener, options.listen, { requestTimeoutMs: 300_000, maxConnections: 1024, ...options.serverLimits });
     let closed: Promise<void> | undefined;

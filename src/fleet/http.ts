@@ -14,19 +14,34 @@
  *   GET  /v1/devices/{id}/log?boot=&from=&format=&bank=   the device's log in kernel formats
  *   GET  /v1/key                        the fleet's public key (PEM): what EAR tokens verify with
  *   GET  /metrics                       Prometheus text
+ *   POST /v1/enroll                     an enrollment request (JSON, `src/enroll` format): the challenge
+ *   POST /v1/enroll/{challenge}/answer  the device's proof: `{ deviceId, enrollment, token }`
+ *   POST /v1/devices/{id}/approval      operator: `{ "enrollment": "approved" | "refused" | "pending" }`
+ *
+ * Who may call what (`FleetAuth`): the enrollment routes and the key are open (the exchange itself
+ * authenticates the TPM); a device's routes (evidence, quote, challenge, ack) need the bearer token
+ * it was given at enrollment (`Authorization: Bearer …`), or the operator's token; the other
+ * routes are the operator's. On a loopback or unix-socket listener, the operator's routes and the
+ * routes of devices enrolled without a token (by an operator, with their AK) are open; off
+ * loopback (TLS only: `SERVE_INSECURE_BIND` otherwise) they need the operator's token.
  *
  * Bodies are read with bounded memory: one bundle at a time, each at most `maxBundleBytes`
  * (413 beyond), verified and committed before the next is read. Errors are
  * `{ "error": { "code", "message", "details" } }` with the code's status.
  */
+import { timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { isImakeepError } from '../errors.js';
 import { formatPrometheus, openLogQuery, PROMETHEUS_CONTENT_TYPE, Query, ServeError, type MetricSample } from '../serve/index.js';
+import { decodeEnrollAnswer, decodeEnrollRequest, encodeEnrollChallenge, type EnrollErrorCode } from '../enroll/index.js';
+import { EnrollError } from '../enroll/index.js';
 import { StoreError } from '../store/index.js';
+import { DEVICE_ID_PATTERN, tokenMatches } from './enrollment.js';
 import { FleetError } from './errors.js';
 import { deviceLogStore } from './device-log.js';
+import type { Enrollment } from './repository.js';
 import type { FleetService, FreshQuoteAnswer } from './service.js';
 
 /** Limits of the fleet API. */
@@ -45,54 +60,61 @@ export const BUNDLE_FRAMES_TYPE = 'application/vnd.imakeep.bundles';
 /** Largest JSON body (a quote answer is ~1 KiB). */
 const MAX_JSON_BYTES = 64 * 1024;
 
-const DEVICE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+/** Who may call a route: anyone, the device it names (or the operator), the operator. */
+type Access = 'open' | 'device' | 'operator';
+
+const DEVICE_SUBROUTES = ['evidence', 'quote', 'challenge', 'ack', 'log', 'approval'] as const;
 
 type Route =
-  | { readonly name: 'evidence' | 'quote' | 'challenge' | 'device' | 'ack' | 'log'; readonly id: string }
-  | { readonly name: 'devices' | 'key' | 'metrics' };
+  | { readonly name: (typeof DEVICE_SUBROUTES)[number] | 'device'; readonly id: string }
+  | { readonly name: 'enroll-answer'; readonly id: string }
+  | { readonly name: 'devices' | 'key' | 'metrics' | 'enroll' };
 
-const METHODS: Readonly<Record<Route['name'], string>> = {
-  evidence: 'POST',
-  quote: 'POST',
-  challenge: 'POST',
-  device: 'GET',
-  ack: 'GET',
-  log: 'GET',
-  devices: 'GET',
-  key: 'GET',
-  metrics: 'GET',
+/** Method and access of each route. */
+const ROUTES: Readonly<Record<Route['name'], { readonly method: 'GET' | 'POST'; readonly access: Access; readonly parameters: readonly string[] }>> = {
+  evidence: { method: 'POST', access: 'device', parameters: [] },
+  quote: { method: 'POST', access: 'device', parameters: [] },
+  challenge: { method: 'POST', access: 'device', parameters: [] },
+  ack: { method: 'GET', access: 'device', parameters: [] },
+  device: { method: 'GET', access: 'operator', parameters: [] },
+  log: { method: 'GET', access: 'operator', parameters: ['boot', 'from', 'format', 'bank'] },
+  approval: { method: 'POST', access: 'operator', parameters: [] },
+  devices: { method: 'GET', access: 'operator', parameters: ['after', 'limit'] },
+  metrics: { method: 'GET', access: 'operator', parameters: [] },
+  key: { method: 'GET', access: 'open', parameters: [] },
+  enroll: { method: 'POST', access: 'open', parameters: [] },
+  'enroll-answer': { method: 'POST', access: 'open', parameters: [] },
 };
 
-const PARAMETERS: Readonly<Record<Route['name'], readonly string[]>> = {
-  evidence: [],
-  quote: [],
-  challenge: [],
-  device: [],
-  ack: [],
-  log: ['boot', 'from', 'format', 'bank'],
-  devices: ['after', 'limit'],
-  key: [],
-  metrics: [],
-};
+/** A path segment, percent-decoded; a malformed escape is the client's mistake. */
+function segment(raw: string, pattern: RegExp, what: string): string {
+  let value: string;
+  try {
+    value = decodeURIComponent(raw);
+  } catch {
+    value = '';
+  }
+  if (!pattern.test(value)) throw new ServeError('SERVE_BAD_PARAMETER', what, { parameter: 'id' });
+  return value;
+}
 
 function routeOf(pathname: string): Route | undefined {
   if (pathname === '/v1/devices') return { name: 'devices' };
   if (pathname === '/v1/key') return { name: 'key' };
   if (pathname === '/metrics') return { name: 'metrics' };
-  const m = /^\/v1\/devices\/([^/]+)(?:\/(evidence|quote|challenge|ack|log))?$/.exec(pathname);
+  if (pathname === '/v1/enroll') return { name: 'enroll' };
+  const answer = /^\/v1\/enroll\/([^/]+)\/answer$/.exec(pathname);
+  if (answer !== null) return { name: 'enroll-answer', id: segment(answer[1] ?? '', /^[0-9a-f]{32}$/, 'a challenge id is 32 lowercase hex digits') };
+  const m = /^\/v1\/devices\/([^/]+)(?:\/([a-z]+))?$/.exec(pathname);
   if (m === null) return undefined;
-  const id = decodeURIComponent(m[1] ?? '');
-  if (!DEVICE_ID.test(id)) throw new ServeError('SERVE_BAD_PARAMETER', 'a device id is 1..128 of A-Z a-z 0-9 . _ : -', { parameter: 'id' });
   const sub = m[2];
-  return { name: sub === 'evidence' || sub === 'quote' || sub === 'challenge' || sub === 'ack' || sub === 'log' ? sub : 'device', id };
+  const name = sub === undefined ? 'device' : DEVICE_SUBROUTES.find((r) => r === sub);
+  if (name === undefined) return undefined;
+  return { name, id: segment(m[1] ?? '', DEVICE_ID_PATTERN, 'a device id is 1..128 of A-Z a-z 0-9 . _ : -, starting with a letter or digit') };
 }
 
-function tooLarge(limit: number): FleetError {
-  return new FleetError('FLEET_BUNDLE_TOO_LARGE', `a bundle of more than ${limit} bytes`, { check: 'body-size' });
-}
-
-/** The whole body, refused past `limit` bytes. */
-async function readAll(req: IncomingMessage, limit: number): Promise<Uint8Array> {
+/** The whole body, refused past `limit` bytes with `tooLarge`. */
+async function readAll(req: IncomingMessage, limit: number, tooLarge: (limit: number) => FleetError): Promise<Uint8Array> {
   const parts: Buffer[] = [];
   let size = 0;
   for await (const part of req as AsyncIterable<Buffer>) {
@@ -101,6 +123,56 @@ async function readAll(req: IncomingMessage, limit: number): Promise<Uint8Array>
     parts.push(part);
   }
   return Buffer.concat(parts);
+}
+
+function bundleTooLarge(limit: number): FleetError {
+  return new FleetError('FLEET_BUNDLE_TOO_LARGE', `a bundle of more than ${limit} bytes`, { check: 'body-size' });
+}
+
+function bodyTooLarge(limit: number): FleetError {
+  return new FleetError('FLEET_BODY_TOO_LARGE', `a JSON body of more than ${limit} bytes`, { check: 'body-size' });
+}
+
+/** A JSON body of at most {@link MAX_JSON_BYTES}, as text. */
+async function jsonText(req: IncomingMessage): Promise<string> {
+  return Buffer.from(await readAll(req, MAX_JSON_BYTES, bodyTooLarge)).toString('utf8');
+}
+
+/** HTTP status of the enrollment codes a client can cause (the device-side ones are the fleet's fault). */
+const ENROLL_STATUS: Partial<Record<EnrollErrorCode, number>> = {
+  ENROLL_BAD_FILE: 400,
+  ENROLL_EK_CERT_CHAIN: 403,
+  ENROLL_EK_MISMATCH: 403,
+  ENROLL_AK_ATTRIBUTES: 422,
+  ENROLL_ACTIVATION_FAILED: 403,
+  ENROLL_UNKNOWN_CHALLENGE: 404,
+  ENROLL_CHALLENGE_EXPIRED: 410,
+};
+
+/** Who the fleet trusts without a token (see the module comment). */
+export interface FleetAuth {
+  /** True on a loopback or unix-socket listener: the operator's routes are open. */
+  readonly trustedNetwork: boolean;
+  /** The operator's bearer token; required off loopback for the operator's routes. */
+  readonly operatorToken?: string;
+}
+
+function bearerOf(req: IncomingMessage): string | undefined {
+  const m = /^Bearer ([A-Za-z0-9._~+/=-]{1,512})$/.exec(req.headers.authorization ?? '');
+  return m?.[1];
+}
+
+function sameSecret(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+function unauthorized(route: string, id: string | undefined): FleetError {
+  return new FleetError('FLEET_UNAUTHORIZED', `${route}${id === undefined ? '' : ` of device ${id}`} needs ${id === undefined ? "the operator's" : "the device's (or the operator's)"} bearer token`, {
+    ...(id === undefined ? {} : { deviceId: id }),
+    check: 'bearer-token',
+  });
 }
 
 /**
@@ -117,7 +189,7 @@ export async function* bundleFrames(body: AsyncIterable<Uint8Array>, limit: numb
         if (pending.length < 4) break;
         want = pending.readUInt32BE(0);
         if (want === 0) throw new FleetError('FLEET_BUNDLE_CORRUPT', 'a frame of length 0', { check: 'frame' });
-        if (want > limit) throw tooLarge(limit);
+        if (want > limit) throw bundleTooLarge(limit);
         pending = pending.subarray(4);
       }
       if (pending.length < want) break;
@@ -138,10 +210,25 @@ export function frameBundle(bundle: Uint8Array): Uint8Array {
   return out;
 }
 
-function parseAnswer(body: Uint8Array): FreshQuoteAnswer {
+/** `{ "enrollment": "approved" | "refused" | "pending" }`, else `SERVE_BAD_PARAMETER`. */
+function parseApproval(body: string): Enrollment {
   let value: unknown;
   try {
-    value = JSON.parse(Buffer.from(body).toString('utf8'));
+    value = JSON.parse(body);
+  } catch {
+    value = undefined;
+  }
+  const enrollment = typeof value === 'object' && value !== null && 'enrollment' in value ? ENROLLMENTS.find((e) => e === value.enrollment) : undefined;
+  if (enrollment === undefined) throw new ServeError('SERVE_BAD_PARAMETER', `the body must be JSON { "enrollment": ${ENROLLMENTS.map((e) => `"${e}"`).join(' | ')} }`, { parameter: 'enrollment' });
+  return enrollment;
+}
+
+const ENROLLMENTS: readonly Enrollment[] = ['approved', 'refused', 'pending'];
+
+function parseAnswer(body: string): FreshQuoteAnswer {
+  let value: unknown;
+  try {
+    value = JSON.parse(body);
   } catch {
     value = undefined;
   }
@@ -165,13 +252,15 @@ function parseAnswer(body: Uint8Array): FreshQuoteAnswer {
 export class FleetHandler {
   readonly #service: FleetService;
   readonly #limits: FleetHttpLimits;
+  readonly #auth: FleetAuth;
   readonly #requests = new Map<string, number>();
   #bundles = 0;
   #records = 0;
 
-  constructor(service: FleetService, limits: Partial<FleetHttpLimits> = {}) {
+  constructor(service: FleetService, limits: Partial<FleetHttpLimits> = {}, auth: FleetAuth = { trustedNetwork: true }) {
     this.#service = service;
     this.#limits = { ...DEFAULT_FLEET_HTTP_LIMITS, ...limits };
+    this.#auth = auth;
   }
 
   readonly listener = (req: IncomingMessage, res: ServerResponse): void => {
@@ -185,18 +274,41 @@ export class FleetHandler {
       if (target.length > this.#limits.maxUrlLength) throw new ServeError('SERVE_URI_TOO_LONG', `request target longer than ${this.#limits.maxUrlLength} bytes`);
       const url = URL.canParse(target, 'http://fleet.invalid') ? new URL(target, 'http://fleet.invalid') : undefined;
       if (url === undefined) throw new ServeError('SERVE_BAD_REQUEST', 'the request target is not a URL path');
+      // A path the URL parser rewrites (dot segments, also as %2e) names another resource than it
+      // spells: refused, so that what is routed and authorised is what the client sent.
+      if (url.pathname !== (target.split('?')[0] ?? '')) throw new ServeError('SERVE_BAD_PARAMETER', 'the path must be plain: no dot segments, no absolute URL', { parameter: 'path' });
       const route = routeOf(url.pathname);
       if (route === undefined) throw new ServeError('SERVE_NOT_FOUND', `no resource ${url.pathname.slice(0, 64)}`);
       name = route.name;
-      if (req.method !== METHODS[route.name]) {
-        res.setHeader('Allow', METHODS[route.name]);
-        throw new ServeError('SERVE_METHOD_NOT_ALLOWED', `${String(req.method).slice(0, 16)} is not allowed; use ${METHODS[route.name]}`);
+      const { method, parameters } = ROUTES[route.name];
+      if (req.method !== method) {
+        res.setHeader('Allow', method);
+        throw new ServeError('SERVE_METHOD_NOT_ALLOWED', `${String(req.method).slice(0, 16)} is not allowed; use ${method}`);
       }
-      await this.#route(route, new Query(url.searchParams, PARAMETERS[route.name]), req, res);
+      const query = new Query(url.searchParams, parameters);
+      await this.#authorize(route, req);
+      await this.#route(route, query, req, res);
       this.#count(name, res.statusCode);
     } catch (e) {
       this.#fail(req, res, name, e);
     }
+  }
+
+  /** Throws `FLEET_UNAUTHORIZED` unless the request may use `route` (module comment). */
+  async #authorize(route: Route, req: IncomingMessage): Promise<void> {
+    const { access } = ROUTES[route.name];
+    if (access === 'open') return;
+    const bearer = bearerOf(req);
+    const operator = this.#auth.operatorToken;
+    if (bearer !== undefined && operator !== undefined && sameSecret(bearer, operator)) return;
+    if (access === 'device' && 'id' in route) {
+      const device = await this.#service.repository.device(route.id);
+      if (device !== undefined && device.tokenHash !== null) {
+        if (tokenMatches(device, bearer)) return;
+        throw unauthorized(route.name, route.id);
+      }
+    }
+    if (!this.#auth.trustedNetwork) throw unauthorized(route.name, access === 'device' && 'id' in route ? route.id : undefined);
   }
 
   async #route(route: Route, query: Query, req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -207,7 +319,7 @@ export class FleetHandler {
         const limit = this.#limits.maxBundleBytes;
         let bundles: AsyncIterable<Uint8Array>;
         if (type === BUNDLE_FRAMES_TYPE) bundles = bundleFrames(req, limit);
-        else if (type === 'application/cbor') bundles = (async function* () { yield await readAll(req, limit); })();
+        else if (type === 'application/cbor') bundles = (async function* () { yield await readAll(req, limit, bundleTooLarge); })();
         else throw new ServeError('SERVE_BAD_PARAMETER', `Content-Type must be application/cbor or ${BUNDLE_FRAMES_TYPE}`, { parameter: 'content-type' });
         const ack = await service.push(route.id, bundles);
         this.#bundles += ack.bundles;
@@ -215,7 +327,7 @@ export class FleetHandler {
         return this.#json(res, 200, ack);
       }
       case 'quote': {
-        const answer = parseAnswer(await readAll(req, MAX_JSON_BYTES));
+        const answer = parseAnswer(await jsonText(req));
         const at = await service.answer(route.id, answer);
         return this.#json(res, 200, { freshAt: at.toISOString() });
       }
@@ -238,6 +350,18 @@ export class FleetHandler {
         if (limit < 1 || limit > 1000) throw new ServeError('SERVE_BAD_PARAMETER', 'limit must be in 1..1000', { parameter: 'limit' });
         const rows = await service.repository.devices(query.text('after'), limit);
         return this.#json(res, 200, { devices: rows.map((d) => service.viewOf(d)) });
+      }
+      case 'enroll': {
+        const challenge = await service.enrollments.request(decodeEnrollRequest(await jsonText(req)));
+        res.writeHead(201, { 'Content-Type': 'application/json', Location: `/v1/enroll/${challenge.challengeId}/answer` });
+        res.end(encodeEnrollChallenge(challenge));
+        return;
+      }
+      case 'enroll-answer':
+        return this.#json(res, 200, await service.enrollments.answer(route.id, decodeEnrollAnswer(await jsonText(req))));
+      case 'approval': {
+        const device = await service.enrollments.decide(route.id, parseApproval(await jsonText(req)));
+        return this.#json(res, 200, service.viewOf(device));
       }
       case 'key':
         res.writeHead(200, { 'Content-Type': 'application/x-pem-file', 'Content-Length': Buffer.byteLength(service.publicKeyPem) });
@@ -289,8 +413,14 @@ export class FleetHandler {
   }
 
   #fail(req: IncomingMessage, res: ServerResponse, route: string, e: unknown): void {
-    const error = e instanceof StoreError && e.code === 'STORE_NOT_FOUND' ? new ServeError('SERVE_UNKNOWN_BOOT', e.message, {}, { cause: e }) : e;
-    const status = error instanceof FleetError || error instanceof ServeError ? error.httpStatus : 500;
+    const error =
+      e instanceof StoreError && e.code === 'STORE_NOT_FOUND'
+        ? new ServeError('SERVE_UNKNOWN_BOOT', e.message, {}, { cause: e })
+        : !isImakeepError(e) && req.destroyed
+          ? // The server's request timeout (or the client) ended the connection while the body was read.
+            new ServeError('SERVE_REQUEST_TIMEOUT', 'the request ended before its body did', {}, { cause: e })
+          : e;
+    const status = error instanceof FleetError || error instanceof ServeError ? error.httpStatus : error instanceof EnrollError ? (ENROLL_STATUS[error.code] ?? 500) : 500;
     this.#count(route, status);
     if (res.headersSent) {
       res.destroy();
@@ -298,7 +428,8 @@ export class FleetHandler {
     }
     const code = isImakeepError(error) ? error.code : 'INTERNAL';
     const message = error instanceof Error ? error.message : String(error);
-    const details = error instanceof FleetError || error instanceof ServeError ? error.details : {};
+    const details = error instanceof FleetError || error instanceof ServeError || error instanceof EnrollError ? error.details : {};
+    if (status === 401) res.setHeader('WWW-Authenticate', 'Bearer');
     // An unread request body would stall the connection: read no more of it, close after answering.
     if (!req.readableEnded) res.setHeader('Connection', 'close');
     this.#json(res, status, { error: { code, message, details } });

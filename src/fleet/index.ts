@@ -16,6 +16,7 @@ export {
   type DeviceProgress,
   type DeviceRecord,
   type DeviceTransaction,
+  type EnrollChallengeRow,
   type Enrollment,
   type FailingRecord,
   type FleetRepository,
@@ -30,5 +31,6 @@ export {
   type FreshQuoteAnswer,
   type PushAck,
 } from './service.js';
-export type { FleetHttpLimits } from './http.js';
+export type { FleetAuth, FleetHttpLimits } from './http.js';
+export type { EnrolledDevice, FleetApproval, FleetEnrollmentOptions } from './enrollment.js';
 export { startFleet, type Fleet, type FleetOptions } from './fleet.js';

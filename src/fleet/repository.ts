@@ -56,6 +56,8 @@ export interface DeviceRecord {
   /** When the fleet last verified a quote over its own nonce. */
   readonly freshAt: Date | null;
   readonly createdAt: Date;
+  /** SHA-256 of the bearer token issued at enrollment, or null (a device an operator enrolled by its AK). */
+  readonly tokenHash: Uint8Array | null;
 }
 
 /** How many failing records a device keeps (the first ones: where the trouble began). */
@@ -67,6 +69,7 @@ export interface DeviceEnrollment {
   readonly akPublic?: Uint8Array | null;
   readonly ekCertificate?: Uint8Array | null;
   readonly policy?: string | null;
+  readonly tokenHash?: Uint8Array | null;
 }
 
 /** Fields a push or a freshness answer updates. */
@@ -107,6 +110,14 @@ export interface AckRow {
   readonly at: Date;
 }
 
+/** A pending enrollment challenge: the verifier's state (`encodeEnrollPending` JSON), secret. */
+export interface EnrollChallengeRow {
+  readonly challengeId: string;
+  readonly deviceId: string;
+  readonly pending: string;
+  readonly expiresAt: Date;
+}
+
 /** What a push does under a device's row lock. */
 export interface DeviceTransaction {
   /** The device row as locked. */
@@ -132,6 +143,14 @@ export interface FleetRepository {
   signingKey(generate: () => string): Promise<string>;
   /** Creates or updates a device's enrollment fields. */
   putDevice(id: string, enrollment: DeviceEnrollment): Promise<DeviceRecord>;
+  /** Keeps an enrollment challenge until it is answered. */
+  putEnrollChallenge(challenge: EnrollChallengeRow): Promise<void>;
+  enrollChallenge(challengeId: string): Promise<EnrollChallengeRow | undefined>;
+  /**
+   * In one transaction: removes the challenge (each is answered once) and writes the device's
+   * enrollment fields; undefined when the challenge was already gone (answered concurrently).
+   */
+  completeEnrollment(challengeId: string, id: string, enrollment: DeviceEnrollment): Promise<DeviceRecord | undefined>;
   device(id: string): Promise<DeviceRecord | undefined>;
   /** Devices by id, `limit` after `after`. */
   devices(after: string | null, limit: number): Promise<DeviceRecord[]>;
@@ -154,7 +173,7 @@ export interface FleetRepository {
 }
 
 const DEVICE_COLUMNS =
-  'id, enrollment, ak_public, ek_certificate, policy, state, records_verified, verdict, failures, ack_seq, last_seen, fresh_nonce, fresh_at, created_at';
+  'id, enrollment, ak_public, ek_certificate, policy, state, records_verified, verdict, failures, ack_seq, last_seen, fresh_nonce, fresh_at, created_at, token_hash';
 
 /** Chunks read per page of a log stream. */
 const CHUNK_PAGE = 16;
@@ -209,6 +228,7 @@ function deviceOf(row: SqlRow): DeviceRecord {
     freshNonce: bytesOrNull(row.fresh_nonce),
     freshAt: dateOrNull(row.fresh_at),
     createdAt: dateOrNull(row.created_at) ?? new Date(0),
+    tokenHash: bytesOrNull(row.token_hash),
   };
 }
 
@@ -229,6 +249,34 @@ function progressAssignments(progress: DeviceProgress): { sql: string; params: (
   if (progress.freshNonce !== undefined) columns.push(['fresh_nonce', progress.freshNonce]);
   if (progress.freshAt !== undefined) columns.push(['fresh_at', progress.freshAt.toISOString()]);
   return { sql: columns.map(([c], i) => `${c} = $${i + 2}`).join(', '), params: columns.map(([, v]) => v) };
+}
+
+/** Creates or updates a device's enrollment fields (those given; the others keep their value). */
+async function putDevice(db: SqlExecutor, id: string, e: DeviceEnrollment): Promise<DeviceRecord> {
+  const rows = await db.query(
+    `INSERT INTO devices (id, enrollment, ak_public, ek_certificate, policy, token_hash) VALUES ($1, $2, $3, $4, $5, $6)
+     ON CONFLICT (id) DO UPDATE SET enrollment = EXCLUDED.enrollment,
+       ak_public = CASE WHEN $7 THEN EXCLUDED.ak_public ELSE devices.ak_public END,
+       ek_certificate = CASE WHEN $8 THEN EXCLUDED.ek_certificate ELSE devices.ek_certificate END,
+       policy = CASE WHEN $9 THEN EXCLUDED.policy ELSE devices.policy END,
+       token_hash = CASE WHEN $10 THEN EXCLUDED.token_hash ELSE devices.token_hash END
+     RETURNING ${DEVICE_COLUMNS}`,
+    [
+      id,
+      e.enrollment,
+      e.akPublic ?? null,
+      e.ekCertificate ?? null,
+      e.policy ?? null,
+      e.tokenHash ?? null,
+      e.akPublic !== undefined,
+      e.ekCertificate !== undefined,
+      e.policy !== undefined,
+      e.tokenHash !== undefined,
+    ],
+  );
+  const row = rows[0];
+  if (row === undefined) throw new FleetError('FLEET_STORAGE', `device ${id} was not written`, { deviceId: id });
+  return deviceOf(row);
 }
 
 async function update(db: SqlExecutor, id: string, progress: DeviceProgress): Promise<void> {
@@ -319,19 +367,29 @@ class SqlFleetRepository implements FleetRepository {
     return text(rows[0]?.private_pem);
   }
 
-  async putDevice(id: string, e: DeviceEnrollment): Promise<DeviceRecord> {
-    const rows = await this.#db.query(
-      `INSERT INTO devices (id, enrollment, ak_public, ek_certificate, policy) VALUES ($1, $2, $3, $4, $5)
-       ON CONFLICT (id) DO UPDATE SET enrollment = EXCLUDED.enrollment,
-         ak_public = CASE WHEN $6 THEN EXCLUDED.ak_public ELSE devices.ak_public END,
-         ek_certificate = CASE WHEN $7 THEN EXCLUDED.ek_certificate ELSE devices.ek_certificate END,
-         policy = CASE WHEN $8 THEN EXCLUDED.policy ELSE devices.policy END
-       RETURNING ${DEVICE_COLUMNS}`,
-      [id, e.enrollment, e.akPublic ?? null, e.ekCertificate ?? null, e.policy ?? null, e.akPublic !== undefined, e.ekCertificate !== undefined, e.policy !== undefined],
-    );
-    const row = rows[0];
-    if (row === undefined) throw new FleetError('FLEET_STORAGE', `device ${id} was not written`, { deviceId: id });
-    return deviceOf(row);
+  putDevice(id: string, e: DeviceEnrollment): Promise<DeviceRecord> {
+    return putDevice(this.#db, id, e);
+  }
+
+  async putEnrollChallenge(c: EnrollChallengeRow): Promise<void> {
+    await this.#db.query('INSERT INTO enroll_challenges (challenge_id, device_id, pending, expires_at) VALUES ($1, $2, $3, $4)', [
+      c.challengeId,
+      c.deviceId,
+      c.pending,
+      c.expiresAt.toISOString(),
+    ]);
+  }
+
+  async enrollChallenge(challengeId: string): Promise<EnrollChallengeRow | undefined> {
+    const row = (await this.#db.query('SELECT challenge_id, device_id, pending, expires_at FROM enroll_challenges WHERE challenge_id = $1', [challengeId]))[0];
+    return row === undefined ? undefined : { challengeId: text(row.challenge_id), deviceId: text(row.device_id), pending: text(row.pending), expiresAt: dateOrNull(row.expires_at) ?? new Date(0) };
+  }
+
+  completeEnrollment(challengeId: string, id: string, e: DeviceEnrollment): Promise<DeviceRecord | undefined> {
+    return this.#db.transaction(async (tx) => {
+      const gone = await tx.query('DELETE FROM enroll_challenges WHERE challenge_id = $1 RETURNING challenge_id', [challengeId]);
+      return gone.length === 0 ? undefined : putDevice(tx, id, e);
+    });
   }
 
   async device(id: string): Promise<DeviceRecord | undefined> {

@@ -51,6 +51,16 @@ export const MIGRATIONS: readonly (readonly string[])[] = [
       at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (device_id, seq)
     )`,
   ],
+  [
+    // Self-enrollment (service.ts): the verifier's pending state of each challenge, kept until the
+    // device answers (days later for a device that is offline) or it expires.
+    `CREATE TABLE enroll_challenges (
+      challenge_id text PRIMARY KEY, device_id text NOT NULL, pending text NOT NULL,
+      expires_at timestamptz NOT NULL, created_at timestamptz NOT NULL DEFAULT now()
+    )`,
+    // SHA-256 of the bearer token the device was given at enrollment (the token itself is never stored).
+    `ALTER TABLE devices ADD COLUMN token_hash bytea`,
+  ],
 ];
 
 /** The schema version this code writes. */

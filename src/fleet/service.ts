@@ -15,6 +15,7 @@ import { publicKeyFromTpm2b, QuoteVerifyError, verifyQuote, parseQuoteAttest } f
 import { signEarToken, verifyStateFromJson, verifyStateToJson, type EarStatus } from '../verify/index.js';
 import { FleetError } from './errors.js';
 import { parseRuntimePolicy, PolicyError, type RuntimePolicy } from '../policy/index.js';
+import { FleetEnrollment, type FleetEnrollmentOptions } from './enrollment.js';
 import { acceptBundle } from './ingest.js';
 import type { DeviceEnrollment, DeviceRecord, FleetRepository, Verdict } from './repository.js';
 
@@ -65,6 +66,8 @@ export interface DeviceView {
 export interface FleetServiceOptions {
   /** Clock (tests). */
   readonly now?: () => Date;
+  /** Self-enrollment (`enrollment.ts`): the CAs EK certificates must chain to, and how devices are admitted. */
+  readonly enrollment?: FleetEnrollmentOptions;
 }
 
 /** The EAR trust tier of a device's verdict (draft-ietf-rats-ear §3.1). */
@@ -92,9 +95,12 @@ export class FleetService {
   /** The fleet's public key (SPKI PEM): what relying parties and `verify --from-token` check tokens with. */
   readonly publicKeyPem: string;
   readonly #options: FleetServiceOptions;
+  /** The enrollment exchange and the operator's decisions. */
+  readonly enrollments: FleetEnrollment;
 
   private constructor(repository: FleetRepository, key: KeyObject, options: FleetServiceOptions) {
     this.repository = repository;
+    this.enrollments = new FleetEnrollment(repository, options.enrollment ?? {}, () => this.#now());
     this.#key = key;
     this.publicKeyPem = createPublicKey(key).export({ type: 'spki', format: 'pem' }).toString();
     this.#options = options;

@@ -12,6 +12,7 @@ export {
   type RuntimePolicy,
   type RuntimePolicyDocument,
 } from './policy.js';
+export type { DigestIndex } from './digest-index.js';
 export {
   EVM_IMA_XATTR_DIGSIG,
   type BufferKey,

@@ -239,8 +239,8 @@ export function loadRuntimePolicy(value: unknown): RuntimePolicy {
 }
 
 /**
-<<<<<<< HEAD
- * Parses and validates a policy file's bytes or text (UTF-8 JSON).
+ * Parses and validates a policy file's bytes or text (UTF-8 JSON), the digest maps read straight
+ * into compact indexes (src/policy/policy-json.ts).
  * @example
  * ```ts
  * const judge = new PolicyJudge(parseRuntimePolicy(await readFile('runtime-policy.json')));
@@ -252,10 +252,6 @@ export function loadRuntimePolicy(value: unknown): RuntimePolicy {
  * @throws {POLICY_BAD_REGEX} an exclude is not a valid regular expression
  * @throws {POLICY_REGEX_UNSUPPORTED} an exclude Python accepts and this translation cannot match the same way
  * @throws {POLICY_BAD_KEY} a verification key does not parse
-=======
- * Parses and validates a policy file's bytes or text (UTF-8 JSON), the digest maps read straight
- * into compact indexes (src/policy/policy-json.ts).
->>>>>>> main
  */
 export function parseRuntimePolicy(input: string | Uint8Array): RuntimePolicy {
   const size = typeof input === 'string' ? Buffer.byteLength(input) : input.length;

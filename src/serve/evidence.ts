@@ -96,8 +96,11 @@ interface SegmentPart {
 /**
  * Where a boot's content may end in a bundle, from `from`: every chunk end up to `end` for a
  * version-1 boot, none without checkpoints, else the cuts (see the module comment): an anchor A
- * such that no checkpoint with count <= A is anchored past A. Anchors never decrease along a
- * boot's checkpoints (the stored count only grows) and counts increase, so one pass finds them.
+ * such that the checkpoints with count <= A (those sent with records up to A) include one
+ * anchored at A and none anchored past it. (A checkpoint whose count is past its anchor is not
+ * sent with records up to its anchor, so its anchor alone is no cut: the records before it would
+ * be bound by no nonce in the bundle.) Anchors never decrease along a boot's checkpoints (the
+ * stored count only grows) and counts increase, so one pass finds them.
  */
 async function cutsOf(store: ImaStore, from: EvidenceCursor, end: number): Promise<{ readonly isCut: (at: number) => boolean; readonly last: number }> {
   const anchored: Pick<Checkpoint, 'count' | 'anchor'>[] = [];
@@ -109,7 +112,7 @@ async function cutsOf(store: ImaStore, from: EvidenceCursor, end: number): Promi
   for (const { anchor } of anchored) {
     if (anchor === undefined) continue;
     for (let c = anchored[covered]; c !== undefined && c.count <= anchor; c = anchored[++covered]) farthest = Math.max(farthest, c.anchor ?? -1);
-    if (farthest <= anchor) cuts.add(anchor);
+    if (farthest === anchor) cuts.add(anchor);
   }
   return { isCut: (at) => cuts.has(at), last: [...cuts].reduce((a, b) => Math.max(a, b), from.index) };
 }
@@ -160,8 +163,17 @@ async function segmentOf(store: ImaStore, from: EvidenceCursor, finished: boolea
     used += value.length;
     nextCheckpoint = checkpoint.count + 1;
   }
+  // The quote the first checkpoint's nonce chains from, for a verifier starting here (store/bundle.ts).
+  const before = from.index === 0 || checkpoints.length === 0 ? undefined : await store.lastCheckpoint(boot, from.checkpoint);
   return {
-    segment: { boot, info, start: chunks.length === 0 ? null : start, chunks, checkpoints },
+    segment: {
+      boot,
+      info,
+      start: chunks.length === 0 ? null : start,
+      chunks,
+      checkpoints,
+      previous: before === undefined ? null : { attest: before.attest, signature: before.signature },
+    },
     next: { boot, index: sent.end, checkpoint: nextCheckpoint },
     bytes: used,
     full,

@@ -34,9 +34,12 @@ export { openLogQuery, Query, type ApiOptions, type ClosableIterator } from './h
 export {
   startApiServer,
   startHttpServer,
+  isLoopback,
   type ApiServer,
   type BoundServer,
+  type BindAddress,
   type ListenAddress,
+  type ServerTlsFiles,
   type ServerLimits,
   type TlsFiles,
 } from './server.js';

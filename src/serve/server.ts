@@ -40,6 +40,19 @@ export type ListenAddress =
   | { readonly socket: string; /** File mode of the socket; default 0o660. */ readonly mode?: number }
   | { readonly host: string; readonly port: number; readonly tls?: TlsFiles };
 
+/**
+ * TLS for a server whose clients authenticate inside HTTP (the fleet's bearer tokens): client
+ * certificates are required only when `ca` is given.
+ */
+export interface ServerTlsFiles {
+  readonly cert: string;
+  readonly key: string;
+  readonly ca?: string;
+}
+
+/** Where {@link startHttpServer} binds: a {@link ListenAddress}, or TCP with {@link ServerTlsFiles}. */
+export type BindAddress = ListenAddress | { readonly host: string; readonly port: number; readonly tls?: ServerTlsFiles };
+
 /** Server-side limits (with the per-class request limits of http.ts). */
 export interface ServerLimits extends RequestLimits {
   readonly maxHeaderBytes: number;
@@ -99,9 +112,9 @@ async function clearStaleSocket(path: string): Promise<void> {
   await unlink(path);
 }
 
-function readTls(tls: TlsFiles): { cert: Buffer; key: Buffer; ca: Buffer } {
+function readTls(tls: ServerTlsFiles): { cert: Buffer; key: Buffer; ca?: Buffer } {
   try {
-    return { cert: readFileSync(tls.cert), key: readFileSync(tls.key), ca: readFileSync(tls.ca) };
+    return { cert: readFileSync(tls.cert), key: readFileSync(tls.key), ...(tls.ca === undefined ? {} : { ca: readFileSync(tls.ca) }) };
   } catch (e) {
     throw new ServeError('SERVE_TLS_CONFIG', `cannot read TLS files: ${e instanceof Error ? e.message : String(e)}`, {}, { cause: e });
   }
@@ -231,7 +244,7 @@ export interface BoundServer {
  * Binds `listener` on `address` with this module's rules and limits (the device API and the fleet
  * service share them). Throws `SERVE_INSECURE_BIND`, `SERVE_ADDRESS_IN_USE`, `SERVE_TLS_CONFIG`.
  */
-export async function startHttpServer(listener: RequestListener, address: ListenAddress, limits: Partial<ServerLimits> = {}): Promise<BoundServer> {
+export async function startHttpServer(listener: RequestListener, address: BindAddress, limits: Partial<ServerLimits> = {}): Promise<BoundServer> {
   const l = { ...DEFAULT_SERVER_LIMITS, ...limits };
   const gate = new ConnectionGate(l.maxConnections, l.retryAfterSeconds);
   const options = {
@@ -249,7 +262,8 @@ export async function startHttpServer(listener: RequestListener, address: Listen
     server = createHttpServer(options, listener);
     shown = `unix:${address.socket}`;
   } else if (address.tls !== undefined) {
-    server = createHttpsServer({ ...options, ...readTls(address.tls), requestCert: true, rejectUnauthorized: true }, listener);
+    const client = address.tls.ca !== undefined;
+    server = createHttpsServer({ ...options, ...readTls(address.tls), requestCert: client, rejectUnauthorized: client }, listener);
     shown = `https://${address.host}:${address.port}`;
   } else {
     if (!isLoopback(address.host)) {

@@ -6,13 +6,20 @@
  * bundles) and `verify` (which checks them).
  *
  *   { format: 'imakeep-evidence', version: 2, cursor, next, akPublic, deviceId,
- *     segments: [{ boot, info, start, chunks: [chunk value], checkpoints: [checkpoint value] }] }
+ *     segments: [{ boot, info, start, chunks: [chunk value], checkpoints: [checkpoint value], previous? }] }
  *
  * `info` is the boot record (`encodeBootRecord`, export mark cleared so it never changes);
  * `start` is the replay state before the segment's first chunk (the previous chunk's, as stored),
  * null when the segment starts at record 0 or has no chunk. A verifier that carries its own state
  * from an earlier bundle checks it against that state (only a verifier starting mid-boot without
  * one takes it as claimed).
+ *
+ * `previous` (`{ attest, signature }`, present only on a segment that starts mid-boot after one of
+ * its boot's checkpoints) is the quote of the boot's checkpoint just before the segment's first:
+ * the input the first checkpoint's nonce chains from (`nonce.ts`). With it, a verifier starting
+ * mid-boot without state recomputes that nonce, so one checkpoint binds the segment; without it
+ * (bundles written before the field), the first nonce binds nothing and only a second checkpoint
+ * does (docs/store.md#starting-mid-boot). Older readers ignore the field.
  *
  * Cursors are text `<boot>.<next chunk's first index>.<next checkpoint count>`: they name chunk
  * boundaries, so re-requesting a cursor after a cut resumes with neither gap nor duplicate.
@@ -31,6 +38,7 @@ import { decodeValue, encodeValue } from './cbor.js';
 import { decodeReplayState, replayStateValue } from './chunk.js';
 import { StoreError } from './errors.js';
 import { FieldReader } from './shape.js';
+import type { QuoteLink } from './nonce.js';
 import { decodeBootRecord, encodeBootRecord, type BootInfo } from './values.js';
 
 /** Value of the bundle's `format` field. */
@@ -58,6 +66,8 @@ export interface BundleSegment {
   readonly chunks: readonly Uint8Array[];
   /** Checkpoint values exactly as stored, by increasing count. */
   readonly checkpoints: readonly Uint8Array[];
+  /** The quote of the boot's checkpoint before the first of `checkpoints` (see the module comment), or null. */
+  readonly previous: QuoteLink | null;
 }
 
 /** A decoded bundle. */
@@ -107,6 +117,7 @@ export function encodeBundle(bundle: EvidenceBundle): Uint8Array {
       start: s.start === null ? null : replayStateValue(s.start),
       chunks: s.chunks,
       checkpoints: s.checkpoints,
+      ...(s.previous === null ? {} : { previous: { attest: s.previous.attest, signature: s.previous.signature } }),
     })),
   });
 }
@@ -115,6 +126,11 @@ const BYTES = (value: unknown, where: string): Uint8Array => {
   if (!(value instanceof Uint8Array)) throw FieldReader.corrupt(where, 'is not a byte string');
   return value;
 };
+
+function quoteLinkField(r: FieldReader, name: string): QuoteLink {
+  const link = r.object(name);
+  return { attest: link.bytes('attest'), signature: link.bytes('signature') };
+}
 
 function cursorField(r: FieldReader, name: string): EvidenceCursor {
   const cursor = cursorFromText(r.text(name));
@@ -155,6 +171,7 @@ export function decodeBundle(bytes: Uint8Array): DecodedBundle {
         start: s.isNull('start') ? null : decodeReplayState(s.object('start')),
         chunks: s.array('chunks', BYTES),
         checkpoints: s.array('checkpoints', BYTES),
+        previous: s.has('previous') ? quoteLinkField(s, 'previous') : null,
       };
     }),
   };

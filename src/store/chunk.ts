@@ -74,13 +74,58 @@ export function decodeReplayState(r: FieldReader): PcrReplayState {
 
 /** Decodes a chunk value; `records` and byte strings inside `replay` are views into `bytes`. */
 export function decodeChunk(bytes: Uint8Array, key: string): Chunk {
-  const r = new FieldReader(decodeValue(bytes, key), key);
+  return chunkOf(new FieldReader(decodeValue(bytes, key), key));
+}
+
+function chunkOf(r: FieldReader): Chunk {
   return {
     firstIndex: r.count('firstIndex'),
     count: r.count('count'),
     prevHash: r.isNull('prevHash') ? null : r.bytes('prevHash', CHUNK_HASH_SIZE),
     records: r.bytes('records'),
     replay: decodeReplayState(r.object('replay')),
+  };
+}
+
+/**
+ * LevelDB's value at a chunk key when the chunk's value bytes are in its boot's segment file
+ * (schema 2, docs/store.md#segment-files): where they are, the boot's chain tail without reading
+ * them (`firstIndex`, `count`, `hash`), and the hash that checks them when they are read back.
+ */
+export interface ChunkReference {
+  readonly firstIndex: number;
+  readonly count: number;
+  /** Byte offset of the chunk value in the segment file. */
+  readonly offset: number;
+  /** Length of the chunk value. */
+  readonly length: number;
+  /** SHA-256 of the chunk value ({@link chunkHash}): the next chunk's `prevHash`. */
+  readonly hash: Uint8Array;
+}
+
+/** Encodes a chunk reference (field order fixed: see the golden vector; `segmentOffset` tells it from a chunk value). */
+export function encodeChunkReference(ref: ChunkReference): Uint8Array {
+  return encodeValue({ segmentOffset: ref.offset, length: ref.length, firstIndex: ref.firstIndex, count: ref.count, hash: ref.hash });
+}
+
+/**
+ * A chunk key's value: the chunk value itself (every chunk of schema 1, and of a store opened
+ * without segment files) or a {@link ChunkReference} to it.
+ */
+export type ChunkEntry = { readonly value: Uint8Array; readonly chunk: Chunk } | { readonly reference: ChunkReference };
+
+/** Decodes the value at a chunk key (`STORE_CORRUPT` if it is neither a chunk nor a reference). */
+export function decodeChunkEntry(bytes: Uint8Array, key: string): ChunkEntry {
+  const r = new FieldReader(decodeValue(bytes, key), key);
+  if (!r.has('segmentOffset')) return { value: bytes, chunk: chunkOf(r) };
+  return {
+    reference: {
+      offset: r.count('segmentOffset'),
+      length: r.count('length'),
+      firstIndex: r.count('firstIndex'),
+      count: r.count('count'),
+      hash: r.bytes('hash', CHUNK_HASH_SIZE),
+    },
   };
 }
 

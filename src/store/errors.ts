@@ -26,7 +26,12 @@ export type StoreErrorCode =
   /** A journal write out of order: an intent while one is pending, an outcome without one, a T mismatch. */
   | 'STORE_JOURNAL_CONFLICT'
   /** A removal intent would remove records not yet stored or not covered by a stored checkpoint (Invariant 1). */
-  | 'STORE_REMOVAL_UNCOVERED';
+  | 'STORE_REMOVAL_UNCOVERED'
+  /**
+   * The store's device id cannot become the one asked for: it holds another, or its checkpoints
+   * were quoted with nonces that bound none (`nonce.ts` `adoptDeviceId`).
+   */
+  | 'STORE_DEVICE_ID';
 
 /** Data attached to a store error, all optional: what was being read or written when it failed. */
 export interface StoreErrorDetails {

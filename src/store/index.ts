@@ -11,6 +11,8 @@ export {
   DEFAULT_CHUNK_BOUNDS,
   ChunkBuilder,
   decodeChunk,
+  type ChunkReference,
+  type ChunkEntry,
   chunkHash,
   checkChunkBody,
   chunkRecords,
@@ -36,12 +38,15 @@ export {
 export type { BatchOperation, IterateOptions, DatabaseIterator, StoreDatabase } from './database.js';
 export { ImaStore, type ImaStoreOptions, type StoredRecord, type StoredChunk, type DropBootOptions } from './store.js';
 export { openStore, type OpenStoreOptions, type LevelTuning } from './level.js';
+export type { ChunkSegments, SegmentReader } from './segments.js';
 export { replayAt } from './replay-at.js';
 export {
   chainedNonceV1,
   checkpointNonce,
+  checkpointNonceV2,
   bootBinding,
   nextCheckpointNonce,
+  adoptDeviceId,
   type QuoteLink,
   type ChainAnchor,
   type NonceInput,

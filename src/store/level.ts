@@ -2,7 +2,9 @@
  * Opening the store on a LevelDB directory (classic-level through `level`), with options sized for
  * a small device.
  */
+import { join } from 'node:path';
 import { Level } from 'level';
+import { SegmentFiles } from './segments.js';
 import { ImaStore, type ImaStoreOptions } from './store.js';
 
 /** LevelDB knobs (classic-level README); see {@link DEVICE_LEVEL_OPTIONS} for the defaults' measurements. */
@@ -66,9 +68,13 @@ export interface OpenStoreOptions extends ImaStoreOptions {
   readonly level?: Partial<LevelTuning>;
 }
 
+/** The directory of the segment files inside the store's LevelDB directory (docs/store.md#segment-files). */
+export const SEGMENTS_DIRECTORY = 'segments';
+
 /**
- * Opens (creating if needed) the store in LevelDB directory `location`. Throws `STORE_LOCKED` if
- * another process has it open, `STORE_VERSION` if a newer imakeep wrote it.
+ * Opens (creating if needed) the store in LevelDB directory `location`, chunk values in segment
+ * files under `location/segments`. Throws `STORE_LOCKED` if another process has it open,
+ * `STORE_VERSION` if a newer imakeep wrote it.
  * @example
  * ```ts
  * const store = await openStore('/var/lib/imakeep');
@@ -77,12 +83,13 @@ export interface OpenStoreOptions extends ImaStoreOptions {
  * @throws {STORE_VERSION} the store's schema is newer than this version
  * @throws {STORE_CORRUPT} the store's metadata does not decode
  */
-export function openStore(location: string, options: OpenStoreOptions = {}): Promise<ImaStore> {
+export async function openStore(location: string, options: OpenStoreOptions = {}): Promise<ImaStore> {
   const db = new Level<Uint8Array, Uint8Array>(location, {
     keyEncoding: 'view',
     valueEncoding: 'view',
     ...DEVICE_LEVEL_OPTIONS,
     ...options.level,
   });
-  return ImaStore.open(db, options);
+  const segments = options.segments ?? (await SegmentFiles.open(join(location, SEGMENTS_DIRECTORY), location));
+  return ImaStore.open(db, { ...options, segments });
 }

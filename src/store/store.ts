@@ -7,9 +7,22 @@
 import { bytesEqual } from '../base/bytes.js';
 import { SerialQueue } from '../base/serial-queue.js';
 import type { ImaRecord } from '../ima/index.js';
-import { type Chunk, type ChunkDraft, checkChunkBody, chunkHash, chunkRecords, decodeChunk, encodeChunk } from './chunk.js';
+import {
+  type Chunk,
+  type ChunkDraft,
+  type ChunkEntry,
+  checkChunkBody,
+  chunkHash,
+  chunkRecords,
+  decodeChunk,
+  decodeChunkEntry,
+  encodeChunk,
+  encodeChunkReference,
+} from './chunk.js';
 import type { BatchOperation, DatabaseIterator, IterateOptions, StoreDatabase } from './database.js';
 import { StoreError } from './errors.js';
+import type { ChunkSegments, SegmentReader } from './segments.js';
+import { FieldReader } from './shape.js';
 import {
   bootKey,
   bootOfKey,
@@ -72,6 +85,12 @@ export interface DropBootOptions {
 export interface ImaStoreOptions {
   /** Clock for `markExported` and `dropBoot` (ms since the epoch); `Date.now` by default. */
   readonly now?: () => number;
+  /**
+   * Where chunk values are written: segment files (`openStore` gives `segments/` in the LevelDB
+   * directory), LevelDB keeping a reference to each (docs/store.md#segment-files). Without them
+   * chunk values go into LevelDB as schema 1 wrote them. Either way both kinds are read.
+   */
+  readonly segments?: ChunkSegments;
 }
 
 /** Where a boot's chunk chain ends; derived from its last chunk, never stored apart from it. */
@@ -89,10 +108,17 @@ interface CurrentBoot {
   readonly tail: ChainTail;
 }
 
-function tailOf(last: StoredChunk | undefined): ChainTail {
-  return last === undefined
-    ? { storedCount: 0, lastChunkHash: null }
-    : { storedCount: last.chunk.firstIndex + last.chunk.count, lastChunkHash: last.hash };
+const EMPTY_TAIL: ChainTail = { storedCount: 0, lastChunkHash: null };
+
+function tailOf(last: StoredChunk): ChainTail {
+  return { storedCount: last.chunk.firstIndex + last.chunk.count, lastChunkHash: last.hash };
+}
+
+/** The tail a boot's last chunk entry gives, without reading a referenced value. */
+function tailOfEntry(last: ChunkEntry | undefined): ChainTail {
+  if (last === undefined) return EMPTY_TAIL;
+  if ('reference' in last) return { storedCount: last.reference.firstIndex + last.reference.count, lastChunkHash: last.reference.hash };
+  return { storedCount: last.chunk.firstIndex + last.chunk.count, lastChunkHash: chunkHash(last.value) };
 }
 
 function isCodedError(e: unknown, code: string): boolean {
@@ -111,6 +137,7 @@ function describe(e: unknown): string {
  */
 export class ImaStore {
   readonly #db: StoreDatabase;
+  readonly #segments: ChunkSegments | undefined;
   readonly #now: () => number;
   #meta: StoreMeta;
   /** The current (latest) boot and its metadata as stored, or undefined before the first boot. */
@@ -128,11 +155,12 @@ export class ImaStore {
   /** The reopen after a failed write failed too: the database is closed until a reopen works. */
   #closed = false;
 
-  private constructor(db: StoreDatabase, meta: StoreMeta, current: CurrentBoot | undefined, now: () => number) {
+  private constructor(db: StoreDatabase, meta: StoreMeta, current: CurrentBoot | undefined, options: ImaStoreOptions) {
     this.#db = db;
+    this.#segments = options.segments;
     this.#meta = meta;
     this.#current = current;
-    this.#now = now;
+    this.#now = options.now ?? Date.now;
   }
 
   /**
@@ -156,21 +184,26 @@ export class ImaStore {
       throw new StoreError('STORE_WRITE_FAILED', `cannot open the store: ${describe(cause ?? e)}`, {}, { cause: e });
     }
     try {
-      const meta = await ImaStore.#loadMeta(db);
+      const meta = await ImaStore.#loadMeta(db, options.segments !== undefined);
       const last = await first(db, { ...bootRange(), reverse: true, limit: 1 });
       let current: CurrentBoot | undefined;
       if (last !== undefined) {
         const boot = bootOfKey(last[0]);
-        current = { boot, record: decodeBootRecord(last[1], formatKey(last[0])), tail: tailOf(await lastChunkOf(db, boot)) };
+        const lastEntry = await lastChunkEntryOf(db, boot);
+        current = { boot, record: decodeBootRecord(last[1], formatKey(last[0])), tail: tailOfEntry(lastEntry) };
+        if (options.segments !== undefined) await cutTornTail(options.segments, boot, lastEntry);
       }
-      return new ImaStore(db, meta, current, options.now ?? Date.now);
+      if (options.segments !== undefined) await removeOrphanSegments(db, options.segments);
+      return new ImaStore(db, meta, current, options);
     } catch (e) {
+      await options.segments?.close();
       await db.close();
       throw e;
     }
   }
 
-  static async #loadMeta(db: StoreDatabase): Promise<StoreMeta> {
+  /** Reads (or creates) `meta`; with segment files, a schema 1 store is marked schema 2 before any reference is written. */
+  static async #loadMeta(db: StoreDatabase, segments: boolean): Promise<StoreMeta> {
     const key = formatKey(META_KEY);
     const bytes = await db.get(META_KEY);
     if (bytes === undefined) {
@@ -186,12 +219,19 @@ export class ImaStore {
         { key, foundVersion: found, supportedVersion: STORE_SCHEMA_VERSION },
       );
     }
-    return decodeMeta(bytes, key);
+    const meta = decodeMeta(bytes, key);
+    if (!segments || meta.schema >= STORE_SCHEMA_VERSION) return meta;
+    // An imakeep that reads schema 1 only would take a reference for a corrupt chunk: it refuses
+    // the store with STORE_VERSION instead.
+    const upgraded: StoreMeta = { ...meta, schema: STORE_SCHEMA_VERSION };
+    await writeOrFail(db, [{ type: 'put', key: META_KEY, value: encodeMeta(upgraded) }], key);
+    return upgraded;
   }
 
   /** Closes the database; pending writes finish first. */
   async close(): Promise<void> {
     await this.#writes.idle();
+    await this.#segments?.close();
     await this.#db.close();
   }
 
@@ -257,7 +297,7 @@ export class ImaStore {
         formatKey(bootKey(boot)),
         boot,
       );
-      this.#current = { boot, record, tail: tailOf(undefined) };
+      this.#current = { boot, record, tail: EMPTY_TAIL };
       return boot;
     });
   }
@@ -294,10 +334,27 @@ export class ImaStore {
       checkChunkBody(chunk, name);
       const value = encodeChunk(chunk);
       const stored: StoredChunk = { key: name, chunk, value, hash: chunkHash(value) };
-      await this.#commit([{ type: 'put', key, value }], name, boot);
+      await this.#commit([{ type: 'put', key, value: await this.#place(boot, stored) }], name, boot);
       if (this.#current?.boot === boot) this.#current = { ...this.#current, tail: tailOf(stored) };
       return stored;
     });
+  }
+
+  /**
+   * What LevelDB keeps at a chunk's key: with segment files, a reference to the value appended
+   * (and fdatasync'ed) to the boot's segment first, so no reference ever points at bytes not on
+   * disk; else the value itself.
+   */
+  async #place(boot: number, stored: StoredChunk): Promise<Uint8Array> {
+    if (this.#segments === undefined) return stored.value;
+    let offset: number;
+    try {
+      offset = await this.#segments.append(boot, stored.value);
+    } catch (e) {
+      throw new StoreError('STORE_WRITE_FAILED', `${stored.key}: segment write failed: ${describe(e)}`, { boot, key: stored.key }, { cause: e });
+    }
+    const { firstIndex, count } = stored.chunk;
+    return encodeChunkReference({ firstIndex, count, offset, length: stored.value.length, hash: stored.hash });
   }
 
   /**
@@ -439,6 +496,9 @@ export class ImaStore {
         formatKey(bootKey(boot)),
         boot,
       );
+      // Only now that no key refers to it (the synced batch above follows the clears in LevelDB's
+      // log); a crash before this leaves an orphan that the next open removes.
+      await this.#segments?.remove(boot);
     });
   }
 
@@ -450,7 +510,7 @@ export class ImaStore {
   async #tail(boot: number): Promise<ChainTail> {
     if (this.#current?.boot === boot) return this.#current.tail;
     await this.bootRecord(boot);
-    return tailOf(await lastChunkOf(await this.#readable(), boot));
+    return tailOfEntry(await lastChunkEntryOf(await this.#readable(), boot));
   }
 
   // ---- reads ----------------------------------------------------------------------------------
@@ -499,10 +559,11 @@ export class ImaStore {
     return decodeJournal(bytes, formatKey(key));
   }
 
-  /** The checkpoint covering the most records, or undefined. */
-  async lastCheckpoint(boot: number): Promise<Checkpoint | undefined> {
+  /** The checkpoint covering the most records (of those covering fewer than `belowCount`, when given), or undefined. */
+  async lastCheckpoint(boot: number, belowCount?: number): Promise<Checkpoint | undefined> {
     await this.bootRecord(boot);
-    const last = await first(await this.#readable(), { ...checkpointRange(boot), reverse: true, limit: 1 });
+    const range = checkpointRange(boot);
+    const last = await first(await this.#readable(), { ...range, ...(belowCount === undefined ? {} : { lt: checkpointKey(boot, belowCount) }), reverse: true, limit: 1 });
     return last === undefined ? undefined : decodeCheckpoint(last[1], formatKey(last[0]));
   }
 
@@ -518,7 +579,14 @@ export class ImaStore {
   /** The last committed chunk of the boot, or undefined. */
   async lastChunk(boot: number): Promise<StoredChunk | undefined> {
     await this.bootRecord(boot);
-    return lastChunkOf(await this.#readable(), boot);
+    const last = await first(await this.#readable(), { ...chunkRange(boot), reverse: true, limit: 1 });
+    if (last === undefined) return undefined;
+    const values = new ChunkValues(this.#segments, boot);
+    try {
+      return await values.read(last[0], last[1]);
+    } finally {
+      await values.close();
+    }
   }
 
   /**
@@ -533,11 +601,16 @@ export class ImaStore {
     const floor = await first(await this.#readable(), { gte: range.gte, lte: chunkKey(boot, fromIndex), reverse: true, limit: 1 });
     let previous: StoredChunk | undefined;
     const readAhead = { highWaterMarkBytes: CHUNK_READ_AHEAD_BYTES };
-    for await (const [key, value] of entries(await this.#readable(), { gte: floor?.[0] ?? range.gte, lt: range.lt, ...readAhead })) {
-      const stored = readChunk(key, value);
-      if (previous !== undefined) checkLink(boot, previous, stored);
-      yield stored;
-      previous = stored;
+    const values = new ChunkValues(this.#segments, boot);
+    try {
+      for await (const [key, value] of entries(await this.#readable(), { gte: floor?.[0] ?? range.gte, lt: range.lt, ...readAhead })) {
+        const stored = await values.read(key, value);
+        if (previous !== undefined) checkLink(boot, previous, stored);
+        yield stored;
+        previous = stored;
+      }
+    } finally {
+      await values.close();
     }
   }
 
@@ -565,14 +638,70 @@ function conflict(boot: number, why: string): StoreError {
   return new StoreError('STORE_JOURNAL_CONFLICT', `boot ${boot} journal: ${why}`, { boot, key: formatKey(journalKey(boot)) });
 }
 
-function readChunk(key: Uint8Array, value: Uint8Array): StoredChunk {
-  const name = formatKey(key);
-  return { key: name, chunk: decodeChunk(value, name), value, hash: chunkHash(value) };
+/**
+ * A boot's chunk values as read back: inline ones as they are, referenced ones from the boot's
+ * segment file (opened on the first reference), checked against the reference: `STORE_CORRUPT`
+ * if the file is missing, too short, or its bytes do not hash to the reference's hash.
+ */
+class ChunkValues {
+  readonly #segments: ChunkSegments | undefined;
+  readonly #boot: number;
+  #reader: SegmentReader | undefined;
+
+  constructor(segments: ChunkSegments | undefined, boot: number) {
+    this.#segments = segments;
+    this.#boot = boot;
+  }
+
+  async read(key: Uint8Array, bytes: Uint8Array): Promise<StoredChunk> {
+    const name = formatKey(key);
+    const entry = decodeChunkEntry(bytes, name);
+    if (!('reference' in entry)) return { key: name, chunk: entry.chunk, value: entry.value, hash: chunkHash(entry.value) };
+    const { offset, length, firstIndex, count, hash } = entry.reference;
+    const value = await (await this.#open(name)).read(offset, length);
+    if (value.length !== length) throw FieldReader.corrupt(name, `refers to bytes ${offset}..${offset + length} of segment ${this.#boot}, which ends at ${offset + value.length}`);
+    const actual = chunkHash(value);
+    if (!bytesEqual(actual, hash)) throw FieldReader.corrupt(name, `refers to bytes ${offset}..${offset + length} of segment ${this.#boot}, which do not hash to the reference's hash`);
+    const chunk = decodeChunk(value, name);
+    if (chunk.firstIndex !== firstIndex || chunk.count !== count) throw FieldReader.corrupt(name, `reference says records ${firstIndex}+${count}, its chunk ${chunk.firstIndex}+${chunk.count}`);
+    return { key: name, chunk, value, hash };
+  }
+
+  async #open(name: string): Promise<SegmentReader> {
+    if (this.#reader !== undefined) return this.#reader;
+    if (this.#segments === undefined) throw FieldReader.corrupt(name, 'is in a segment file, and the store was opened without segment files');
+    const reader = await this.#segments.reader(this.#boot);
+    if (reader === undefined) throw FieldReader.corrupt(name, `is in segment ${this.#boot}, which is missing`);
+    this.#reader = reader;
+    return reader;
+  }
+
+  async close(): Promise<void> {
+    await this.#reader?.close();
+  }
 }
 
-async function lastChunkOf(db: StoreDatabase, boot: number): Promise<StoredChunk | undefined> {
+async function lastChunkEntryOf(db: StoreDatabase, boot: number): Promise<ChunkEntry | undefined> {
   const last = await first(db, { ...chunkRange(boot), reverse: true, limit: 1 });
-  return last === undefined ? undefined : readChunk(last[0], last[1]);
+  return last === undefined ? undefined : decodeChunkEntry(last[1], formatKey(last[0]));
+}
+
+/**
+ * Cuts what a crash left past the current boot's last reference (a value appended whose reference
+ * never reached LevelDB). Only when the last entry is a reference or there is none: after an
+ * inline chunk (a store written without segment files) the end of the referenced bytes is not
+ * known without a scan, and an unreferenced tail is only wasted space, never read.
+ */
+async function cutTornTail(segments: ChunkSegments, boot: number, last: ChunkEntry | undefined): Promise<void> {
+  if (last === undefined) await segments.truncate(boot, 0);
+  else if ('reference' in last) await segments.truncate(boot, last.reference.offset + last.reference.length);
+}
+
+/** Deletes segment files of boots no longer in the store (a `dropBoot` interrupted after its last batch). */
+async function removeOrphanSegments(db: StoreDatabase, segments: ChunkSegments): Promise<void> {
+  for (const boot of await segments.boots()) {
+    if ((await db.get(bootKey(boot))) === undefined) await segments.remove(boot);
+  }
 }
 
 function checkLink(boot: number, previous: StoredChunk, next: StoredChunk): void {

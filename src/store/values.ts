@@ -8,8 +8,12 @@ import { BANKS, type BankMode, type BankName } from '../ima/index.js';
 import { decodeValue, encodeValue } from './cbor.js';
 import { FieldReader } from './shape.js';
 
-/** Highest schema version of the on-disk format this code reads and writes. */
-export const STORE_SCHEMA_VERSION = 1;
+/**
+ * Highest schema version of the on-disk format this code reads and writes: 2 = chunk keys may hold
+ * a reference to a value in a segment file (docs/store.md#segment-files); 1 = every chunk value in
+ * LevelDB (read as it is).
+ */
+export const STORE_SCHEMA_VERSION = 2;
 
 /** The store-wide `meta` value. */
 export interface StoreMeta {

@@ -31,22 +31,23 @@ export { errnoOf, toKernelError } from '../kernel/errors.js';
 export { kmallocSize } from '../kernel/kmem.js';
 
 // Store: its key layout and value codecs (to read or damage a store on purpose), LevelDB options.
-export { DEVICE_LEVEL_OPTIONS } from '../store/level.js';
-export { EMPTY_JOURNAL, decodeJournal, decodeMeta, encodeJournal, encodeMeta } from '../store/values.js';
+export { DEVICE_LEVEL_OPTIONS, SEGMENTS_DIRECTORY } from '../store/level.js';
+export { SegmentFiles } from '../store/segments.js';
+export { EMPTY_JOURNAL, STORE_SCHEMA_VERSION, decodeJournal, decodeMeta, encodeJournal, encodeMeta } from '../store/values.js';
 export { META_KEY, bootKey, checkpointKey, chunkKey, chunkRange, journalKey } from '../store/keys.js';
 export { decodeValue, encodeValue } from '../store/cbor.js';
-export { encodeChunk } from '../store/chunk.js';
+export { decodeChunkEntry, encodeChunk, encodeChunkReference } from '../store/chunk.js';
 
 // White-box seams of the upper layers.
 export { KEYLIME_API_VERSION } from '../serve/keylime.js';
-export { V1_UNSIGNED_FIELDS } from '../verify/verifier.js';
+export { V1_UNSIGNED_FIELDS, V2_UNSIGNED_FIELDS } from '../verify/verifier.js';
 export { clockOrderViolation } from '../verify/chain.js';
 export { MAX_DIGESTS_PER_ENTRY, MAX_POLICY_BYTES } from '../policy/policy.js';
 export { compileExcludes } from '../policy/regex.js';
 export { keyIdOf, parseImaSignature } from '../policy/signatures.js';
 export { addPoints, curveByName, multiply, nodePublicPoint } from '../policy/ecdsa.js';
 export { SCHEMA_VERSION, migrate } from '../fleet/schema.js';
-export { BUNDLE_FRAMES_TYPE, frameBundle } from '../fleet/http.js';
+export { BUNDLE_FRAMES_TYPE, FleetHandler, frameBundle } from '../fleet/http.js';
 export { checkEkMatchesCertificate } from '../enroll/checks.js';
 export { collectorTail } from '../daemon/tail.js';
 export { backoffDelay, FleetSync, FRESH_PCR } from '../daemon/fleet-sync.js';

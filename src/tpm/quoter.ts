@@ -92,6 +92,14 @@ export class TpmQuoter implements QuoteSource, PcrBinder {
     return this.#withAk((ak) => this.#tpm.quote({ nonce, pcrs, ak }));
   }
 
+  /**
+   * Runs `task` on the TPM between the quoter's own operations (enrollment's EK and credential
+   * activation in the daemon: no quote may interleave with it).
+   */
+  use<T>(task: (tpm: Tpm) => Promise<T>): Promise<T> {
+    return this.#exclusive(() => task(this.#tpm));
+  }
+
   /** Closes the connection after the operations queued so far. */
   async close(): Promise<void> {
     await this.#queue.idle();

@@ -10,6 +10,8 @@ export type VerifyErrorCode =
   | 'VERIFY_SIGNATURE'
   /** No trusted AK (and no trust on first use), the bundle's AK is not the trusted one, or a checkpoint names another AK. */
   | 'VERIFY_AK'
+  /** The bundle states another device id than the one the verifier holds it to (its enrollment's). */
+  | 'VERIFY_DEVICE_MISMATCH'
   /** A checkpoint's nonce is not the store's rule over the boot, its anchor and the previous checkpoint (`store/nonce.ts`). */
   | 'VERIFY_NONCE_CHAIN'
   /** Records bound by no checked nonce, or (strict) checkpoints quoted with the version-1 nonce. */

@@ -4,7 +4,7 @@
  * continuity across chunks, bundles and boots; the first failure reported precisely.
  */
 export { VerifyError, type VerifyErrorCode, type VerifyErrorDetails } from './errors.js';
-export { chainedNonceV1, checkpointNonce, bootBinding, type QuoteLink } from '../store/index.js';
+export { chainedNonceV1, checkpointNonce, checkpointNonceV2, bootBinding, type QuoteLink } from '../store/index.js';
 export {
   EvidenceVerifier,
   trustedAkFromPem,

@@ -15,12 +15,14 @@
  * - each checkpoint: AK name, quote signature and PCR digest (`verifyQuote`), `pcrBlob` equal to
  *   the signed PCR values, clock order and the boot's resetCount against the signed clock info,
  *   its PCR values equal to the replay of records 0..count-1, and its nonce (`store/nonce.ts`):
- *   version 2 binds the boot metadata, the device id, the chunk chain up to its anchor and the
- *   previous checkpoint; version 1 the previous checkpoint or the kernel boot id;
- * - binding: every chunk of a segment lies before the anchor of a version-2 nonce checked in it
- *   (`VERIFY_UNSIGNED` otherwise). A segment with version-1 checkpoints only (a store written
- *   before version 2) is accepted with the fields no signature covers listed in its report, or
- *   refused with `VERIFY_UNSIGNED` when the verifier is strict.
+ *   version 3 binds the boot metadata, the device id, the store's boot number, the chunk chain up
+ *   to its anchor and the previous checkpoint; version 2 all but the boot number; version 1 the
+ *   previous checkpoint or the kernel boot id;
+ * - binding: every chunk of a segment lies before the anchor of a version-2 or -3 nonce checked in
+ *   it (`VERIFY_UNSIGNED` otherwise), and a version-3 nonce binds its boot number. A segment with
+ *   version-1 checkpoints only (a store written before version 2), or whose anchored nonces are all
+ *   version 2 (written before version 3), is accepted with the fields no signature covers listed in
+ *   its report, or refused with `VERIFY_UNSIGNED` when the verifier is strict.
  *
  * Memory: one bundle (bounded by the exporter) and one chunk's records at a time.
  */
@@ -30,6 +32,7 @@ import { convertTemplateData, ImaError, PcrReplay, toHex, type BankMode, type Ba
 import {
   chainedNonceV1,
   checkpointNonce,
+  checkpointNonceV2,
   chunkHash,
   chunkRecords,
   decodeBundle,
@@ -69,7 +72,13 @@ export interface VerifierOptions {
    * it. Reports say so (`akTrust: 'first-use'`). Without either, the constructor throws `VERIFY_AK`.
    */
   readonly trustOnFirstUse?: boolean;
-  /** Refuse segments whose checkpoints were quoted with the version-1 nonce (`VERIFY_UNSIGNED`). */
+  /**
+   * The device the evidence must come from (an enrollment record's `deviceId`): a bundle stating
+   * another id, or none, is refused with `VERIFY_DEVICE_MISMATCH`, whichever AK signed it. The id
+   * a bundle states is bound by every version-2 nonce, so a changed one fails the nonce chain.
+   */
+  readonly deviceId?: string;
+  /** Refuse segments with fields no signature covers: version-1 or version-2 nonces only (`VERIFY_UNSIGNED`). */
   readonly strict?: boolean;
   /** State from an earlier verification (or a checkpoint): the first bundle must start at its cursor. */
   readonly state?: VerifyState;
@@ -89,7 +98,14 @@ export const V1_UNSIGNED_FIELDS: readonly string[] = [
   'template names of records',
   'data of violation records',
   'chunks after the last checkpoint',
+  'boot',
 ];
+
+/**
+ * What no signature covers in a segment whose anchored nonces are all version 2 (`store/nonce.ts`):
+ * the store's boot number, which only version 3 binds.
+ */
+export const V2_UNSIGNED_FIELDS: readonly string[] = ['boot'];
 
 /** What one boot segment of a bundle held. */
 export interface SegmentReport {
@@ -111,8 +127,8 @@ export interface SegmentReport {
    * covers it.)
    */
   readonly chainHead: string | null;
-  /** `signed`: every field is covered by a signature; `v1`: version-1 checkpoints, see `unsigned`. */
-  readonly binding: 'signed' | 'v1';
+  /** `signed`: every field is covered by a signature; `v1`, `v2`: older nonces, see `unsigned`. */
+  readonly binding: 'signed' | 'v2' | 'v1';
   /** Fields of the segment no signature covers (empty when `binding` is `signed`). */
   readonly unsigned: readonly string[];
 }
@@ -168,6 +184,7 @@ export class EvidenceVerifier {
   #trustedAk: KeyObject | undefined;
   readonly #akTrust: BundleReport['akTrust'];
   readonly #strict: boolean;
+  readonly #deviceId: string | undefined;
   #state: VerifyState | undefined;
 
   /** Throws `VERIFY_AK` without `trustedAk` unless `trustOnFirstUse` is set. */
@@ -176,6 +193,7 @@ export class EvidenceVerifier {
     this.#trustedAk = options.trustedAk;
     this.#akTrust = options.trustedAk === undefined ? 'first-use' : 'pinned';
     this.#strict = options.strict === true;
+    this.#deviceId = options.deviceId;
     this.#state = options.state;
   }
 
@@ -202,6 +220,13 @@ export class EvidenceVerifier {
    */
   verify(bytes: Uint8Array): BundleReport {
     const bundle = decoded(() => decodeBundle(bytes), 'bundle', { check: 'bundle-decode' });
+    if (this.#deviceId !== undefined && bundle.deviceId !== this.#deviceId) {
+      throw new VerifyError('VERIFY_DEVICE_MISMATCH', `the bundle comes from device ${bundle.deviceId === null ? '(none stated)' : `'${bundle.deviceId}'`}, not the enrolled '${this.#deviceId}'`, {
+        check: 'device-id',
+        expected: this.#deviceId,
+        got: String(bundle.deviceId),
+      });
+    }
     const state = this.#state;
     if (state !== undefined && !sameCursor(bundle.cursor, state.cursor)) {
       throw new VerifyError(
@@ -324,6 +349,8 @@ class SegmentWalk {
   readonly #pending: PendingNonce[] = [];
   /** Records 0..bound-1 are bound by a checked nonce (or were verified before this segment). */
   #bound: number;
+  /** A version-3 nonce was checked: the segment's boot number is signed. */
+  #bootSigned = false;
   #nextCheckpoint = 0;
   readonly #verified: number[] = [];
 
@@ -359,7 +386,7 @@ class SegmentWalk {
     this.#lastChunkHash = from.index === 0 ? null : (carried?.lastChunkHash ?? null);
     if (known) this.#heads.set(from.index, this.#lastChunkHash);
     this.#bound = known ? from.index : -1;
-    this.#previous = from.index === 0 ? undefined : lastQuote?.boot === boot ? lastQuote : null;
+    this.#previous = this.#previousQuote(lastQuote?.boot === boot ? lastQuote : undefined);
     this.#replay = this.#startReplay(start);
     if (this.#start === 'state' && segment.start !== null) this.#matchState(segment.start, { check: 'segment-start', boot, index: from.index });
     this.#checkpoints = segment.checkpoints.map((bytes, i) => {
@@ -370,6 +397,31 @@ class SegmentWalk {
       }
       return c;
     });
+  }
+
+  /**
+   * The quote the segment's first checkpoint's nonce chains from: none at a boot's start; the
+   * boot's last verified one when carried (the segment's `previous`, if stated, must be it); else
+   * the segment's `previous` as claimed (only a nonce it reproduces binds anything, so a false one
+   * fails that nonce), or null when not in hand (docs/store.md#starting-mid-boot).
+   */
+  #previousQuote(carried: QuoteLink | undefined): QuoteLink | undefined | null {
+    const boot = this.#boot;
+    const stated = this.#segment.previous;
+    if (this.#from.index === 0) {
+      if (stated !== null) throw new VerifyError('VERIFY_CHAIN_GAP', `boot ${boot}: a segment from record 0 states a previous checkpoint`, { check: 'segment-previous', boot });
+      return undefined;
+    }
+    if (carried === undefined) return stated;
+    if (stated !== null && !(bytesEqual(stated.attest, carried.attest) && bytesEqual(stated.signature, carried.signature))) {
+      throw new VerifyError('VERIFY_CHAIN_GAP', `boot ${boot}: the segment's previous checkpoint is not the last one verified`, {
+        check: 'segment-previous',
+        boot,
+        expected: toHex(carried.signature),
+        got: toHex(stated.signature),
+      });
+    }
+    return carried;
   }
 
   #startReplay(start: PcrReplayState): PcrReplay {
@@ -451,7 +503,7 @@ class SegmentWalk {
         start: this.#start,
         chainHead: this.#segment.chunks.length === 0 ? null : hex(this.#lastChunkHash),
         binding,
-        unsigned: binding === 'v1' ? V1_UNSIGNED_FIELDS : [],
+        unsigned: binding === 'v1' ? V1_UNSIGNED_FIELDS : binding === 'v2' ? V2_UNSIGNED_FIELDS : [],
       },
       end: { boot, index: next, checkpoint: lastVerified === undefined ? this.#from.checkpoint : lastVerified + 1 },
       replay: this.#replay.toState(),
@@ -461,12 +513,21 @@ class SegmentWalk {
   }
 
   /**
-   * Every record of the segment must be bound by a checked version-2 nonce. A segment without any
-   * version-2 checkpoint is version-1 evidence: accepted as such unless the verifier is strict.
+   * Every record of the segment must be bound by a checked version-2 or -3 nonce, and its boot
+   * number by a version-3 one. A segment without any anchored checkpoint is version-1 evidence,
+   * one whose anchored nonces are all version 2 is version-2 evidence: accepted as such unless the
+   * verifier is strict.
    */
   #binding(end: number): SegmentReport['binding'] {
-    if (this.#bound >= end) return 'signed';
     const boot = this.#boot;
+    if (this.#bound >= end) {
+      if (this.#bootSigned) return 'signed';
+      if (!this.#context.strict) return 'v2';
+      throw new VerifyError('VERIFY_UNSIGNED', `boot ${boot}: checkpoints quoted with the version-2 nonce leave ${V2_UNSIGNED_FIELDS.join(', ')} unsigned (strict)`, {
+        check: 'v2-nonce',
+        boot,
+      });
+    }
     const legacy = this.#checkpoints.length > 0 && this.#checkpoints.every((c) => c.anchor === undefined);
     if (legacy && !this.#context.strict) return 'v1';
     throw new VerifyError(
@@ -503,6 +564,9 @@ class SegmentWalk {
     }
     const want = this.#lastChunkHash;
     const claimedStart = want === null && next > 0;
+    // Starting mid-boot without state: the chain head at the start is the first chunk's claim,
+    // bound once a nonce anchored there checks out (#settleNonces).
+    if (claimedStart) this.#heads.set(next, chunk.prevHash);
     if (!claimedStart && !(want === null ? chunk.prevHash === null : chunk.prevHash !== null && bytesEqual(chunk.prevHash, want))) {
       throw new VerifyError('VERIFY_CHAIN_GAP', `boot ${boot}: chunk ${chunk.firstIndex} does not link to the chunk before it`, {
         check: 'chunk-link',
@@ -663,8 +727,12 @@ class SegmentWalk {
         });
       }
       if (previous === null) continue;
-      const want = checkpointNonce({ deviceId: this.#context.deviceId, boot: this.#segment.info, anchor: { count: c.anchor, head }, previous });
-      this.#compareNonce(c, want, `the version-2 nonce over the boot, records 0..${c.anchor - 1} and ${previous === undefined ? "the boot's start" : 'the previous checkpoint'}`);
+      const input = { deviceId: this.#context.deviceId, storeBoot: this.#boot, boot: this.#segment.info, anchor: { count: c.anchor, head }, previous };
+      const want = checkpointNonce(input);
+      if (bytesEqual(c.nonce, want)) this.#bootSigned = true;
+      else if (!bytesEqual(c.nonce, checkpointNonceV2(input))) {
+        this.#compareNonce(c, want, `the version-3 nonce over the boot, its number, records 0..${c.anchor - 1} and ${previous === undefined ? "the boot's start" : 'the previous checkpoint'} (nor the version-2 one)`);
+      }
       this.#bound = Math.max(this.#bound, c.anchor);
     }
   }

@@ -13,8 +13,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { encodeBinaryList, type ImaRecord } from '../../src/ima/index.js';
 import { CollectorError, type Collector, type CollectorStep, type FlavorChoice } from '../../src/collector/index.js';
-import { TpmQuoter, type QuoteSource } from '../../src/tpm/index.js';
-import { collectLog, replayPcr10, startRig, tpmPcr10, type Rig } from './_rig.js';
+import { collectLog, quotesWith, replayPcr10, startRig, tpmPcr10, type Rig } from './_rig.js';
 import { makeRecord, nameNgField, digestNgField } from '../../src/testing/index.js';
 
 /** What a crash looks like to the cycle: the hook throws at the step. */
@@ -112,17 +111,13 @@ describe('collector recovery over periodic data (decided by replay)', () => {
         // More of the same record: both readings now fit the kernel's head.
         await rig.emu.append(periodicRecords(300));
         await rig.reopenStore();
-        const tpm = new TpmQuoter(rig.tpm);
         let pcrReads = 0;
-        const counting: QuoteSource = {
-          activeBanks: () => tpm.activeBanks(),
-          quote: (nonce, pcrs) => tpm.quote(nonce, pcrs),
-          quoteAndRead: (nonce, pcrs) => tpm.quoteAndRead(nonce, pcrs),
+        const counting = quotesWith(rig.tpm, (tpm) => ({
           readPcrs: (pcrs) => {
             pcrReads++;
             return tpm.readPcrs(pcrs);
           },
-        };
+        }));
         const recovered = await rig.collector({ flavor: 'n' }, counting);
         assert.ok(pcrReads >= 2, 'decided by replay against the TPM (PCRs read before and after the list)');
         assert.equal(recovered.status().removed, expectRemoved);
@@ -235,18 +230,14 @@ describe('collector faults', () => {
   it('a TPM reset (resetCount moved in a quote) begins a new boot segment', async () => {
     const rig = await startRig();
     try {
-      const tpm = new TpmQuoter(rig.tpm);
       let bump = 0;
-      const resetting: QuoteSource = {
-        activeBanks: () => tpm.activeBanks(),
-        readPcrs: (pcrs) => tpm.readPcrs(pcrs),
-        quoteAndRead: (nonce, pcrs) => tpm.quoteAndRead(nonce, pcrs),
+      const resetting = quotesWith(rig.tpm, (tpm) => ({
         async quote(nonce, pcrs) {
           const q = await tpm.quote(nonce, pcrs);
           const clockInfo = { ...q.parsed.clockInfo, resetCount: q.parsed.clockInfo.resetCount + bump };
           return { ...q, parsed: { ...q.parsed, clockInfo } };
         },
-      };
+      }));
       const collector = await rig.collector({ flavor: 'n' }, resetting);
       await rig.append(300);
       await collector.runOnce();

@@ -63,7 +63,7 @@ async function assertCheckpointChain(rig: Rig, boot: number): Promise<void> {
     const head = heads.get(anchor);
     // The anchor may lie past the count: the kernel logs a record before it extends it (docs/ima-formats.md#pcr-replay).
     assert.ok(head !== undefined, `checkpoint ${c.count} is anchored at a chunk boundary (${anchor})`);
-    const want = checkpointNonce({ deviceId: rig.store.meta.deviceId, boot: info, anchor: { count: anchor, head }, previous });
+    const want = checkpointNonce({ deviceId: rig.store.meta.deviceId, storeBoot: boot, boot: info, anchor: { count: anchor, head }, previous });
     assert.equal(Buffer.from(c.nonce).toString('hex'), Buffer.from(want).toString('hex'));
     verifyQuote({ attest: c.attest, signature: c.signature, akPublic: publicKeyFromTpm2b(akPublic), nonce: c.nonce, pcrs: c.pcrs });
     assert.ok(c.pcrBlob !== null);

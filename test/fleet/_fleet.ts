@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startFleet, type Fleet, type FleetOptions } from '../../src/fleet/index.js';
 import { buildBundle, formatCursor, parseCursor, type EvidenceCursor } from '../../src/serve/index.js';
-import type { SimulatedDevice } from '../serve/_device.js';
+import type { CollectedDevice } from '../serve/_collected.js';
 
 /** A fleet on 127.0.0.1 with a temp data dir removed by `stop`. */
 export async function testFleet(options: Partial<FleetOptions> = {}): Promise<{ fleet: Fleet; url: string; data: string; stop(): Promise<void> }> {
@@ -54,12 +54,12 @@ export function pushBundle(url: string, id: string, bytes: Uint8Array): Promise<
 }
 
 /** The device's bundle from `cursor` (text), as its API would export it. */
-export async function bundleFrom(device: SimulatedDevice, cursor?: string, maxBytes = 1024 * 1024): Promise<{ bytes: Uint8Array; next: string; cursor: EvidenceCursor }> {
+export async function bundleFrom(device: CollectedDevice, cursor?: string, maxBytes = 1024 * 1024): Promise<{ bytes: Uint8Array; next: string; cursor: EvidenceCursor }> {
   const built = await buildBundle(device.store, cursor === undefined ? undefined : parseCursor(cursor), { maxBytes });
   return { bytes: built.bytes, next: formatCursor(built.bundle.next), cursor: built.bundle.cursor };
 }
 
 /** Enrolls `device` as `id`, approved with its AK. */
-export async function enrollDevice(fleet: Fleet, id: string, device: SimulatedDevice): Promise<void> {
-  await fleet.service.enroll(id, { enrollment: 'approved', akPublic: device.ak.public });
+export async function enrollDevice(fleet: Fleet, id: string, device: CollectedDevice): Promise<void> {
+  await fleet.service.enroll(id, { enrollment: 'approved', akPublic: (await device.ak()).public });
 }

@@ -46,6 +46,11 @@ function repositorySuite(make: () => Promise<Backend>): void {
     assert.equal((await repo.device('m'))?.enrollment, 'pending');
   });
 
+  it('commits are durable: fsync and synchronous_commit on (PGlite as a server: docs/fleet.md#durability)', async () => {
+    const rows = await db.query("SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit') ORDER BY name");
+    assert.deepEqual(rows.map((r) => [r.name, r.setting]), [['fsync', 'on'], ['synchronous_commit', 'on']]);
+  });
+
   it('refuses a database whose schema is newer than the code (FLEET_SCHEMA), writing nothing', async () => {
     const fresh = await backend.fresh();
     await migrate(fresh.db);

@@ -11,14 +11,15 @@ import { once } from 'node:events';
 import { generateKeyPairSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BUNDLE_FRAMES_TYPE, frameBundle } from '../../src/testing/index.js';
-import type { ImaRecord } from '../../src/ima/index.js';
+import { BUNDLE_FRAMES_TYPE, frameBundle, ImaWorkload } from '../../src/testing/index.js';
+import { extendedDigest } from '../../src/ima/index.js';
 import { decodeBundle, encodeBundle } from '../../src/serve/index.js';
-import { decodeCheckpoint, encodeCheckpoint } from '../../src/store/index.js';
-import { publicKeyFromTpm2b } from '../../src/tpm/index.js';
+import { decodeCheckpoint, encodeCheckpoint, nextCheckpointNonce } from '../../src/store/index.js';
+import { encodePcrBlob, publicKeyFromTpm2b } from '../../src/tpm/index.js';
 import { EvidenceVerifier, fleetKeyFromPem, verifyEarToken } from '../../src/verify/index.js';
 import { formatRuntimePolicy, PolicyBuilder } from '../../src/policy/index.js';
-import { SimulatedDevice } from '../serve/_device.js';
+import { CollectedDevice } from '../serve/_collected.js';
+import { RIG_BANKS } from '../collector/_rig.js';
 import { BACKENDS, type Backend } from './_backends.js';
 import { bundleFrom, call, enrollDevice, errorOf, pushBundle, testFleet } from './_fleet.js';
 
@@ -39,15 +40,15 @@ function serviceSuite(make: () => Promise<Backend>): void {
   let backend: Backend;
   let running: Running;
   let url: string;
-  let alice: SimulatedDevice;
-  let bob: SimulatedDevice;
+  let alice: CollectedDevice;
+  let bob: CollectedDevice;
 
   before(async () => {
     backend = await make();
     running = await testFleet(await backend.fleetDatabase());
     url = running.url;
-    alice = await SimulatedDevice.start({ chunkRecords: 10 });
-    bob = await SimulatedDevice.start({ chunkRecords: 10, workload: { seed: 99 } });
+    alice = await CollectedDevice.start({ chunkRecords: 10 });
+    bob = await CollectedDevice.start({ chunkRecords: 10, seed: 99 });
     await enrollDevice(running.fleet, 'alice', alice);
     await enrollDevice(running.fleet, 'bob', bob);
   });
@@ -60,6 +61,12 @@ function serviceSuite(make: () => Promise<Backend>): void {
   });
 
   const view = async (id: string): Promise<Record<string, unknown>> => (await call(url, `/v1/devices/${id}`)).body;
+  /** The view less its freshness quote's age, which moves with the wall clock alone. */
+  const held = async (id: string): Promise<Record<string, unknown>> => {
+    const v = await view(id);
+    const freshness = v.freshness as Record<string, unknown> | null;
+    return { ...v, freshness: freshness === null ? null : { ...freshness, ageSeconds: 'the wall clock' } };
+  };
 
   it('accepts bundles incrementally and acknowledges each with an EAR token that verifies with the fleet key', async () => {
     await alice.cycle(25);
@@ -99,12 +106,12 @@ function serviceSuite(make: () => Promise<Backend>): void {
     const token = verifyEarToken(String(ack.body.token), key);
     await alice.cycle(8);
     const rest = await bundleFrom(alice, token.verified.cursor);
-    const verifier = new EvidenceVerifier({ trustedAk: publicKeyFromTpm2b(alice.ak.public), state: token.state });
+    const verifier = new EvidenceVerifier({ trustedAk: publicKeyFromTpm2b((await alice.ak()).public), state: token.state });
     const report = verifier.verify(rest.bytes);
     assert.deepEqual(report.segments.map((s) => [s.start, s.from, s.to]), [['state', 42, 50]]);
     // The same rest with one record changed fails from the token's state: the token carries the PCRs.
     const forged = token.state.replay.banks.map((b) => ({ ...b, pcrs: b.pcrs.map((p) => ({ ...p, value: p.value.map((x) => x ^ 1) })) }));
-    const wrong = new EvidenceVerifier({ trustedAk: publicKeyFromTpm2b(alice.ak.public), state: { ...token.state, replay: { ...token.state.replay, banks: forged } } });
+    const wrong = new EvidenceVerifier({ trustedAk: publicKeyFromTpm2b((await alice.ak()).public), state: { ...token.state, replay: { ...token.state.replay, banks: forged } } });
     assert.throws(() => wrong.verify(rest.bytes), { code: 'VERIFY_REPLAY' });
     assert.equal((await pushBundle(url, 'alice', rest.bytes)).status, 200);
   });
@@ -170,7 +177,7 @@ function serviceSuite(make: () => Promise<Backend>): void {
     const bytes = (await bundleFrom(bob)).bytes;
     const r = await pushBundle(url, 'nobody', bytes);
     assert.deepEqual([r.status, errorOf(r).code], [404, 'FLEET_UNKNOWN_DEVICE']);
-    await running.fleet.service.enroll('mallory', { enrollment: 'refused', akPublic: bob.ak.public });
+    await running.fleet.service.enroll('mallory', { enrollment: 'refused', akPublic: (await bob.ak()).public });
     const m = await pushBundle(url, 'mallory', bytes);
     assert.deepEqual([m.status, errorOf(m).code], [403, 'FLEET_NOT_ENROLLED']);
   });
@@ -199,14 +206,14 @@ function serviceSuite(make: () => Promise<Backend>): void {
   it('freshness: a quote over the fleet nonce with the enrolled AK dates the verdict; another nonce is FLEET_STALE_QUOTE', async () => {
     const challenge = await call(url, '/v1/devices/bob/challenge', { method: 'POST', body: '' });
     const nonce = Buffer.from(String(challenge.body.nonce), 'hex');
-    const quote = await bob.tpm.quote({ nonce, pcrs: [{ bank: 'sha256', pcr: 10 }], ak: bob.ak });
+    const quote = await bob.quoter.quoteAndRead(nonce, [{ bank: 'sha256', pcr: 10 }]);
     const answer = (q: typeof quote): string =>
       JSON.stringify({
         attest: Buffer.from(q.attest).toString('hex'),
         signature: Buffer.from(q.signature).toString('hex'),
         pcrs: q.pcrs.map((p) => ({ bank: p.bank, pcr: p.pcr, value: Buffer.from(p.value).toString('hex') })),
       });
-    const wrong = await bob.tpm.quote({ nonce: Buffer.alloc(32, 7), pcrs: [{ bank: 'sha256', pcr: 10 }], ak: bob.ak });
+    const wrong = await bob.quoter.quoteAndRead(Buffer.alloc(32, 7), [{ bank: 'sha256', pcr: 10 }]);
     const stale = await call(url, '/v1/devices/bob/quote', { body: answer(wrong), type: 'application/json' });
     assert.deepEqual([stale.status, errorOf(stale).code], [422, 'FLEET_STALE_QUOTE']);
     const fresh = await call(url, '/v1/devices/bob/quote', { body: answer(quote), type: 'application/json' });
@@ -219,12 +226,12 @@ function serviceSuite(make: () => Promise<Backend>): void {
   });
 
   it('judges each new record by the assigned runtime policy: affirming while all pass, then contraindicated naming the first failing records', async () => {
-    const carol = await SimulatedDevice.start({ chunkRecords: 10, workload: { seed: 5, template: 'ima-ng' } });
+    const carol = await CollectedDevice.start({ chunkRecords: 10, seed: 5, template: 'ima-ng' });
     try {
       await carol.cycle(20);
       const builder = new PolicyBuilder();
       for (const record of carol.records()) builder.add(record);
-      await running.fleet.service.enroll('carol', { enrollment: 'approved', akPublic: carol.ak.public, policy: formatRuntimePolicy(builder.document()) });
+      await running.fleet.service.enroll('carol', { enrollment: 'approved', akPublic: (await carol.ak()).public, policy: formatRuntimePolicy(builder.document()) });
       await assert.rejects(running.fleet.service.enroll('carol', { enrollment: 'approved', policy: '{"meta":' }), { code: 'POLICY_BAD_JSON' });
       const key = fleetKeyFromPem(running.fleet.service.publicKeyPem);
       const first = await bundleFrom(carol);
@@ -258,7 +265,7 @@ function serviceSuite(make: () => Promise<Backend>): void {
     writeFileSync(files.bundle, rest.bytes);
     writeFileSync(files.key, running.fleet.service.publicKeyPem);
     writeFileSync(files.other, generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }));
-    writeFileSync(files.ak, publicKeyFromTpm2b(alice.ak.public).export({ type: 'spki', format: 'pem' }));
+    writeFileSync(files.ak, publicKeyFromTpm2b((await alice.ak()).public).export({ type: 'spki', format: 'pem' }));
     // Asynchronously: the fleet runs in this process, and a blocked event loop would stall it.
     const cli = async (key: string, ...more: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> => {
       const child = spawn(process.execPath, ['dist/src/cli.js', 'verify', files.bundle, '--ak', files.ak, '--from-token', token, '--fleet-key', key, ...more]);
@@ -324,21 +331,32 @@ function serviceSuite(make: () => Promise<Backend>): void {
   });
 
   it('a device that hid a removal (records gone from its list between checkpoints, without evidence) is FLEET_LOG_MISMATCH at the checkpoint', async () => {
-    const before = await view('bob');
+    const before = await held('bob');
     const start = (before.verifiedUpTo as { cursor: string; index: number }).cursor;
     const at = (before.verifiedUpTo as { index: number }).index;
-    await bob.measure(10);
-    // Three measured (and extended) records leave the list before the store saw them, and no
-    // removal was journaled: what a device that hides records sends.
-    (bob.records() as ImaRecord[]).splice(at + 4, 3);
-    await bob.collect();
-    const count = await bob.checkpoint();
-    assert.equal(count, at + 7);
+    // A device that hides records, made from the real collector's output (it never writes this):
+    // three of ten measured records are extended into PCR 10 but gone from the list before the
+    // collector read it, and no removal was journaled. The collector stores the seven, quotes with
+    // the nonce that binds them, finds the quote does not match (QUOTE_MISMATCH) and stores no
+    // checkpoint; the device stores one anyway, over its seven records, with that real quote.
+    await bob.measure(4);
+    for (const record of new ImaWorkload({ seed: 4, template: 'ima-ng' }).records(3)) {
+      await bob.tpm.pcrExtend(10, { sha1: extendedDigest(record, 'sha1'), sha256: extendedDigest(record, 'sha256') });
+    }
+    await bob.measure(3);
+    const quoted = bob.nextQuote();
+    await assert.rejects(bob.runOnce(), { code: 'QUOTE_MISMATCH' });
+    const { nonce, quote } = await quoted;
+    const last = await bob.store.lastCheckpoint(0);
+    const { nonce: chained, anchor } = await nextCheckpointNonce(bob.store, 0, last ?? undefined);
+    assert.deepEqual([Buffer.from(chained).toString('hex'), anchor], [Buffer.from(nonce).toString('hex'), at + 7]);
+    const pcrs = await bob.quoter.readPcrs(RIG_BANKS.map((bank) => ({ bank, pcr: 10 })));
+    await bob.store.storeCheckpoint(0, { count: at + 7, pcrs, attest: quote.attest, signature: quote.signature, akName: quote.akName, nonce, pcrBlob: encodePcrBlob(pcrs), anchor });
     const hidden = await bundleFrom(bob, start);
     const r = await pushBundle(url, 'bob', hidden.bytes);
     assert.equal(r.status, 422);
     assert.deepEqual([errorOf(r).code, errorOf(r).details.checkpoint, errorOf(r).details.causeCode, errorOf(r).details.cursor], ['FLEET_LOG_MISMATCH', at + 7, 'VERIFY_REPLAY', start]);
-    assert.deepEqual(await view('bob'), before);
+    assert.deepEqual(await held('bob'), before);
   });
 }
 

@@ -8,15 +8,15 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { backoffDelay, FleetSync, FRESH_PCR } from '../../src/testing/index.js';
-import { SimulatedDevice } from '../serve/_device.js';
+import { CollectedDevice } from '../serve/_collected.js';
 import { bundleFrom, call, enrollDevice, pushBundle, testFleet } from './_fleet.js';
 
 describe('fleet sync from a device', () => {
-  let device: SimulatedDevice;
+  let device: CollectedDevice;
   let running: Awaited<ReturnType<typeof testFleet>> | undefined;
 
   before(async () => {
-    device = await SimulatedDevice.start({ chunkRecords: 20 });
+    device = await CollectedDevice.start({ chunkRecords: 20 });
   });
 
   after(async () => {
@@ -49,7 +49,7 @@ describe('fleet sync from a device', () => {
     for (let i = 0; i < 12; i++) await device.cycle(25);
     running = await testFleet();
     await enrollDevice(running.fleet, 'dev', device);
-    const sync = new FleetSync({ fleetUrl: running.url, deviceId: 'dev', store: device.store, maxBundleBytes: 8 * 1024, freshQuote: (nonce) => device.tpm.quote({ nonce, pcrs: [FRESH_PCR], ak: device.ak }) });
+    const sync = new FleetSync({ fleetUrl: running.url, deviceId: 'dev', store: device.store, maxBundleBytes: 8 * 1024, freshQuote: (nonce) => device.quoter.quoteAndRead(nonce, [FRESH_PCR]) });
     const round = await sync.syncOnce();
     assert.equal(round.records, 300);
     assert.ok(round.bundles > 1, `${round.bundles} bundles`);

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ImaRecord } from '../../src/ima/index.js';
 import { formatRuntimePolicy } from '../../src/policy/index.js';
-import { SimulatedDevice } from '../serve/_device.js';
+import { CollectedDevice } from '../serve/_collected.js';
 import { REPO_ROOT } from '../ima/_fixtures.js';
 import { policyFrom } from './_policy.js';
 
@@ -31,7 +31,7 @@ describe('imakeep verify --policy', () => {
   let boot1: readonly ImaRecord[] = [];
 
   before(async () => {
-    const device = await SimulatedDevice.start({ storeDir, chunkRecords: 30 });
+    const device = await CollectedDevice.start({ storeDir, chunkRecords: 30 });
     try {
       for (let i = 0; i < 3; i++) await device.cycle(40 + i * 7);
       await device.reboot();

@@ -1,5 +1,6 @@
 /** A small HTTP client for the tests: one request, the whole body, over a unix socket or TCP. */
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
+import { connect } from 'node:net';
 
 /** Where the server listens. */
 export type Target = { readonly socket: string } | { readonly host: string; readonly port: number };
@@ -64,5 +65,24 @@ export function getCut(target: Target, path: string, limit: number): Promise<Buf
     });
     req.on('error', (e) => (req.destroyed ? undefined : reject(e)));
     req.end();
+  });
+}
+
+/** Writes `data` on a raw connection to `target` and returns everything the server sends until it closes. */
+export function raw(target: Target, data: string | Buffer, timeoutMs = 5000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const c = 'socket' in target ? connect(target.socket) : connect(target.port, target.host);
+    const parts: Buffer[] = [];
+    const timer = setTimeout(() => {
+      c.destroy();
+      reject(new Error('the server did not close the connection'));
+    }, timeoutMs);
+    c.on('data', (d: Buffer) => parts.push(d));
+    c.on('close', () => {
+      clearTimeout(timer);
+      resolve(Buffer.concat(parts).toString('latin1'));
+    });
+    c.on('error', () => undefined);
+    c.write(data);
   });
 }

@@ -1,12 +1,12 @@
 /**
- * The fixture of the HTTP tests (test/serve, test/verify): a SimulatedDevice, a temporary
+ * The fixture of the HTTP tests (test/serve, test/verify): a CollectedDevice, a temporary
  * directory, and API servers over the device's store, all closed and removed by `close()`.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startApiServer, type ApiOptions, type ApiServer, type ServerLimits } from '../../src/serve/index.js';
-import { SimulatedDevice, type DeviceOptions } from './_device.js';
+import { CollectedDevice, type DeviceOptions } from './_collected.js';
 import type { Target } from './_http.js';
 
 /** A started server and how `get` reaches it. */
@@ -15,14 +15,14 @@ export interface Served {
   readonly target: Target;
 }
 
-/** A SimulatedDevice in its own temporary directory, with the API servers started over it. */
+/** A CollectedDevice in its own temporary directory, with the API servers started over it. */
 export class ServedDevice {
-  readonly device: SimulatedDevice;
+  readonly device: CollectedDevice;
   /** The temporary directory: sockets and the test's own files. */
   readonly work: string;
   readonly #servers: ApiServer[] = [];
 
-  private constructor(device: SimulatedDevice, work: string) {
+  private constructor(device: CollectedDevice, work: string) {
     this.device = device;
     this.work = work;
   }
@@ -31,7 +31,7 @@ export class ServedDevice {
   static async start(name: string, options: DeviceOptions): Promise<ServedDevice> {
     const work = mkdtempSync(join(tmpdir(), `imakeep-${name}-`));
     try {
-      return new ServedDevice(await SimulatedDevice.start(options), work);
+      return new ServedDevice(await CollectedDevice.start(options), work);
     } catch (e) {
       rmSync(work, { recursive: true, force: true });
       throw e;

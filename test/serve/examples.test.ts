@@ -1,8 +1,8 @@
 /**
  * The examples run: the gateway embedding the real collector over the FUSE securityfs emulator
  * and swtpm (test/collector's rig), with the Keylime-style verifier pulling from it; the offline
- * device spooling bundles and syncing them through cuts (a simulated device: real swtpm quotes,
- * real store); and the Keylime-style verifier's command line.
+ * device spooling bundles and syncing them through cuts (the real collector on the same rig:
+ * test/serve/_collected.ts); and the Keylime-style verifier's command line.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,7 +16,7 @@ import { spoolBundles, spooled, startReceiver, syncSpool } from '../../examples/
 import { startApiServer } from '../../src/serve/index.js';
 import { TpmQuoter, publicKeyFromTpm2b } from '../../src/tpm/index.js';
 import { RIG_BANKS, startRig, type Rig } from '../collector/_rig.js';
-import { SimulatedDevice } from './_device.js';
+import { CollectedDevice } from './_collected.js';
 import { get, json } from './_http.js';
 import { fetchAll } from '../verify/_bundles.js';
 import { EvidenceVerifier } from '../../src/verify/index.js';
@@ -103,13 +103,13 @@ describe('examples/gateway.ts with examples/keylime-verifier.ts (real collector,
   });
 });
 
-describe('examples/offline-sync.ts (simulated device, real swtpm and store)', () => {
-  let device: SimulatedDevice;
+describe('examples/offline-sync.ts (real collector, swtpm and store)', () => {
+  let device: CollectedDevice;
   let work: string;
 
   before(async () => {
     work = mkdtempSync(join(tmpdir(), 'imakeep-offline-'));
-    device = await SimulatedDevice.start({ chunkRecords: 40 });
+    device = await CollectedDevice.start({ chunkRecords: 40 });
   });
 
   after(async () => {
@@ -119,7 +119,7 @@ describe('examples/offline-sync.ts (simulated device, real swtpm and store)', ()
 
   it('bundles spooled offline are uploaded when the network returns, resuming after a cut', async () => {
     const spool = join(work, 'spool');
-    const receiver = await startReceiver(publicKeyFromTpm2b(device.ak.public));
+    const receiver = await startReceiver(publicKeyFromTpm2b((await device.ak()).public));
     try {
       // Weeks offline: cycles, a reboot, more cycles; the device spools as it goes.
       for (let i = 0; i < 3; i++) {
@@ -154,14 +154,14 @@ describe('examples/offline-sync.ts (simulated device, real swtpm and store)', ()
 describe('examples/keylime-verifier.ts command line', () => {
   it('runs rounds against a device and prints them', async () => {
     const work = mkdtempSync(join(tmpdir(), 'imakeep-klv-'));
-    const device = await SimulatedDevice.start();
+    const device = await CollectedDevice.start();
     const socket = join(work, 'api.sock');
     const server = await startApiServer({ store: device.store, tail: device.tail(), quotes: new TpmQuoter(device.tpm) }, { socket });
     try {
       await device.cycle(80);
       await device.measure(5);
       const akPem = join(work, 'ak.pem');
-      writeFileSync(akPem, String(publicKeyFromTpm2b(device.ak.public).export({ type: 'spki', format: 'pem' })));
+      writeFileSync(akPem, String(publicKeyFromTpm2b((await device.ak()).public).export({ type: 'spki', format: 'pem' })));
       // A child process (the server answers from this one, so never spawnSync here).
       const child = await new Promise<{ status: number | null; stdout: string }>((resolve) => {
         const p = spawn(process.execPath, [join(process.cwd(), 'dist', 'examples', 'keylime-verifier.js'), '--socket', socket, '--ak', akPem, '--rounds', '2']);

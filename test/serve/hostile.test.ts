@@ -8,38 +8,19 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, statSync } from 'node:fs';
-import { request as httpsRequest } from 'node:https';
+import { statSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ServeError, startApiServer, type ApiServer } from '../../src/serve/index.js';
-import type { SimulatedDevice } from './_device.js';
-import { errorCode, get, type Target } from './_http.js';
+import type { CollectedDevice } from './_collected.js';
+import { errorCode, get, raw, type Target } from './_http.js';
 import { ServedDevice } from './_served.js';
-
-/** Writes `data` on a raw connection and returns everything the server sends until it closes. */
-function raw(socket: string, data: string | Buffer, timeoutMs = 5000): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const c = connect(socket);
-    const parts: Buffer[] = [];
-    const timer = setTimeout(() => {
-      c.destroy();
-      reject(new Error('the server did not close the connection'));
-    }, timeoutMs);
-    c.on('data', (d: Buffer) => parts.push(d));
-    c.on('close', () => {
-      clearTimeout(timer);
-      resolve(Buffer.concat(parts).toString('latin1'));
-    });
-    c.on('error', () => undefined);
-    c.write(data);
-  });
-}
+import { httpsGet, makeTlsMaterial } from './_tls.js';
 
 describe('hostile clients', () => {
   let served: ServedDevice;
-  let device: SimulatedDevice;
+  let device: CollectedDevice;
   let server: ApiServer;
   let work: string;
   let socket: string;
@@ -59,19 +40,19 @@ describe('hostile clients', () => {
 
   it('garbage on a raw socket gets 400 and the connection closed; the server still answers', async () => {
     for (const junk of ['\x00\xff\xfe garbage\r\n\r\n', 'GET\r\n\r\n', 'GET / HTTP/9.9\r\n\r\n', `${'A'.repeat(5000)}\r\n\r\n`]) {
-      const reply = await raw(socket, Buffer.from(junk, 'latin1'));
+      const reply = await raw({ socket }, Buffer.from(junk, 'latin1'));
       assert.match(reply, /^HTTP\/1\.1 400 /, JSON.stringify(junk.slice(0, 20)));
       assert.match(reply, /\r\n\r\n\{"error":\{"code":"SERVE_BAD_REQUEST"/);
     }
     // A request target that is not a URL: the API's own 400.
-    const notUrl = await raw(socket, 'GET http://[ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    const notUrl = await raw({ socket }, 'GET http://[ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
     assert.match(notUrl, /^HTTP\/1\.1 400 /);
     assert.match(notUrl, /"code":"SERVE_BAD_REQUEST"/);
     assert.equal((await get(target, '/v1/status')).status, 200);
   });
 
   it('headers over 8 KiB: 431; a request target over 2 KiB: 414 with a JSON error', async () => {
-    const big = await raw(socket, `GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Big: ${'b'.repeat(9000)}\r\n\r\n`);
+    const big = await raw({ socket }, `GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Big: ${'b'.repeat(9000)}\r\n\r\n`);
     assert.match(big, /^HTTP\/1\.1 431 /);
     assert.match(big, /"code":"SERVE_HEADERS_TOO_LARGE"/);
     const long = await get(target, `/v1/log?from=0&x=${'1'.repeat(3000)}`);
@@ -169,42 +150,12 @@ describe('hostile clients', () => {
       t.skip('openssl is not installed');
       return;
     }
-    const dir = join(work, 'tls');
-    const ssl = (...args: string[]): void => {
-      const r = spawnSync('openssl', args, { cwd: work, encoding: 'utf8' });
-      assert.equal(r.status, 0, r.stderr);
-    };
-    mkdirSync(dir, { recursive: true });
-    const f = (name: string): string => join(dir, name);
-    ssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', f('ca.key'), '-out', f('ca.pem'), '-subj', '/CN=imakeep test CA', '-days', '1');
-    for (const who of ['server', 'client']) {
-      ssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', f(`${who}.key`), '-out', f(`${who}.csr`), '-subj', `/CN=${who === 'server' ? 'localhost' : 'verifier'}`);
-      ssl('x509', '-req', '-in', f(`${who}.csr`), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f(`${who}.pem`), '-days', '1');
-    }
-    const tls = await startApiServer({ store: device.store }, { host: '127.0.0.1', port: 0, tls: { cert: f('server.pem'), key: f('server.key'), ca: f('ca.pem') } });
+    const pki = makeTlsMaterial(work, 'tls');
+    const tls = await startApiServer({ store: device.store }, { host: '127.0.0.1', port: 0, tls: { cert: pki.serverCert, key: pki.serverKey, ca: pki.ca } });
     try {
       const port = Number(new URL(tls.address).port);
-      const call = (withCert: boolean): Promise<number> =>
-        new Promise((resolve, reject) => {
-          const req = httpsRequest(
-            {
-              host: '127.0.0.1',
-              port,
-              path: '/v1/status',
-              ca: readFileSync(f('ca.pem')),
-              servername: 'localhost',
-              checkServerIdentity: () => undefined,
-              agent: false,
-              ...(withCert ? { cert: readFileSync(f('client.pem')), key: readFileSync(f('client.key')) } : {}),
-            },
-            (res) => {
-              res.resume();
-              res.on('end', () => resolve(res.statusCode ?? 0));
-            },
-          );
-          req.on('error', reject);
-          req.end();
-        });
+      const call = async (withCert: boolean): Promise<number> =>
+        (await httpsGet(port, '/v1/status', pki.ca, withCert ? { cert: pki.clientCert, key: pki.clientKey } : undefined)).status;
       assert.equal(await call(true), 200);
       // TLS 1.3: the server asks for a certificate and, given none, ends with alert 116 (certificate_required).
       await assert.rejects(call(false), { code: 'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED' });

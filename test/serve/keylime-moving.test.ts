@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { AsciiListParser, PcrReplay, replayUntilMatch, toHex } from '../../src/ima/index.js';
 import { publicKeyFromTpm2b, TpmQuoter, type PcrBinder, type PcrValue, type QuoteSource } from '../../src/tpm/index.js';
 import { startApiServer, type ApiServer } from '../../src/serve/index.js';
-import { SimulatedDevice } from './_device.js';
+import { CollectedDevice } from './_collected.js';
 import { get, json, type Target } from './_http.js';
 import { expectedDataPcr, keylimeResults, text, verifiedQuote } from './_keylime.js';
 
@@ -30,7 +30,7 @@ function replayedTo(list: string, pcr10: Uint8Array): number | null {
 }
 
 describe('Keylime quote while IMA keeps extending PCR 10', () => {
-  let device: SimulatedDevice;
+  let device: CollectedDevice;
   let work: string;
   let target: Target;
   let server: ApiServer;
@@ -42,7 +42,7 @@ describe('Keylime quote while IMA keeps extending PCR 10', () => {
 
   before(async () => {
     work = mkdtempSync(join(tmpdir(), 'imakeep-moving-'));
-    device = await SimulatedDevice.start({ chunkRecords: 16 });
+    device = await CollectedDevice.start({ chunkRecords: 16, readWindowRecords: 5 });
     await device.cycle(40);
     await device.measure(7);
     // IMA extends right after every quote: a PCR_Read would see values the quote does not hold.
@@ -64,10 +64,10 @@ describe('Keylime quote while IMA keeps extending PCR 10', () => {
       resetAndExtend: (pcr, digests) => tpm.resetAndExtend(pcr, digests),
     });
     target = { socket: join(work, 'api.sock') };
-    server = await startApiServer({ store: device.store, tail: device.tail({ batch: 5 }), quotes: moving(new TpmQuoter(device.tpm)) }, target);
+    server = await startApiServer({ store: device.store, tail: device.tail(), quotes: moving(new TpmQuoter(device.tpm)) }, target);
     keylimeTarget = { socket: join(work, 'keylime.sock') };
     keylimeServer = await startApiServer(
-      { store: device.store, tail: device.tail({ batch: 5 }), keylime: { payloadKey, quotes: moving(new TpmQuoter(device.tpm, { alg: 'rsa' })) } },
+      { store: device.store, tail: device.tail(), keylime: { payloadKey, quotes: moving(new TpmQuoter(device.tpm, { alg: 'rsa' })) } },
       keylimeTarget,
     );
   });

@@ -12,23 +12,23 @@ import { join } from 'node:path';
 import { AsciiListParser, PcrReplay, formatAsciiLineBytes } from '../../src/ima/index.js';
 import { publicKeyFromTpm2b, TpmQuoter } from '../../src/tpm/index.js';
 import { startApiServer } from '../../src/serve/index.js';
-import type { SimulatedDevice } from './_device.js';
+import type { CollectedDevice } from './_collected.js';
 import { errorCode, get, json, type Target } from './_http.js';
 import { checkIncrementalRound, keylimeResults, text } from './_keylime.js';
 import { ServedDevice } from './_served.js';
 
 describe('Keylime pull over imakeep', () => {
   let served: ServedDevice;
-  let device: SimulatedDevice;
+  let device: CollectedDevice;
   let target: Target;
   let ak: KeyObject;
   const payloadKey = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
 
   before(async () => {
-    served = await ServedDevice.start('keylime', { chunkRecords: 32 });
+    served = await ServedDevice.start('keylime', { chunkRecords: 32, readWindowRecords: 25 });
     device = served.device;
     const quotes = new TpmQuoter(device.tpm, { alg: 'rsa' });
-    ({ target } = await served.serve({ tail: device.tail({ batch: 25 }), quotes, keylime: { payloadKey, quotes } }));
+    ({ target } = await served.serve({ tail: device.tail(), quotes, keylime: { payloadKey, quotes } }));
     const rsaAk = await device.tpm.createAk({ alg: 'rsa' });
     await device.tpm.flush(rsaAk.handle);
     ak = publicKeyFromTpm2b(rsaAk.public);
@@ -55,7 +55,7 @@ describe('Keylime pull over imakeep', () => {
       assert.equal(r.hash_alg, 'sha256');
       assert.equal(r.enc_alg, 'rsa');
       assert.equal(r.sign_alg, 'rsassa');
-      assert.equal(r.boottime, Math.floor(1_763_800_000_000 / 1000));
+      assert.equal(r.boottime, Math.floor((await device.store.bootRecord(device.boot)).firstSeen / 1000));
       const pubkey = round === 0 ? text(r, 'pubkey') : payloadPem;
       payloadPem = pubkey;
       // Replay the new lines from the running state; they must end exactly at the quoted PCR 10.

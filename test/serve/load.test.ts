@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import type { SimulatedDevice } from './_device.js';
+import type { CollectedDevice } from './_collected.js';
 import { errorCode, get } from './_http.js';
 import { loadRun } from './_load.js';
 import { ServedDevice } from './_served.js';
@@ -18,7 +18,7 @@ import { startApiServer } from '../../src/serve/index.js';
 
 describe('the API under load', () => {
   let served: ServedDevice;
-  let device: SimulatedDevice;
+  let device: CollectedDevice;
   let socket: string;
 
   before(async () => {

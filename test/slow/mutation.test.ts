@@ -7,7 +7,7 @@
  */
 import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { collectEvidence, type Collected } from '../verify/_collected.js';
+import { collectEvidence, type Collected } from '../serve/_collected.js';
 import { assertEveryMutantFails, mutationOffsets } from '../verify/_mutants.js';
 
 let evidence: Collected;

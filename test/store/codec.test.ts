@@ -5,7 +5,21 @@ import { describe, it } from 'node:test';
 import { ChunkBuilder, StoreError, chunkKey, chunkRecords, decodeBootRecord, decodeCheckpoint, decodeChunk, encodeBootRecord, encodeCheckpoint, formatKey, type Journal } from '../../src/store/index.js';
 import { bootInfo, checkpoint, makeRecord, replayState } from './_fixtures.js';
 import { plain } from './suite.js';
-import { bootKey, checkpointKey, chunkRange, decodeJournal, decodeMeta, decodeValue, encodeChunk, encodeJournal, encodeMeta, encodeValue, journalKey } from '../../src/testing/index.js';
+import {
+  bootKey,
+  checkpointKey,
+  chunkRange,
+  decodeChunkEntry,
+  decodeJournal,
+  decodeMeta,
+  decodeValue,
+  encodeChunk,
+  encodeChunkReference,
+  encodeJournal,
+  encodeMeta,
+  encodeValue,
+  journalKey,
+} from '../../src/testing/index.js';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
@@ -88,6 +102,21 @@ describe('store CBOR golden vectors', () => {
     assert.ok(GOLDEN.chunk.startsWith('a56a6669727374496e6465781b0000000100000000'));
     assert.deepEqual(plain(decodeChunk(bytes, 'k')), plain(chunkValue()));
   });
+  it('chunk reference (schema 2): `a5`, "segmentOffset" first, offsets and indexes past 2^32 as uint64', () => {
+    const reference = { offset: 2 ** 33 + 5, length: 65_600, firstIndex: 2 ** 32, count: 400, hash: new Uint8Array(32).fill(0xcd) };
+    const bytes = encodeChunkReference(reference);
+    // a5 map(5) · 6d "segmentOffset" 1b 0000000200000005 · 66 "length" 1a 00010040 · 6a "firstIndex"
+    // 1b 0000000100000000 · 65 "count" 19 0190 · 64 "hash" 5820 + 32 bytes (RFC 8949 §3.1).
+    assert.equal(
+      hex(bytes),
+      'a56d7365676d656e744f66667365741b0000000200000005666c656e6774681a000100406a6669727374496e6465781b000000010000000065636f756e7419019064686173685820' +
+        'cd'.repeat(32),
+    );
+    assert.deepEqual(plain(decodeChunkEntry(bytes, 'k')), plain({ reference }));
+    const chunk = encodeChunk(chunkValue());
+    assert.deepEqual(plain(decodeChunkEntry(chunk, 'k')), plain({ value: chunk, chunk: chunkValue() }));
+  });
+
   it('checkpoint: version 1 (no anchor) keeps its bytes; version 2 adds the anchor last', () => {
     assert.equal(hex(encodeCheckpoint(CHECKPOINT)), GOLDEN.checkpoint);
     const v1 = decodeCheckpoint(encodeCheckpoint(CHECKPOINT), 'k');

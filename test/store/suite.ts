@@ -5,15 +5,18 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ChunkBuilder, ImaStore, StoreError, type StoreDatabase } from '../../src/store/index.js';
-import { META_KEY, chunkKey, EMPTY_JOURNAL, encodeMeta } from '../../src/testing/index.js';
+import { ChunkBuilder, ImaStore, StoreError, type ChunkSegments, type StoreDatabase } from '../../src/store/index.js';
+import { META_KEY, chunkKey, EMPTY_JOURNAL, encodeMeta, STORE_SCHEMA_VERSION } from '../../src/testing/index.js';
 import { bootInfo, checkpoint, makeRecord, replayState } from './_fixtures.js';
 
-/** How the suite gets databases: each `create()` is a fresh, unopened database; `reopen` gives the same data again. */
+/**
+ * How the suite gets databases: each `create()` is a fresh, unopened database; `reopen` gives the
+ * same data again; with `segments`, chunk values go to those segment files (every open passes them).
+ */
 export interface Backend {
   readonly name: string;
   /** A new empty database and a function returning an unopened handle on the same data. */
-  create(): Promise<{ db: StoreDatabase; reopen: () => StoreDatabase; cleanup: () => Promise<void> }>;
+  create(): Promise<{ db: StoreDatabase; reopen: () => StoreDatabase; cleanup: () => Promise<void>; segments?: ChunkSegments }>;
 }
 
 /** Commits records from..to-1 of `makeRecord` as chunks of `perChunk` records. */
@@ -62,8 +65,8 @@ async function rejectsCode(p: Promise<unknown>, code: string): Promise<StoreErro
 export function storeSuite(backend: Backend): void {
   describe(`store on ${backend.name}`, () => {
     async function withStore(body: (store: ImaStore, reopen: () => Promise<ImaStore>) => Promise<void>, now?: () => number): Promise<void> {
-      const { db, reopen, cleanup } = await backend.create();
-      const opts = now === undefined ? {} : { now };
+      const { db, reopen, cleanup, segments } = await backend.create();
+      const opts = { ...(now === undefined ? {} : { now }), ...(segments === undefined ? {} : { segments }) };
       let store = await ImaStore.open(db, opts);
       try {
         await body(store, async () => {
@@ -79,7 +82,7 @@ export function storeSuite(backend: Backend): void {
 
     it('creates meta with the schema version and keeps boots in order', async () => {
       await withStore(async (store, reopen) => {
-        assert.deepEqual(store.meta, { schema: 1, akPublic: null, deviceId: null });
+        assert.deepEqual(store.meta, { schema: STORE_SCHEMA_VERSION, akPublic: null, deviceId: null });
         assert.equal(store.currentBoot, undefined);
         assert.equal(await store.beginBoot(bootInfo(0)), 0);
         assert.equal(await store.beginBoot(bootInfo(1)), 1);
@@ -244,21 +247,22 @@ export function storeSuite(backend: Backend): void {
     });
 
     it('refuses a store written by a newer schema with STORE_VERSION', async () => {
-      const { db, reopen, cleanup } = await backend.create();
+      const { db, reopen, cleanup, segments } = await backend.create();
       try {
         await db.open();
-        await db.batch([{ type: 'put', key: META_KEY, value: encodeMeta({ schema: 2, akPublic: null, deviceId: null }) }], { sync: true });
+        await db.batch([{ type: 'put', key: META_KEY, value: encodeMeta({ schema: STORE_SCHEMA_VERSION + 1, akPublic: null, deviceId: null }) }], { sync: true });
         await db.close();
-        const e = await rejectsCode(ImaStore.open(reopen()), 'STORE_VERSION');
-        assert.deepEqual([e.details.foundVersion, e.details.supportedVersion], [2, 1]);
-        assert.match(e.message, /version 2.*up to version 1/);
+        const e = await rejectsCode(ImaStore.open(reopen(), { segments }), 'STORE_VERSION');
+        const newer = STORE_SCHEMA_VERSION + 1;
+        assert.deepEqual([e.details.foundVersion, e.details.supportedVersion], [newer, STORE_SCHEMA_VERSION]);
+        assert.match(e.message, new RegExp(`version ${newer}.*up to version ${STORE_SCHEMA_VERSION}`));
       } finally {
         await cleanup();
       }
     });
 
     it('reports corrupt values with STORE_CORRUPT naming the key', async () => {
-      const { db, reopen, cleanup } = await backend.create();
+      const { db, reopen, cleanup, segments } = await backend.create();
       /** Cuts the last 3 bytes off the value stored under `key`. */
       const truncate = async (key: Uint8Array): Promise<void> => {
         const raw = reopen();
@@ -268,12 +272,12 @@ export function storeSuite(backend: Backend): void {
         await raw.close();
       };
       try {
-        const store = await ImaStore.open(db);
+        const store = await ImaStore.open(db, { segments });
         const boot = await store.beginBoot(bootInfo(0));
         await fill(store, boot, 0, 20, 10);
         await store.close();
         await truncate(chunkKey(boot, 0));
-        const again = await ImaStore.open(reopen());
+        const again = await ImaStore.open(reopen(), { segments });
         try {
           const e = await rejectsCode(
             (async () => {
@@ -287,7 +291,7 @@ export function storeSuite(backend: Backend): void {
         }
         // The last chunk is read at open (it holds the chain head): a corrupt one stops the open.
         await truncate(chunkKey(boot, 10));
-        const e = await rejectsCode(ImaStore.open(reopen()), 'STORE_CORRUPT');
+        const e = await rejectsCode(ImaStore.open(reopen(), { segments }), 'STORE_CORRUPT');
         assert.equal(e.details.key, 'chunk/0/10');
       } finally {
         await cleanup();
@@ -295,7 +299,7 @@ export function storeSuite(backend: Backend): void {
     });
 
     it('a failed write whose reopen fails too: reads throw STORE_WRITE_FAILED, then reopen by themselves', async () => {
-      const { db, cleanup } = await backend.create();
+      const { db, cleanup, segments } = await backend.create();
       let diskFull = false;
       const enospc = (): Error => Object.assign(new Error('IO error: 000003.log: No space left on device'), { code: 'LEVEL_IO_ERROR' });
       const faulty: StoreDatabase = {
@@ -312,7 +316,7 @@ export function storeSuite(backend: Backend): void {
           return db.batch(ops, o);
         },
       };
-      const store = await ImaStore.open(faulty);
+      const store = await ImaStore.open(faulty, { segments });
       try {
         const boot = await store.beginBoot(bootInfo(0));
         await fill(store, boot, 0, 20, 10);
@@ -340,7 +344,7 @@ export function storeSuite(backend: Backend): void {
     });
 
     it('leaves state unchanged when a write fails, and resumes on retry', async () => {
-      const { db, cleanup } = await backend.create();
+      const { db, cleanup, segments } = await backend.create();
       let failures = 0;
       const faulty: StoreDatabase = {
         open: () => db.open(),
@@ -356,7 +360,7 @@ export function storeSuite(backend: Backend): void {
           return db.batch(ops, o);
         },
       };
-      const store = await ImaStore.open(faulty);
+      const store = await ImaStore.open(faulty, { segments });
       try {
         const boot = await store.beginBoot(bootInfo(0));
         await fill(store, boot, 0, 20, 20);

@@ -47,3 +47,19 @@ export function assertEveryMutantFails(bundle: Uint8Array, ak: KeyObject, offset
   assert.deepEqual(passed.slice(0, 20), [], `${passed.length} of ${offsets.length} mutants verified`);
   return { tried: offsets.length, detected: offsets.length - passed.length, codes };
 }
+
+/** Asserts that `verifier` refuses `bytes` with `code` at `check`; returns the error for its details. */
+export function refusedWith(verifier: EvidenceVerifier, bytes: Uint8Array, code: string, check: string): VerifyError {
+  let caught: VerifyError | undefined;
+  assert.throws(
+    () => verifier.verify(bytes),
+    (e: unknown) => {
+      if (!(e instanceof VerifyError && e.code === code && e.details.check === check)) return false;
+      caught = e;
+      return true;
+    },
+    `${code} ${check}`,
+  );
+  assert.ok(caught !== undefined);
+  return caught;
+}

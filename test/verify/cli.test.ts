@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { encodeEnrollmentRecord } from '../../src/enroll/index.js';
 import { startApiServer } from '../../src/serve/index.js';
 import { TpmQuoter, publicKeyFromTpm2b } from '../../src/tpm/index.js';
-import { SimulatedDevice } from '../serve/_device.js';
+import { CollectedDevice } from '../serve/_collected.js';
 import { get } from '../serve/_http.js';
 
 const CLI = join(process.cwd(), 'dist', 'src', 'cli.js');
@@ -32,15 +32,16 @@ describe('imakeep export / verify / serve', () => {
   before(async () => {
     work = mkdtempSync(join(tmpdir(), 'imakeep-cli-verify-'));
     storeDir = join(work, 'store');
-    const device = await SimulatedDevice.start({ storeDir, chunkRecords: 30 });
+    const device = await CollectedDevice.start({ storeDir, chunkRecords: 30 });
     try {
       for (let i = 0; i < 4; i++) await device.cycle(40 + i * 9);
       await device.reboot();
       await device.cycle(33);
       akPem = join(work, 'ak.pem');
-      writeFileSync(akPem, String(publicKeyFromTpm2b(device.ak.public).export({ type: 'spki', format: 'pem' })));
-      const other = await device.tpm.withAk({ alg: 'rsa' }, async (ak) => ({ public: ak.public, name: ak.name }));
-      aks = { device: { public: device.ak.public, name: device.ak.name }, other };
+      const ak = await device.ak();
+      writeFileSync(akPem, String(publicKeyFromTpm2b(ak.public).export({ type: 'spki', format: 'pem' })));
+      const other = await device.tpm.withAk({ alg: 'rsa' }, async (rsa) => ({ public: rsa.public, name: rsa.name }));
+      aks = { device: ak, other };
       // A quote and the log, saved as a verifier would (for `verify LOG --quote`).
       const socket = join(work, 'q.sock');
       const server = await startApiServer({ store: device.store, tail: device.tail(), quotes: new TpmQuoter(device.tpm) }, { socket });

@@ -2,7 +2,9 @@
  * A store written before the version-2 nonce (checkpoints quoted with the version-1 rule, no
  * anchor) still opens, exports and verifies: the report lists the fields no signature covers, and
  * a strict verifier refuses it with `VERIFY_UNSIGNED`. A later version-2 checkpoint of the same
- * boot binds everything before its anchor. Real swtpm quotes, real LevelDB store.
+ * boot (as the landed version 2 quoted) binds everything before its anchor but the boot number; a
+ * version-3 one (what the collector quotes with now) binds that too. Real swtpm quotes, real
+ * LevelDB store.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,11 +13,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { extendedDigest, PcrReplay } from '../../src/ima/index.js';
 import { buildBundle } from '../../src/serve/index.js';
-import { chainedNonceV1, ChunkBuilder, nextCheckpointNonce, openStore, type ImaStore, type QuoteLink } from '../../src/store/index.js';
+import { chainedNonceV1, checkpointNonceV2, ChunkBuilder, nextCheckpointNonce, openStore, type ImaStore, type QuoteLink } from '../../src/store/index.js';
 import { parseQuoteAttest, publicKeyFromTpm2b, Tpm, type AttestationKey } from '../../src/tpm/index.js';
 import { EvidenceVerifier, VerifyError } from '../../src/verify/index.js';
 import { startSwtpm, type SwtpmInstance } from '../../hw/swtpm.js';
-import { ImaWorkload, decodeValue, encodeValue, V1_UNSIGNED_FIELDS } from '../../src/testing/index.js';
+import { ImaWorkload, decodeValue, encodeValue, V1_UNSIGNED_FIELDS, V2_UNSIGNED_FIELDS } from '../../src/testing/index.js';
 
 const QUOTED = [
   { bank: 'sha1', pcr: 10 },
@@ -47,14 +49,23 @@ describe('a store with version-1 checkpoints', () => {
     }
   }
 
-  /** A checkpoint over every stored record, quoted with the version-1 rule (as the landed version did) or version 2. */
-  async function checkpoint(version: 1 | 2): Promise<void> {
+  /** The nonce of the next checkpoint by rule `version`, and its anchor (none for version 1). */
+  async function nonceOf(version: 1 | 2 | 3): Promise<{ nonce: Uint8Array; anchor?: number }> {
+    if (version === 1) return { nonce: chainedNonceV1(previous, (await store.bootRecord(boot)).kernelBootId) };
+    const v3 = await nextCheckpointNonce(store, boot, previous);
+    if (version === 3) return v3;
+    const last = await store.lastChunk(boot);
+    assert.ok(last !== undefined && last.chunk.firstIndex + last.chunk.count === v3.anchor);
+    const anchor = { count: v3.anchor, head: last.hash };
+    return { nonce: checkpointNonceV2({ deviceId: store.meta.deviceId, boot: await store.bootRecord(boot), anchor, previous }), anchor: v3.anchor };
+  }
+
+  /** A checkpoint over every stored record, quoted with rule `version` (1 and 2 as the landed versions did). */
+  async function checkpoint(version: 1 | 2 | 3): Promise<void> {
     const count = replay.recordCount;
-    const v2 = version === 2 ? await nextCheckpointNonce(store, boot, previous) : undefined;
-    const nonce = v2?.nonce ?? chainedNonceV1(previous, (await store.bootRecord(boot)).kernelBootId);
+    const { nonce, anchor } = await nonceOf(version);
     const quote = await tpm.quote({ nonce, pcrs: QUOTED, ak });
-    const anchor = v2 === undefined ? {} : { anchor: v2.anchor };
-    await store.storeCheckpoint(boot, { count, pcrs: quote.pcrs, attest: quote.attest, signature: quote.signature, akName: ak.name, nonce, pcrBlob: null, ...anchor });
+    await store.storeCheckpoint(boot, { count, pcrs: quote.pcrs, attest: quote.attest, signature: quote.signature, akName: ak.name, nonce, pcrBlob: null, ...(anchor === undefined ? {} : { anchor }) });
     previous = { attest: quote.attest, signature: quote.signature };
   }
 
@@ -113,8 +124,20 @@ describe('a store with version-1 checkpoints', () => {
     assert.throws(() => trusted().verify(v1), (e: unknown) => e instanceof VerifyError && e.code === 'VERIFY_BUNDLE_CORRUPT' && e.details.check === 'bundle-version');
   });
 
-  it('after a version-2 checkpoint in the same boot, everything up to its anchor is signed', async () => {
+  it('after a version-2 checkpoint in the same boot, everything up to its anchor is signed but the boot number; strict refuses it', async () => {
+    const bytes = (await buildBundle(store)).bytes;
+    const report = trusted().verify(bytes);
+    assert.deepEqual(report.segments.map((s) => [s.to, s.checkpoints, s.binding, s.unsigned]), [[250, [70, 140, 210, 250], 'v2', V2_UNSIGNED_FIELDS]]);
+    assert.deepEqual(V2_UNSIGNED_FIELDS, ['boot']);
+    assert.throws(() => new EvidenceVerifier({ trustedAk: publicKeyFromTpm2b(ak.public), strict: true }).verify(bytes), (e: unknown) => {
+      return e instanceof VerifyError && e.code === 'VERIFY_UNSIGNED' && e.details.check === 'v2-nonce';
+    });
+  });
+
+  it('after a version-3 checkpoint in the same boot, everything is signed, the boot number too', async () => {
+    await measure(30);
+    await checkpoint(3);
     const report = new EvidenceVerifier({ trustedAk: publicKeyFromTpm2b(ak.public), strict: true }).verify((await buildBundle(store)).bytes);
-    assert.deepEqual(report.segments.map((s) => [s.to, s.checkpoints, s.binding, s.unsigned]), [[250, [70, 140, 210, 250], 'signed', []]]);
+    assert.deepEqual(report.segments.map((s) => [s.to, s.checkpoints, s.binding, s.unsigned]), [[280, [70, 140, 210, 250, 280], 'signed', []]]);
   });
 });

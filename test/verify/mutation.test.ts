@@ -11,7 +11,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { computeTemplateDigest, encodeBinaryList, parseBinaryList } from '../../src/ima/index.js';
 import { chunkHash, decodeBootRecord, decodeBundle, decodeCheckpoint, decodeChunk, encodeBootRecord, encodeBundle, encodeCheckpoint, type BundleSegment, type DecodedBundle } from '../../src/store/index.js';
 import { EvidenceVerifier, VerifyError } from '../../src/verify/index.js';
-import { collectEvidence, type Collected } from './_collected.js';
+import { collectEvidence, type Collected } from '../serve/_collected.js';
 import { assertEveryMutantFails, mutationOffsets } from './_mutants.js';
 import { encodeChunk, encodeValue, decodeValue } from '../../src/testing/index.js';
 
@@ -89,6 +89,21 @@ describe('every byte of a bundle is signed', () => {
     ];
     for (const change of changes) rejects(withSegment(bundle, 1, change), 'VERIFY_NONCE_CHAIN', 'nonce-chain', pinned());
     rejects(encodeBundle({ ...bundle, deviceId: 'someone-else' }), 'VERIFY_NONCE_CHAIN', 'nonce-chain', pinned());
+  });
+
+  it('boot numbers are bound: boots renumbered, cursors with them, are refused', () => {
+    const renumbered = (to: (boot: number) => number): Uint8Array =>
+      encodeBundle({
+        ...bundle,
+        cursor: { ...bundle.cursor, boot: to(bundle.cursor.boot) },
+        next: { ...bundle.next, boot: to(bundle.next.boot) },
+        segments: bundle.segments.map((s) => ({ ...s, boot: to(s.boot) })),
+      });
+    // Every boot one up: in order, consistent with the cursors; only the nonces know the numbers.
+    rejects(renumbered((b) => b + 1), 'VERIFY_NONCE_CHAIN', 'nonce-chain', pinned());
+    // The last boot moved up to 5 (a gap the format allows: a boot without checkpoints sends no segment).
+    rejects(renumbered((b) => (b === 2 ? 5 : b)), 'VERIFY_NONCE_CHAIN', 'nonce-chain', pinned());
+    assert.equal(pinned().verify(renumbered((b) => b)).segments.length, 3);
   });
 
   it('a template name rewritten in chunk 0, later prevHash values recomputed: refused', () => {

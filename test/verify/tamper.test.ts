@@ -13,15 +13,15 @@ import { join } from 'node:path';
 import { buildBundle } from '../../src/serve/index.js';
 import { publicKeyFromTpm2b } from '../../src/tpm/index.js';
 import { EvidenceVerifier, VerifyError } from '../../src/verify/index.js';
-import { SimulatedDevice } from '../serve/_device.js';
+import { CollectedDevice } from '../serve/_collected.js';
 
 describe('every byte of a bundle is covered', () => {
-  let device: SimulatedDevice;
+  let device: CollectedDevice;
   let work: string;
 
   before(async () => {
     work = mkdtempSync(join(tmpdir(), 'imakeep-tamper-'));
-    device = await SimulatedDevice.start({ chunkRecords: 5, workload: { template: 'ima-ng' } });
+    device = await CollectedDevice.start({ chunkRecords: 5, template: 'ima-ng' });
     await device.cycle(8);
     await device.cycle(4);
   });
@@ -33,7 +33,7 @@ describe('every byte of a bundle is covered', () => {
 
   it('each of the bundle bytes, flipped (xor 0x01 and xor 0x80), is detected or visible in the report', async () => {
     const { bytes } = await buildBundle(device.store);
-    const ak = publicKeyFromTpm2b(device.ak.public);
+    const ak = publicKeyFromTpm2b((await device.ak()).public);
     const verifier = (): EvidenceVerifier => new EvidenceVerifier({ trustedAk: ak });
     const original = JSON.stringify(verifier().verify(bytes));
     const outcomes = new Map<string, number>();

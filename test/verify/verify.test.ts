@@ -1,5 +1,5 @@
 /**
- * Evidence bundles from a simulated device (real swtpm quotes, real LevelDB) verify offline, across
+ * Evidence bundles from the real collector (test/serve/_collected.ts) verify offline, across
  * bundles and boots; every single-byte change of a bundle is noticed; targeted forgeries fail with
  * the precise first check; a verifier resumes from a saved state; an export cut at random points
  * and resumed has no gap and no duplicate.
@@ -12,7 +12,7 @@ import { decodeCheckpoint, decodeChunk, encodeCheckpoint } from '../../src/store
 import { decodeBundle, encodeBundle, type BundleSegment, type EvidenceBundle } from '../../src/serve/index.js';
 import { publicKeyFromTpm2b } from '../../src/tpm/index.js';
 import { EvidenceVerifier, trustedAkFromPem, VerifyError, verifyStateFromJson, verifyStateToJson, type BundleReport } from '../../src/verify/index.js';
-import type { SimulatedDevice } from '../serve/_device.js';
+import type { CollectedDevice } from '../serve/_collected.js';
 import { get, type Target } from '../serve/_http.js';
 import { ServedDevice } from '../serve/_served.js';
 import { fetchAll } from './_bundles.js';
@@ -59,12 +59,14 @@ function forgeRecord(chunkBytes: Uint8Array, at: number): { chunk: Uint8Array; i
 
 describe('evidence bundles verify offline', () => {
   let served: ServedDevice;
-  let device: SimulatedDevice;
+  let device: CollectedDevice;
   let target: Target;
+  let akPem: string;
 
   before(async () => {
     served = await ServedDevice.start('verify', { chunkRecords: 30 });
     device = served.device;
+    akPem = String(publicKeyFromTpm2b((await device.ak()).public).export({ type: 'spki', format: 'pem' }));
     for (let i = 0; i < 5; i++) await device.cycle(47 + 7 * i);
     await device.measure(12);
     await device.collect(); // stored, not checkpointed: not exported yet
@@ -77,8 +79,7 @@ describe('evidence bundles verify offline', () => {
     await served?.close();
   });
 
-  const trusted = (): ReturnType<typeof trustedAkFromPem> =>
-    trustedAkFromPem(String(publicKeyFromTpm2b(device.ak.public).export({ type: 'spki', format: 'pem' })));
+  const trusted = (): ReturnType<typeof trustedAkFromPem> => trustedAkFromPem(akPem);
 
   it('all bundles verify in sequence, across both boots, every checkpoint checked', async () => {
     const bundles = await fetchAll(target, undefined, 12_000);
@@ -125,17 +126,23 @@ describe('evidence bundles verify offline', () => {
     rejects(bundles[2]?.bytes ?? new Uint8Array(0), 'VERIFY_CHAIN_GAP', 'bundle-cursor', other);
   });
 
-  it('a bundle verified alone (no state) starts from its claimed replay state; its first nonce binds nothing', async () => {
+  it('a bundle verified alone (no state) starts from its claimed replay state; its first nonce chains from the quote the bundle states', async () => {
     const bundles = await fetchAll(target, undefined, 12_000);
-    // The rest of boot 0 in one bundle: its first checkpoint's predecessor is not in hand, the
-    // second checkpoint's nonce binds the boot and every chunk up to its anchor.
+    // The rest of boot 0 in one bundle: every checkpoint's nonce is recomputed, the first one's
+    // from the previous quote the segment states (docs/store.md#starting-mid-boot).
     const rest = await fetchAll(target, bundles[0]?.next, 1_000_000);
     const report = new EvidenceVerifier({ trustedAk: trusted() }).verify(rest[0]?.bytes ?? new Uint8Array(0));
     assert.equal(report.segments[0]?.start, 'claimed');
     assert.ok((report.segments[0]?.checkpoints.length ?? 0) >= 2);
     assert.equal(report.segments[0]?.binding, 'signed');
-    // With one checkpoint only, nothing in hand binds the records: refused.
-    rejects(bundles[1]?.bytes ?? new Uint8Array(0), 'VERIFY_UNSIGNED', 'unsigned-records', new EvidenceVerifier({ trustedAk: trusted() }));
+    // With one checkpoint only: bound too. Without the stated quote (a bundle written before the
+    // field) nothing in hand would bind its records: refused (test/verify/midboot.test.ts).
+    const one = bundles[1]?.bytes ?? new Uint8Array(0);
+    const alone = new EvidenceVerifier({ trustedAk: trusted() }).verify(one);
+    assert.deepEqual([alone.segments[0]?.checkpoints.length, alone.segments[0]?.binding], [1, 'signed']);
+    const decoded = decodeBundle(one);
+    const stripped = encodeBundle({ ...decoded, segments: decoded.segments.map((s) => ({ ...s, previous: null })) });
+    rejects(stripped, 'VERIFY_UNSIGNED', 'unsigned-records', new EvidenceVerifier({ trustedAk: trusted() }));
   });
 
   it('forgeries fail at the precise first check', async () => {
@@ -147,18 +154,20 @@ describe('evidence bundles verify offline', () => {
     const fresh = (): EvidenceVerifier => new EvidenceVerifier({ trustedAk: trusted() });
 
     // A renamed file after checkpoint 47: the chunk's stored replay state no longer matches.
-    // Chunks of 30 records cut at each cycle's end: [0,30) [30,47) [47,77)...; checkpoints at 47, 101...
-    const chunk2 = decodeChunk(seg.chunks[2] ?? new Uint8Array(0), 't');
-    assert.equal(chunk2.firstIndex, 47);
-    const forged = forgeRecord(seg.chunks[2] ?? new Uint8Array(0), 5);
-    assert.ok(forged.index >= 52 && forged.index < 77);
-    const e1 = rejects(withSegment(bundle, 0, (s) => ({ ...s, chunks: s.chunks.map((c, i) => (i === 2 ? forged.chunk : c)) })), 'VERIFY_REPLAY', 'chunk-state', fresh());
+    // The collector seals its open chunk at each cycle's end: a chunk starts at 47, the first checkpoint.
+    assert.equal(decodeCheckpoint(seg.checkpoints[0] ?? new Uint8Array(0), 't').count, 47);
+    const at47 = seg.chunks.findIndex((c) => decodeChunk(c, 't').firstIndex === 47);
+    assert.ok(at47 > 0, 'a chunk starts where the first cycle ended');
+    const chunk47 = decodeChunk(seg.chunks[at47] ?? new Uint8Array(0), 't');
+    const forged = forgeRecord(seg.chunks[at47] ?? new Uint8Array(0), 0);
+    assert.ok(forged.index >= 47 && forged.index < 47 + chunk47.count);
+    const e1 = rejects(withSegment(bundle, 0, (s) => ({ ...s, chunks: s.chunks.map((c, i) => (i === at47 ? forged.chunk : c)) })), 'VERIFY_REPLAY', 'chunk-state', fresh());
     assert.equal(e1.details.chunk, 47);
     // A record whose digest does not match its data.
     const badDigest = withSegment(bundle, 0, (s) => ({
       ...s,
       chunks: s.chunks.map((c, i) => {
-        if (i !== 2) return c;
+        if (i !== at47) return c;
         const chunk = decodeChunk(c, 't');
         const records = Uint8Array.from(chunk.records);
         records[4 + 5] = (records[4 + 5] ?? 0) ^ 1; // first record's SHA-1 digest
@@ -168,7 +177,7 @@ describe('evidence bundles verify offline', () => {
     const e2 = rejects(badDigest, 'VERIFY_REPLAY', 'record-digest', fresh());
     assert.equal(e2.details.index, 47);
     // A chunk dropped.
-    rejects(withSegment(bundle, 0, (s) => ({ ...s, chunks: s.chunks.filter((_, i) => i !== 2) })), 'VERIFY_CHAIN_GAP', 'chunk-index', fresh());
+    rejects(withSegment(bundle, 0, (s) => ({ ...s, chunks: s.chunks.filter((_, i) => i !== at47) })), 'VERIFY_CHAIN_GAP', 'chunk-index', fresh());
     // A checkpoint dropped: the next one's nonce does not chain.
     const e3 = rejects(withSegment(bundle, 0, (s) => ({ ...s, checkpoints: s.checkpoints.filter((_, i) => i !== 0) })), 'VERIFY_NONCE_CHAIN', 'nonce-chain', fresh());
     assert.equal(e3.details.checkpoint, decodeCheckpoint(seg.checkpoints[1] ?? new Uint8Array(0), 't').count);
