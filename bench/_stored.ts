@@ -4,8 +4,9 @@
  * them. `onRecord` sees each record before it is stored (a bench that also writes the kernel's own
  * file of the same list).
  */
-import { ImaWorkload, PcrReplay, type ImaRecord } from '../src/ima/index.js';
+import { PcrReplay, type ImaRecord } from '../src/ima/index.js';
 import { ChunkBuilder, type ImaStore } from '../src/store/index.js';
+import { ImaWorkload } from '../src/testing/index.js';
 
 export async function fillStore(store: ImaStore, kernelBootId: string, records: number, onRecord?: (record: ImaRecord, index: number) => Promise<void> | void): Promise<void> {
   const boot = await store.beginBoot({

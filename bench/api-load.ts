@@ -18,7 +18,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { DAEMON_MALLOC_ENV, DAEMON_NODE_FLAGS } from '../src/daemon/index.js';
 import { openStore } from '../src/store/index.js';
 import { fillStore } from './_stored.js';
-import { CLI, REPO_ROOT } from './_collector.js';
+import { CLI, REPO_ROOT } from '../hw/collector-process.js';
 
 const records = Number(process.argv[2] ?? 20_000);
 const readers = Number(process.argv[3] ?? 200);

@@ -2,7 +2,7 @@
  * Fleet bench (issue 15): many simulated devices pushing their evidence concurrently to
  * `imakeep fleet` processes, against verifying the same bundles alone on one core.
  *
- * Devices: each has a software AK (the TPM stand-in of test/collector/_soft-tpm.ts: real
+ * Devices: each has a software AK (the TPM stand-in of hw/soft-tpm.ts: real
  * TPMS_ATTEST structures, ECDSA P-256, the AK's TPM2B_PUBLIC built like a TPM's), a real LevelDB
  * store filled as the collector fills it (chunks of 50 records, one version-2 checkpoint per
  * bundle, nonces chained), and its bundles built by `buildBundle` as the device API serves them.
@@ -35,16 +35,17 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { FleetService, openPglite, openPostgres, openRepository, type SqlDatabase } from '../src/fleet/index.js';
-import { ImaWorkload, PcrReplay } from '../src/ima/index.js';
+import { PcrReplay } from '../src/ima/index.js';
 import { buildBundle, formatCursor } from '../src/serve/index.js';
 import { ChunkBuilder, nextCheckpointNonce, openStore, type EvidenceCursor, type QuoteLink } from '../src/store/index.js';
 import { publicKeyFromTpm2b } from '../src/tpm/index.js';
 import { EvidenceVerifier } from '../src/verify/index.js';
-import { SoftQuoteSource } from '../test/collector/_soft-tpm.js';
+import { SoftQuoteSource } from '../hw/soft-tpm.js';
 import { spawnFleet, type FleetProcess } from '../hw/fleet-process.js';
 import { startPostgres } from '../hw/postgres.js';
-import { CLOCK_TICKS_PER_SECOND, parseProcStatTicks, quantile, sampleProcess } from './_proc.js';
+import { CLOCK_TICKS_PER_SECOND, parseProcStatTicks, quantile, sampleProcess } from '../hw/proc.js';
 import { describeMachine, machineLine } from './_machine.js';
+import { ImaWorkload } from '../src/testing/index.js';
 
 const RESULTS = fileURLToPath(new URL('../../bench/results/fleet.md', import.meta.url));
 const CHUNK_RECORDS = 50;

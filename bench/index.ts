@@ -13,7 +13,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { REPO_ROOT } from './_collector.js';
+import { REPO_ROOT } from '../hw/collector-process.js';
 import { describeMachine, machineLine } from './_machine.js';
 import { BENCH_MODULES, headlineOf, plotsOf, summaryTable, type BenchModule, type ModuleOutcome } from './_summary.js';
 

@@ -10,7 +10,7 @@
  * (/proc/self/io write_bytes: LevelDB log, tables, compactions) per record against the record's
  * raw size in the SHA-1 binary list, and the writer-lock hold time of the removals (p50/p99/max).
  *
- * The TPM is the software stand-in of test/collector/_soft-tpm.ts (real TPMS_ATTEST structures,
+ * The TPM is the software stand-in of hw/soft-tpm.ts (real TPMS_ATTEST structures,
  * ECDSA-signed, verified by the collector as usual): swtpm costs ~0.2 ms per PCR_Extend, which
  * would make the emulated kernel, not the collector, the bottleneck of a 1M run. The emulator
  * logs without extending; the software PCRs are extended after each batch is logged.
@@ -28,14 +28,15 @@ import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { startSecurityfsEmulator } from '../hw/securityfs/emulator.js';
-import { ImaWorkload, encodedRecordLength, type BankName } from '../src/ima/index.js';
+import { encodedRecordLength, type BankName } from '../src/ima/index.js';
 import { openStore } from '../src/store/index.js';
 import { Collector, type TimingSummary } from '../src/collector/index.js';
 import { DAEMON_MALLOC_ENV } from '../src/daemon/index.js';
-import { SoftQuoteSource } from '../test/collector/_soft-tpm.js';
-import { DEVICE_NODE_FLAGS, REPO_ROOT } from './_collector.js';
-import { parseProcStatus } from './_proc.js';
+import { SoftQuoteSource } from '../hw/soft-tpm.js';
+import { DEVICE_NODE_FLAGS, REPO_ROOT } from '../hw/collector-process.js';
+import { parseProcStatus } from '../hw/proc.js';
 import { describeMachine, type MachineDescription } from './_machine.js';
+import { ImaWorkload } from '../src/testing/index.js';
 
 /** Options of {@link runIngest}. */
 export interface IngestOptions {
@@ -348,7 +349,7 @@ async function main(): Promise<void> {
   for (const r of runs) process.stderr.write(`memory (${r.flavor}): ${JSON.stringify(r.memory)}\n`);
   const command = `node dist/bench/ingest.js ${process.argv.slice(2).join(' ')}`.trim();
   const env = values['glibc-malloc'] === true ? {} : DAEMON_MALLOC_ENV;
-  const out = { bench: 'ingest', date: new Date().toISOString(), machine, command, nodeFlags: DEVICE_NODE_FLAGS, env, tpm: 'software (test/collector/_soft-tpm.ts)', runs };
+  const out = { bench: 'ingest', date: new Date().toISOString(), machine, command, nodeFlags: DEVICE_NODE_FLAGS, env, tpm: 'software (hw/soft-tpm.ts)', runs };
   mkdirSync(join(REPO_ROOT, 'bench', 'results'), { recursive: true });
   writeFileSync(join(REPO_ROOT, 'bench', 'results', 'ingest.json'), `${JSON.stringify(out, null, 2)}\n`);
   const lines = [

@@ -28,15 +28,15 @@ import { tpmBootAggregate } from '../hw/securityfs/sources.js';
 import { startSwtpm } from '../hw/swtpm.js';
 import type { CollectorStatus, MetricsSnapshot } from '../src/collector/index.js';
 import { Tpm } from '../src/tpm/index.js';
-import { REPO_ROOT, emulatedCmdline, startCollector, verbAvailability, type CollectorExit, type CollectorProcess } from './_collector.js';
+import { REPO_ROOT, emulatedCmdline, startCollector, verbAvailability, type CollectorExit, type CollectorProcess } from '../hw/collector-process.js';
 import { describeMachine, machineLine, type MachineDescription } from './_machine.js';
 import { lineChartSvg, type ChartSeries } from './_plot.js';
-import { sampleProcess, type ProcessSample } from './_proc.js';
-import { straceUsable } from './_strace.js';
+import { sampleProcess, type ProcessSample } from '../hw/proc.js';
+import { straceUsable } from '../hw/strace.js';
 import { startTpmProxy } from '../hw/tpm-proxy.js';
-import { stopDeviceParts, type DeviceParts } from './_device-parts.js';
-import { getJson } from './_unix-http.js';
-import { benchWorkloads, driveWorkload, lastSecond, recordSupply, type Workload } from './_workload.js';
+import { stopDeviceParts, type DeviceParts } from '../hw/device-parts.js';
+import { getJson } from '../hw/unix-http.js';
+import { benchWorkloads, driveWorkload, lastSecond, recordSupply, type Workload } from '../hw/workload.js';
 
 /** Who removes records: nobody, the collector with `N`, or with `A`/`D` and `ima_flush_htable`. */
 export type PressureMode = 'none' | 'n' | 'staged';

@@ -30,8 +30,9 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, wri
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ImaWorkload, encodeBinaryRecord } from '../src/ima/index.js';
+import { encodeBinaryRecord } from '../src/ima/index.js';
 import { describeMachine, machineLine } from './_machine.js';
+import { ImaWorkload } from '../src/testing/index.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = join(REPO, 'dist/src/cli.js');

@@ -41,8 +41,9 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, statSync, writeFil
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ImaWorkload, PARALLEL_MIN_BYTES, bootAggregate, encodeBinaryRecord, type BankName } from '../src/ima/index.js';
+import { PARALLEL_MIN_BYTES, bootAggregate, encodeBinaryRecord, type BankName } from '../src/ima/index.js';
 import { describeMachine, machineLine } from './_machine.js';
+import { ImaWorkload } from '../src/testing/index.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = join(REPO, 'dist/src/cli.js');

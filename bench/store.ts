@@ -18,11 +18,12 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ImaWorkload, PcrReplay } from '../src/ima/index.js';
+import { PcrReplay } from '../src/ima/index.js';
 import { Level } from 'level';
-import { ChunkBuilder, DEVICE_LEVEL_OPTIONS, ImaStore, openStore, type LevelTuning } from '../src/store/index.js';
+import { ChunkBuilder, ImaStore, openStore, type LevelTuning } from '../src/store/index.js';
 import { DAEMON_NODE_FLAGS } from '../src/daemon/index.js';
 import { openLog } from '../src/serve/index.js';
+import { ImaWorkload, DEVICE_LEVEL_OPTIONS } from '../src/testing/index.js';
 
 /** LevelDB options, and where chunk values go: segment files (`openStore`) or LevelDB itself (schema 1's layout). */
 interface Setting extends LevelTuning {

@@ -14,7 +14,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startSwtpm } from '../hw/swtpm.js';
 import { describeMachine } from './_machine.js';
-import { Quote, Tpm, TpmQuoter, encodePcrBlob, publicKeyFromTpm2b, selectionOf, verifyQuote } from '../src/tpm/index.js';
+import { Quote, Tpm, TpmQuoter, encodePcrBlob, publicKeyFromTpm2b, verifyQuote } from '../src/tpm/index.js';
+import { selectionOf } from '../src/testing/index.js';
 
 const run = promisify(execFile);
 const quick = process.argv.includes('--quick');

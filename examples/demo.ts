@@ -38,12 +38,12 @@ import type { DeviceView } from '../src/fleet/index.js';
 import { fleetKeyFromPem, verifyEarToken } from '../src/verify/index.js';
 import type { FleetSyncStatus } from '../src/daemon/index.js';
 import { connect, createServer, type Server } from 'node:net';
-import { CLI, DEVICE_NODE_FLAGS, REPO_ROOT, emulatedCmdline, startCollector, verbAvailability } from '../bench/_collector.js';
-import { stopDeviceParts, type DeviceParts } from '../bench/_device-parts.js';
-import { sampleProcess } from '../bench/_proc.js';
+import { CLI, DEVICE_NODE_FLAGS, REPO_ROOT, emulatedCmdline, startCollector, verbAvailability } from '../hw/collector-process.js';
+import { stopDeviceParts, type DeviceParts } from '../hw/device-parts.js';
+import { sampleProcess } from '../hw/proc.js';
 import { startTpmProxy } from '../hw/tpm-proxy.js';
-import { getJson, getToFile } from '../bench/_unix-http.js';
-import { demoWorkload, driveWorkload, recordSupply } from '../bench/_workload.js';
+import { getJson, getToFile } from '../hw/unix-http.js';
+import { demoWorkload, driveWorkload, recordSupply } from '../hw/workload.js';
 
 const SECONDS = Number(process.env.IMAKEEP_DEMO_SECONDS ?? 40);
 /** The demo's progress lines, this often. */

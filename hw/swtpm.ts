@@ -13,9 +13,8 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ImakeepError } from '../src/errors.js';
-import type { BankName } from '../src/ima/record.js';
-import { SwtpmTcpTransport } from '../src/tpm/transport.js';
-import { Tpm } from '../src/tpm/tpm.js';
+import type { BankName } from '../src/ima/index.js';
+import { SwtpmTcpTransport, Tpm } from '../src/tpm/index.js';
 
 /** swtpm could not be found, set up or started. */
 export class SwtpmError extends ImakeepError {

@@ -2,7 +2,7 @@
  * Several TPM clients on one swtpm, as the kernel's resource manager (`/dev/tpmrm0`) lets every
  * client on a device share its TPM. swtpm serves one data connection at a time (docs/tpm.md#swtpm):
  * the securityfs emulator extending PCR 10, `imakeep run` quoting it and tpm2-tools reading it
- * would otherwise wait on each other's connection. A development harness: `imakeep sim`, the demo,
+ * would otherwise wait on each other's connection. A development harness: the sim (hw/sim.ts), the demo,
  * the benches and the tests that share a swtpm run one (docs/tpm.md#the-development-tpm-proxy).
  *
  * - Clients of the `--tpm` port (`swtpm:127.0.0.1:PORT`, imakeep's own client): any number; whole
@@ -21,8 +21,9 @@
  * -t`) flushes the others' too.
  */
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import { encodeCommand, FlushContext } from '../src/tpm/index.js';
+import { FlushContext } from '../src/tpm/index.js';
 import { listenOnPortPair } from './swtpm.js';
+import { encodeCommand } from '../src/testing/index.js';
 
 /** TPM 2.0 Part 1 §18: every command and response starts with tag (2) and total size (4, big-endian). */
 const HEADER_BYTES = 10;

@@ -23,7 +23,6 @@ const VERBS: Record<string, { summary: string; load: () => Promise<VerbModule> }
   replay: { summary: 'replay a measurement list to PCR values', load: () => import('./cli/replay.js') },
   convert: { summary: 'convert a measurement list between kernel formats', load: () => import('./cli/convert.js') },
   tpm: { summary: 'TPM: pcrread, quote, verify', load: () => import('./cli/tpm.js') },
-  sim: { summary: 'run the Linux 7.2 securityfs emulator (FUSE)', load: () => import('./cli/sim.js') },
   run: { summary: 'the collector daemon: store, quote, remove, serve', load: () => import('./cli/run.js') },
   status: { summary: 'store boots and collector status', load: () => import('./cli/status.js') },
   log: { summary: 'the whole log (stored + kernel) in kernel formats', load: () => import('./cli/log.js') },

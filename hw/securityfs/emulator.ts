@@ -1,7 +1,7 @@
 /**
  * The Linux 7.2 securityfs emulator, programmatic side: mounts the FUSE daemon (securityfs.c),
  * appends records like a kernel (log first, then one PCR_Extend per record into a real TPM), and
- * unmounts. For tests, the demo and `imakeep sim`.
+ * unmounts. For tests, the demo and the sim (hw/sim.ts).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmdirSync, writeSync, writeFileSync } from 'node:fs';
@@ -11,7 +11,7 @@ import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { ImakeepError } from '../../src/errors.js';
 import { extendedDigest, type BankMode, type BankName, type ImaRecord } from '../../src/ima/index.js';
-import { errnoOf } from '../../src/kernel/index.js';
+import { errnoOf } from '../../src/testing/index.js';
 import { Tpm } from '../../src/tpm/index.js';
 import { securityfsDaemonPath } from './build.js';
 import { encodeFrame, type FrameLayout } from './frame.js';

@@ -4,7 +4,7 @@
  * memory (src/kernel/kmem.ts).
  */
 import { encodeBinaryRecord, formatAsciiLineBytes, isViolation, type BankMode, type BankName, type ImaRecord } from '../../src/ima/index.js';
-import { recordKmem } from '../../src/kernel/kmem.js';
+import { recordKmem } from '../../src/kernel/index.js';
 
 /** How the emulated kernel shows its banks. */
 export interface FrameLayout {

@@ -3,7 +3,7 @@
  * (log + one PCR_Extend per record into a swtpm with sha1+sha256), a full drain with
  * MeasurementListReader, a removal of 90 % of the list reading it inside the window, modeled kmem.
  */
-import { ImaWorkload } from '../../src/ima/index.js';
+import { ImaWorkload } from '../../src/testing/index.js';
 import { MeasurementListReader, probeSecurityfs, removeFirstRecords } from '../../src/kernel/index.js';
 import { startSwtpm } from '../swtpm.js';
 import { startSecurityfsEmulator } from './emulator.js';

@@ -1,13 +1,14 @@
 /**
  * A running simulation: the emulator mounted, records fed from a capture or the synthetic workload
- * at a set rate, until aborted. Shared by `imakeep sim` and `npm run sim` (hw/sim-defaults.ts).
+ * at a set rate, until aborted. The loop of `npm run sim` (hw/sim.ts).
  */
 import { setTimeout as delay } from 'node:timers/promises';
-import { ImaWorkload, type BankName, type ImaRecord } from '../../src/ima/index.js';
+import type { BankName, ImaRecord } from '../../src/ima/index.js';
 import { openTpmTransport, SwtpmTcpTransport, Tpm } from '../../src/tpm/index.js';
 import { startTpmProxy, type TpmProxy } from '../tpm-proxy.js';
 import { startSecurityfsEmulator, type SecurityfsEmulator } from './emulator.js';
 import { captureForTpm, readCapture, tpmBootAggregate } from './sources.js';
+import { ImaWorkload } from '../../src/testing/index.js';
 
 /** Options of {@link runSimulation}. */
 export interface SimulationOptions {

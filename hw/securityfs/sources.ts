@@ -4,16 +4,9 @@
  * own PCRs 0-9, so that the log verifies against that TPM (docs/ima-formats.md#boot_aggregate).
  */
 import { readFileSync } from 'node:fs';
-import {
-  bootAggregate,
-  digestNgField,
-  makeRecord,
-  parseBinaryList,
-  splitTemplateData,
-  type BankName,
-  type ImaRecord,
-} from '../../src/ima/index.js';
+import { bootAggregate, parseBinaryList, splitTemplateData, type BankName, type ImaRecord } from '../../src/ima/index.js';
 import type { Tpm } from '../../src/tpm/index.js';
+import { digestNgField, makeRecord } from '../../src/testing/index.js';
 
 const AGGREGATE_BANKS: readonly BankName[] = ['sha1', 'sha256', 'sha384', 'sha512'];
 

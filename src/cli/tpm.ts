@@ -40,7 +40,7 @@ verify also accepts tpm2-tools' quote.msg, quote.sig, quote.pcrs.`;
  * Parses a PCR list: `sha1:10,sha256:10` or tpm2-tools' `sha256:10,11+sha1:10` (a bare number
  * belongs to the bank named before it).
  */
-export function parsePcrSpec(spec: string): PcrRef[] {
+function parsePcrSpec(spec: string): PcrRef[] {
   const refs: PcrRef[] = [];
   let bank: BankName | undefined;
   for (const token of spec.split(/[+,]/)) {

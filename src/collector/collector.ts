@@ -11,6 +11,7 @@
  * changes only after the write it mirrors reached disk, so a failed write (ENOSPC) leaves the
  * collector where it was.
  */
+import { SerialQueue } from '../base/serial-queue.js';
 import type { ImaRecord } from '../ima/index.js';
 import { probeSecurityfs, readCounter, type KernelCapabilities } from '../kernel/index.js';
 import { adoptDeviceId, type ImaStore, type StoredRecord } from '../store/index.js';
@@ -24,17 +25,6 @@ import { Removal } from './removal.js';
 import { cycleSchedule, endsRun, errorCode, waitForCycle, type CycleSchedule } from './schedule.js';
 import { beginAfterTpmReset, inBanks, openBootSegment, readKernelBootId, type BootSegment } from './segments.js';
 import { writeStatusFile, type CollectorCondition, type CollectorStatus, type CycleReport, type RecoveryPause } from './status.js';
-
-/** Runs async tasks one at a time, in call order. */
-class SerialQueue {
-  #tail: Promise<unknown> = Promise.resolve();
-
-  run<T>(task: () => Promise<T>): Promise<T> {
-    const result = this.#tail.then(task);
-    this.#tail = result.catch(() => undefined);
-    return result;
-  }
-}
 
 /** The collector of one device. Open with {@link Collector.open}. */
 export class Collector {
@@ -112,6 +102,13 @@ export class Collector {
    * journaled removal without outcome is decided and finished, a staged list left after `A` is
    * taken over. A pending removal that cannot be decided does not stop it: `status().recovery`
    * says why, and each cycle tries again (failing with `COLLECTOR_RECOVERY_FAILED` meanwhile).
+   * @example
+   * ```ts
+   * const collector = await Collector.open({ store, quotes: new TpmQuoter(tpm), securityfsRoot: '/sys/kernel/security' });
+   * ```
+   * @throws {KERNEL_ENOENT} no IMA directory or list under `securityfsRoot` (other KERNEL_* codes: the kernel refused a read)
+   * @throws {STORE_CORRUPT} the store's boot segment does not decode
+   * @throws {TPM_TRANSPORT_TIMEOUT} the TPM does not answer (other TPM_* codes: it refused a command)
    */
   static async open(options: CollectorOptions): Promise<Collector> {
     const capabilities = probeSecurityfs({ root: options.securityfsRoot, cmdlinePath: options.cmdlinePath, files: options.files });
@@ -173,6 +170,16 @@ export class Collector {
    * One cycle: drain, chunk, quote, read what arrived meanwhile, match, checkpoint, remove. Throws
    * what stopped it (the state stays consistent: the next cycle continues), e.g. `QUOTE_MISMATCH`
    * (nothing removed), `STORE_WRITE_FAILED` (removal waits for space), `KERNEL_EBUSY`.
+   * @example
+   * ```ts
+   * const report = await collector.runOnce();   // report.stored, report.checkpoint, report.removed
+   * ```
+   * @throws {QUOTE_MISMATCH} no replay of the stored records reaches the quoted PCRs: nothing is removed
+   * @throws {STORE_WRITE_FAILED} a synced write failed (disk full): removal waits for space
+   * @throws {KERNEL_EBUSY} another writer holds the list's lock past the retries
+   * @throws {COLLECTOR_KERNEL_DIVERGED} the kernel's first record is not the stored one the removal expects: nothing removed
+   * @throws {COLLECTOR_RECOVERY_FAILED} a journaled removal is still undecided
+   * @throws {COLLECTOR_STOPPED} the collector was closed
    */
   async runOnce(): Promise<CycleReport> {
     if (this.#closed) throw new CollectorError('COLLECTOR_STOPPED', 'the collector is closed');

@@ -6,7 +6,8 @@
  * In-memory state changes only after the write it mirrors reached disk, so a failed write
  * (ENOSPC) leaves the cycle where it was and the next one continues.
  */
-import { PcrReplay, bytesEqual, fitsNow, replayUntilFits, toHex, type ImaRecord } from '../ima/index.js';
+import { bytesEqual } from '../base/bytes.js';
+import { PcrReplay, fitsNow, replayUntilFits, toHex, type ImaRecord } from '../ima/index.js';
 import { recordKmem, type MeasurementListReader } from '../kernel/index.js';
 import { ChunkBuilder, nextCheckpointNonce, replayAt, type ChunkBounds, type Checkpoint, type ImaStore } from '../store/index.js';
 import { encodePcrBlob, quoteTarget, verifySignedQuote, type PcrValue, type QuoteSource, type SignedQuote } from '../tpm/index.js';

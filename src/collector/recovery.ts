@@ -14,7 +14,8 @@
  * Flavour `staged`: the staged list never grows, so its length against the journal decides.
  */
 import { sha256 } from '@noble/hashes/sha2.js';
-import { BANKS, PcrReplay, bytesEqual, encodeBinaryRecord, type BankName, type ImaRecord, type PcrReplayState } from '../ima/index.js';
+import { bytesEqual } from '../base/bytes.js';
+import { BANKS, PcrReplay, encodeBinaryRecord, type BankName, type ImaRecord, type PcrReplayState } from '../ima/index.js';
 import type { ImaStore, Journal, KernelHeadFacts, RemovalIntent } from '../store/index.js';
 import type { PcrValue } from '../tpm/index.js';
 

@@ -4,6 +4,7 @@
  * certificate chain, with `node:crypto` X509Certificate) and is the key the certificate names.
  */
 import { X509Certificate } from 'node:crypto';
+import { bytesEqual } from '../base/bytes.js';
 import { TPM_ALG, type TpmPublic, ekTemplateOf, parseTpm2bPublic, publicKeyFromTpmPublic, tpmName, type EkTemplate } from '../tpm/index.js';
 import { EnrollError } from './errors.js';
 
@@ -108,7 +109,7 @@ export function verifyEkCertificateChain(
 ): X509Certificate[] {
   const leaf = parseCertificate(ekCertificate, 'the EK certificate');
   const intermediates = chain.map((der, i) => parseCertificate(der, `chain certificate ${i}`));
-  const isAnchor = (c: X509Certificate): boolean => anchors.some((a) => a.raw.equals(c.raw));
+  const isAnchor = (c: X509Certificate): boolean => anchors.some((a) => bytesEqual(a.raw, c.raw));
   const path = [leaf];
   for (let current = leaf; path.length <= MAX_CHAIN; ) {
     checkValidity(current, now);

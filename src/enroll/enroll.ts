@@ -53,6 +53,12 @@ const akSpecOf = (ak: CreateAkOptions = {}): AkSpec => ({ alg: ak.alg ?? 'ecc', 
  * Device side: reads the EK certificate (and chain) from NV, recreates that EK and the AK, and
  * returns the request. Throws `ENROLL_EK_CERT_MISSING` when the TPM holds no EK certificate (for
  * the template asked for).
+ * @example
+ * ```ts
+ * const request = await createEnrollRequest(tpm, { deviceId: 'gw-0042', kernelBootId, ak: { alg: 'ecc' } });
+ * await writeFile('request.json', encodeEnrollRequest(request));
+ * ```
+ * @throws {ENROLL_EK_CERT_MISSING} the TPM has no EK certificate (for `ekTemplate`) in its NV
  */
 export async function createEnrollRequest(tpm: Tpm, options: EnrollRequestOptions): Promise<EnrollRequest> {
   const certificates = await findEkCertificates(tpm);
@@ -99,6 +105,13 @@ export const DEFAULT_CHALLENGE_VALIDITY_MS = 30 * 24 * 3600 * 1000;
  * the EK from its template and equal to the certificate's key) before making anything, then makes
  * the credential. Returns the challenge for the device and the pending state to keep (secret).
  * Throws `ENROLL_AK_ATTRIBUTES`, `ENROLL_EK_CERT_CHAIN`, `ENROLL_EK_MISMATCH` or `ENROLL_BAD_FILE`.
+ * @example
+ * ```ts
+ * const { challenge, pending } = makeEnrollChallenge(request, { anchors: await loadCaDirectory('/etc/imakeep/ek-ca') });
+ * ```
+ * @throws {ENROLL_AK_ATTRIBUTES} the AK is not a restricted signing key with fixedTPM and fixedParent
+ * @throws {ENROLL_EK_CERT_CHAIN} the EK certificate does not chain to `anchors`
+ * @throws {ENROLL_EK_MISMATCH} the EK public key is not the certificate's
  */
 export function makeEnrollChallenge(request: EnrollRequest, options: EnrollChallengeOptions): { challenge: EnrollChallenge; pending: EnrollPending } {
   const now = options.now ?? new Date();
@@ -130,6 +143,13 @@ export function makeEnrollChallenge(request: EnrollRequest, options: EnrollChall
  * `ENROLL_AK_CHANGED` when the AK's Name differs from the challenged one (another TPM, or another
  * AK template), `ENROLL_ACTIVATION_FAILED` (with the TPM's error as cause) when the TPM refuses
  * the credential: it was made for another EK or another Name.
+ * @example
+ * ```ts
+ * const answer = await answerEnrollChallenge(tpm, decodeEnrollChallenge(await readFile('challenge.json', 'utf8')));
+ * ```
+ * @throws {ENROLL_BAD_FILE} the challenge names an unknown EK template or its credential does not decode
+ * @throws {ENROLL_AK_CHANGED} the TPM's AK is not the one the request named
+ * @throws {ENROLL_ACTIVATION_FAILED} the TPM refuses to activate the credential (another TPM, another EK)
  */
 export async function answerEnrollChallenge(tpm: Tpm, challenge: EnrollChallenge): Promise<EnrollAnswer> {
   const template = EK_TEMPLATES.get(challenge.ekTemplate);
@@ -162,6 +182,13 @@ export async function answerEnrollChallenge(tpm: Tpm, challenge: EnrollChallenge
  * Verifier side, pure: checks that `answer` answers `pending` in time, for the same device, with
  * the proof only the activated secret gives, and returns the enrollment record. Throws
  * `ENROLL_UNKNOWN_CHALLENGE`, `ENROLL_CHALLENGE_EXPIRED` or `ENROLL_ACTIVATION_FAILED`.
+ * @example
+ * ```ts
+ * const enrollment = finishEnrollment(pending, answer);   // enrollment.akPublic: the AK to trust
+ * ```
+ * @throws {ENROLL_UNKNOWN_CHALLENGE} the answer is not to this pending challenge
+ * @throws {ENROLL_CHALLENGE_EXPIRED} the challenge is past its validity
+ * @throws {ENROLL_ACTIVATION_FAILED} the answered secret is not the challenge's
  */
 export function finishEnrollment(pending: EnrollPending, answer: EnrollAnswer, now: Date = new Date()): EnrollmentRecord {
   const { request } = pending;

@@ -5,10 +5,9 @@
  * device functions over a `Tpm`, and the versioned JSON files of the exchange. Depends only on `tpm`.
  */
 export { EnrollError, type EnrollErrorCode, type EnrollErrorDetails } from './errors.js';
-export { type AkPolicy, checkAkPublic, checkEkMatchesCertificate, verifyEkCertificateChain } from './checks.js';
-export { loadCaDirectory, parseCertificates } from './ca.js';
+export type { AkPolicy } from './checks.js';
+export { loadCaDirectory } from './ca.js';
 export {
-  DEFAULT_CHALLENGE_VALIDITY_MS,
   type EnrollChallengeOptions,
   type EnrollRequestOptions,
   answerEnrollChallenge,
@@ -17,10 +16,26 @@ export {
   makeEnrollChallenge,
   trustedAkOfEnrollment,
 } from './enroll.js';
-export * from './formats.js';
+export {
+  encodeEnrollChallenge,
+  decodeEnrollChallenge,
+  encodeEnrollAnswer,
+  decodeEnrollAnswer,
+  encodeEnrollPending,
+  decodeEnrollPending,
+  encodeEnrollmentRecord,
+  decodeEnrollmentRecord,
+  type AkSpec,
+  type EnrollRequest,
+  type EnrollChallenge,
+  type EnrollAnswer,
+  type EnrollPending,
+  type EnrollmentRecord,
+  encodeEnrollRequest,
+  decodeEnrollRequest,
+} from './formats.js';
 export {
   KEYLIME_REGISTRAR_API_VERSION,
-  keylimeAuthTag,
   keylimeRegistration,
   registerWithKeylime,
   type KeylimeRegisterBody,

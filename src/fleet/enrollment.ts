@@ -27,6 +27,7 @@ import {
   type EnrollChallenge,
   type EnrollRequest,
 } from '../enroll/index.js';
+import { bytesEqual } from '../base/bytes.js';
 import { EnrollError } from '../enroll/index.js';
 import { FleetError } from './errors.js';
 import type { DeviceRecord, Enrollment, FleetRepository } from './repository.js';
@@ -156,7 +157,7 @@ export class FleetEnrollment {
     const existing = await this.#repository.device(deviceId);
     if (existing === undefined) return undefined;
     if (existing.enrollment === 'refused') throw refused(deviceId);
-    if (existing.ekCertificate !== null && !Buffer.from(existing.ekCertificate).equals(ekCertificate)) {
+    if (existing.ekCertificate !== null && !bytesEqual(existing.ekCertificate, ekCertificate)) {
       throw new FleetError('FLEET_ENROLL_CONFLICT', `device id ${deviceId} is enrolled with another TPM's EK certificate`, { deviceId, check: 'ek-certificate' });
     }
     return existing;

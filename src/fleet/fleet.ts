@@ -45,7 +45,16 @@ export interface Fleet {
   close(): Promise<void>;
 }
 
-/** Opens the database, migrates it, loads the fleet key and listens. */
+/**
+ * Opens the database, migrates it, loads the fleet key and listens.
+ * @example
+ * ```ts
+ * const fleet = await startFleet({ data: '/var/lib/imakeep-fleet', listen: { host: '127.0.0.1', port: 8443 } });
+ * ```
+ * @throws {FLEET_STORAGE} the database cannot be opened or reached
+ * @throws {FLEET_SCHEMA} the database holds a schema newer than this version
+ * @throws {SERVE_INSECURE_BIND} `listen` is off loopback without TLS client certificates
+ */
 export async function startFleet(options: FleetOptions): Promise<Fleet> {
   // The CA directory first: a mistake there must not cost a database open.
   const anchors = options.ca === undefined ? undefined : await loadCaDirectory(options.ca);

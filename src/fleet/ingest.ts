@@ -18,7 +18,7 @@
  * or altered between checkpoints, `FLEET_WRONG_AK`).
  */
 import type { KeyObject } from 'node:crypto';
-import { bytesEqual } from '../ima/index.js';
+import { bytesEqual } from '../base/bytes.js';
 import { PolicyJudge, type RuntimePolicy } from '../policy/index.js';
 import { decodeBundle, formatCursor, type EvidenceBundle, type EvidenceCursor } from '../serve/index.js';
 import { chunkRecords, decodeCheckpoint, decodeChunk, encodeBootRecord, StoreError } from '../store/index.js';
@@ -78,7 +78,7 @@ function sameKey(akPublic: Uint8Array | null, key: KeyObject): boolean {
   } catch {
     return false;
   }
-  return got.equals(key.export({ type: 'spki', format: 'der' }));
+  return bytesEqual(got, key.export({ type: 'spki', format: 'der' }));
 }
 
 /**

@@ -4,13 +4,12 @@
  * (record by record, from a stream, or from a file with the banks spread over threads),
  * boot_aggregate, and a deterministic synthetic workload generator.
  */
-export * from './record.js';
+export { BANKS, DIGEST_SIZE, type BankName, type BankMode, type ImaRecord } from './record.js';
 export { ImaError, ReplayError, type ImaErrorCode, type ImaErrorWhere } from './errors.js';
-export { bankHash, bytesEqual, concatBytes, fromHex, toHex, type Endian } from './hash.js';
+export { bankHash, concatBytes, fromHex, toHex, type Endian } from './hash.js';
 export {
   BinaryListParser,
   MAX_TEMPLATE_DATA_LEN,
-  MAX_TEMPLATE_NAME_LEN,
   binaryRecordLength,
   encodeBinaryList,
   encodeBinaryRecord,
@@ -26,29 +25,18 @@ export {
 export {
   AsciiListParser,
   AsciiListWriter,
-  MAX_ASCII_LINE_LEN,
   formatAsciiLine,
   formatAsciiLineBytes,
   parseAsciiLine,
   parseAsciiList,
   type AsciiOptions,
 } from './ascii.js';
-export {
-  computeTemplateDigest,
-  extendedDigest,
-  isViolation,
-  templateDigest,
-  templateHashInput,
-  toSha1Record,
-} from './digest.js';
+export { computeTemplateDigest, extendedDigest, isViolation, templateDigest, templateHashInput } from './digest.js';
 export {
   BUILTIN_TEMPLATES,
   FIELD_FORMAT,
-  IMA_NAME_MAX,
-  IMA_TEMPLATE,
   convertTemplateData,
   decodeTemplateFields,
-  encodeTemplateData,
   splitTemplateData,
   templateFields,
   type DecodedTemplate,
@@ -70,14 +58,5 @@ export {
   type ReplayUntilMatchOptions,
 } from './replay.js';
 export { bootAggregate } from './boot-aggregate.js';
-export {
-  ImaWorkload,
-  digestNgField,
-  makeRecord,
-  mulberry32,
-  nameNgField,
-  type WorkloadOptions,
-  type WorkloadTemplate,
-} from './generate.js';
 export { recordBatches, replayList, type ListStreamOptions } from './stream.js';
-export { PARALLEL_MIN_BYTES, planShares, readFileChunks, replayFile, type ReplayFileOptions, type ReplayShare } from './replay-file.js';
+export { PARALLEL_MIN_BYTES, replayFile, type ReplayFileOptions, type ReplayShare } from './replay-file.js';

@@ -6,7 +6,8 @@
  */
 import { BANKS, DIGEST_SIZE, type BankMode, type BankName, type ImaRecord } from './record.js';
 import { ImaError, ReplayError } from './errors.js';
-import { bankHashEquals, bankHashInto, bytesEqual, fromHex, isAllZero, toHex, type Endian } from './hash.js';
+import { bytesEqual } from '../base/bytes.js';
+import { bankHashEquals, bankHashInto, fromHex, isAllZero, toHex, type Endian } from './hash.js';
 import { extendedDigest, templateHashInput } from './digest.js';
 
 /** PCR values by index. */

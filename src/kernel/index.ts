@@ -2,21 +2,17 @@
  * The kernel side of imakeep: securityfs probing, the incremental list reader, record removal
  * through the Linux 7.2 interface, errno mapping, and the kernel memory model.
  */
-export { KernelError, errnoOf, toKernelError, type KernelErrorCode, type KernelSyscall } from './errors.js';
+export { KernelError, type KernelErrorCode, type KernelSyscall } from './errors.js';
 export { nodeSecurityfsFiles, type OpenMode, type SecurityfsFiles, type SecurityfsStat } from './files.js';
+export type { ListFormat } from './layout.js';
 export {
-  COUNT_FILE,
-  DEFAULT_SECURITYFS_ROOT,
-  FLUSH_HTABLE_OPTION,
-  IMA_DIR_CANDIDATES,
-  VIOLATIONS_FILE,
-  listFileName,
-  parseListFileName,
-  type ListFormat,
-} from './layout.js';
-export { probeSecurityfs, type KernelCapabilities, type ProbeOptions, type RemovalFlavour, type WriteOpenCheck } from './probe.js';
+  probeSecurityfs,
+  type KernelCapabilities,
+  type ProbeOptions,
+  type RemovalFlavour,
+  type WriteOpenCheck,
+} from './probe.js';
 export {
-  DEFAULT_READ_SIZE,
   MeasurementListReader,
   type DrainOptions,
   type ListBatch,
@@ -34,6 +30,6 @@ export {
   type RequestOptions,
   type RequestResult,
 } from './remove.js';
-export { DEFAULT_BUSY_RETRY, retryOnBusy, type BusyRetryPolicy } from './retry.js';
-export { X86_64_KMEM, kmallocSize, recordKmem, type KmemModel, type RecordKmem } from './kmem.js';
+export { retryOnBusy, type BusyRetryPolicy } from './retry.js';
+export { X86_64_KMEM, recordKmem, type KmemModel, type RecordKmem } from './kmem.js';
 export { readCounter } from './counters.js';

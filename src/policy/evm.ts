@@ -26,6 +26,7 @@
  * docs/policy.md#evm-signatures-evm-sig.
  */
 import { createHash } from 'node:crypto';
+import { bytesEqual } from '../base/bytes.js';
 import {
   checkSignature,
   EVM_IMA_XATTR_DIGSIG,
@@ -92,8 +93,8 @@ function hMisc(fields: EvmFields, endian: Endian): Uint8Array {
 /** Whether `security.ima` binds the file digest `digest` of algorithm `algo`. */
 function imaBinds(ima: Uint8Array, digest: Uint8Array, algo: string, keys: Keyring): boolean {
   const type = ima[0];
-  if (type === IMA_XATTR_DIGEST_NG) return HASH_ALGOS[ima[1] ?? -1]?.name === algo && Buffer.from(ima.subarray(2)).equals(digest);
-  if (type === IMA_XATTR_DIGEST) return algo === 'sha1' && Buffer.from(ima.subarray(1)).equals(digest);
+  if (type === IMA_XATTR_DIGEST_NG) return HASH_ALGOS[ima[1] ?? -1]?.name === algo && bytesEqual(ima.subarray(2), digest);
+  if (type === IMA_XATTR_DIGEST) return algo === 'sha1' && bytesEqual(ima.subarray(1), digest);
   if (type === EVM_IMA_XATTR_DIGSIG) {
     const sig = parseImaSignature(ima);
     return sig !== null && checkSignature(sig, digest, algo, keys) === 'valid';

@@ -36,7 +36,8 @@
  * Memory is bounded whatever the log's length: counters, the learned keys (at most
  * {@link MAX_LEARNED_KEYS}), and the findings the caller chooses to collect.
  */
-import { bytesEqual, computeTemplateDigest, decodeTemplateFields, isViolation, toHex, type Endian, type ImaRecord, type TemplateField } from '../ima/index.js';
+import { bytesEqual } from '../base/bytes.js';
+import { computeTemplateDigest, decodeTemplateFields, isViolation, toHex, type Endian, type ImaRecord, type TemplateField } from '../ima/index.js';
 import type { DigestIndex } from './digest-index.js';
 import type { RuntimePolicy } from './policy.js';
 import { checkEvmSignature, type EvmFields, type EvmStatus } from './evm.js';

@@ -26,6 +26,7 @@
  * from an unknown key.
  */
 import { createHash } from 'node:crypto';
+import { bytesEqual } from '../base/bytes.js';
 import { child, children, contents, DerShapeError, encoding, oidText, readTlv, type Tlv } from './der.js';
 import { issuerSerialOf, verifiableHash, verifyDigestSignature, type Keyring, type SignatureStatus, type VerificationKey } from './signatures.js';
 
@@ -124,7 +125,7 @@ export function checkModsig(pkcs7: Uint8Array, digest: Uint8Array, digestAlgo: s
   if (signer.digestAlgo !== digestAlgo) return 'hash-mismatch';
   const nodeHash = verifiableHash(signer.digestAlgo);
   if (nodeHash === undefined) return 'unsupported';
-  if (signer.signedAttributes !== null && !createHash(nodeHash).update(signer.signedAttributes).digest().equals(digest)) return 'hash-mismatch';
+  if (signer.signedAttributes !== null && !bytesEqual(createHash(nodeHash).update(signer.signedAttributes).digest(), digest)) return 'hash-mismatch';
   const verifies = (key: VerificationKey): boolean => verifyDigestSignature(key, signer.digestAlgo, digest, signer.signature);
   if (signer.keyId !== undefined) {
     const key = keys.get(signer.keyId);

@@ -241,6 +241,17 @@ export function loadRuntimePolicy(value: unknown): RuntimePolicy {
 /**
  * Parses and validates a policy file's bytes or text (UTF-8 JSON), the digest maps read straight
  * into compact indexes (src/policy/policy-json.ts).
+ * @example
+ * ```ts
+ * const judge = new PolicyJudge(parseRuntimePolicy(await readFile('runtime-policy.json')));
+ * ```
+ * @throws {POLICY_TOO_LARGE} the input, or a list in it, is past its limit
+ * @throws {POLICY_BAD_JSON} not JSON
+ * @throws {POLICY_VERSION} not a version-1 Keylime runtime policy
+ * @throws {POLICY_SCHEMA} a field of the wrong shape (the error names it)
+ * @throws {POLICY_BAD_REGEX} an exclude is not a valid regular expression
+ * @throws {POLICY_REGEX_UNSUPPORTED} an exclude Python accepts and this translation cannot match the same way
+ * @throws {POLICY_BAD_KEY} a verification key does not parse
  */
 export function parseRuntimePolicy(input: string | Uint8Array): RuntimePolicy {
   const size = typeof input === 'string' ? Buffer.byteLength(input) : input.length;

@@ -3,11 +3,9 @@
  * kernel tail), a Keylime-compatible quote endpoint, evidence bundles for devices that sync later,
  * status and metrics, over a unix socket or loopback/TLS TCP (design.md "Serving").
  */
-export { ServeError, SERVE_ERROR_STATUS, type ServeErrorCode, type ServeErrorDetails } from './errors.js';
+export { ServeError, type ServeErrorCode, type ServeErrorDetails } from './errors.js';
 export type { KernelTail, MetricSample, StatusSource, TailBatch } from './sources.js';
 export {
-  bootBanks,
-  logBatches,
   logCount,
   openLog,
   type IndexedBatch,
@@ -29,27 +27,14 @@ export {
   type EvidenceCursor,
 } from '../store/index.js';
 export { buildBundle, parseCursor, DEFAULT_BUNDLE_LIMITS, type BuiltBundle, type BundleLimits } from './evidence.js';
-export {
-  KEYLIME_API_VERSION,
-  KEYLIME_DATA_PCR,
-  MAX_KEYLIME_NONCE,
-  keylimeBindingDigests,
-  keylimeQuoteBody,
-  keylimeQuoteFields,
-  keylimeQuoteString,
-  parseKeylimeMask,
-  parseKeylimeNonce,
-  payloadPublicPem,
-  type KeylimeOptions,
-} from './keylime.js';
+export type { KeylimeOptions } from './keylime.js';
 export { openPayloadKey } from './keylime-key.js';
 export { formatPrometheus, PROMETHEUS_CONTENT_TYPE } from './metrics.js';
-export { ApiHandler, openLogQuery, Query, type ApiOptions, type ClosableIterator } from './http.js';
+export { openLogQuery, Query, type ApiOptions, type ClosableIterator } from './http.js';
 export {
-  DEFAULT_SERVER_LIMITS,
-  isLoopback,
   startApiServer,
   startHttpServer,
+  isLoopback,
   type ApiServer,
   type BoundServer,
   type BindAddress,

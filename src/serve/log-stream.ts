@@ -120,6 +120,14 @@ export async function logCount(source: LogSource, boot: number): Promise<number>
  * Checks a log request and opens it. Throws `SERVE_UNKNOWN_BOOT`, `SERVE_UNKNOWN_BANK`, or
  * `SERVE_RANGE` for `from` past the end; `from` equal to the record count is an empty log (what a
  * Keylime verifier expects when it asks for entry == count, rust-keylime `keylime/src/ima/measurement_list.rs`).
+ * @example
+ * ```ts
+ * const log = await openLog({ store }, { from: 1000, format: 'ascii' });
+ * for await (const bytes of log.bytes()) process.stdout.write(bytes);
+ * ```
+ * @throws {SERVE_UNKNOWN_BOOT} no such boot in the store
+ * @throws {SERVE_UNKNOWN_BANK} the boot's kernel has no list for `bank`
+ * @throws {SERVE_RANGE} `from` past the boot's record count
  */
 export async function openLog(source: LogSource, query: LogQuery): Promise<OpenLog> {
   const boot = query.boot ?? source.store.currentBoot;

@@ -3,45 +3,21 @@
  * (design.md "Store schema").
  */
 export { StoreError, type StoreErrorCode, type StoreErrorDetails } from './errors.js';
-export { encodeValue, decodeValue, MAX_VALUE_BYTES } from './cbor.js';
-export { FieldReader } from './shape.js';
-export {
-  type KeyRange,
-  META_KEY,
-  MAX_BOOT,
-  bootKey,
-  chunkKey,
-  checkpointKey,
-  journalKey,
-  bootRange,
-  chunkRange,
-  checkpointRange,
-  bootOfKey,
-  indexOfKey,
-  formatKey,
-} from './keys.js';
+export { type KeyRange, META_KEY, MAX_BOOT, chunkKey, formatKey } from './keys.js';
 export {
   type Chunk,
   type ChunkDraft,
   type ChunkBounds,
   DEFAULT_CHUNK_BOUNDS,
-  CHUNK_HASH_SIZE,
   ChunkBuilder,
-  encodeChunk,
   decodeChunk,
   type ChunkReference,
   type ChunkEntry,
-  encodeChunkReference,
-  decodeChunkEntry,
   chunkHash,
   checkChunkBody,
   chunkRecords,
-  replayStateValue,
-  decodeReplayState,
 } from './chunk.js';
 export {
-  STORE_SCHEMA_VERSION,
-  EMPTY_JOURNAL,
   type StoreMeta,
   type ListEndianness,
   type BootInfo,
@@ -54,20 +30,15 @@ export {
   type KernelHeadFacts,
   type StagedListState,
   type Journal,
-  encodeMeta,
-  decodeMeta,
   encodeBootRecord,
   decodeBootRecord,
-  bootInfoValue,
   encodeCheckpoint,
   decodeCheckpoint,
-  encodeJournal,
-  decodeJournal,
 } from './values.js';
 export type { BatchOperation, IterateOptions, DatabaseIterator, StoreDatabase } from './database.js';
 export { ImaStore, type ImaStoreOptions, type StoredRecord, type StoredChunk, type DropBootOptions } from './store.js';
-export { openStore, type OpenStoreOptions, type LevelTuning, DEVICE_LEVEL_OPTIONS, SEGMENTS_DIRECTORY } from './level.js';
-export { type ChunkSegments, type SegmentReader, SegmentFiles } from './segments.js';
+export { openStore, type OpenStoreOptions, type LevelTuning } from './level.js';
+export type { ChunkSegments, SegmentReader } from './segments.js';
 export { replayAt } from './replay-at.js';
 export {
   chainedNonceV1,

@@ -75,6 +75,13 @@ export const SEGMENTS_DIRECTORY = 'segments';
  * Opens (creating if needed) the store in LevelDB directory `location`, chunk values in segment
  * files under `location/segments`. Throws `STORE_LOCKED` if another process has it open,
  * `STORE_VERSION` if a newer imakeep wrote it.
+ * @example
+ * ```ts
+ * const store = await openStore('/var/lib/imakeep');
+ * ```
+ * @throws {STORE_LOCKED} another process holds the store (LevelDB admits one)
+ * @throws {STORE_VERSION} the store's schema is newer than this version
+ * @throws {STORE_CORRUPT} the store's metadata does not decode
  */
 export async function openStore(location: string, options: OpenStoreOptions = {}): Promise<ImaStore> {
   const db = new Level<Uint8Array, Uint8Array>(location, {

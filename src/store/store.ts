@@ -4,6 +4,8 @@
  * storing a checkpoint, journal entries — is one synced batch (Invariants 1 and 3). Reads stream a
  * chunk at a time (Invariant 4).
  */
+import { bytesEqual } from '../base/bytes.js';
+import { SerialQueue } from '../base/serial-queue.js';
 import type { ImaRecord } from '../ima/index.js';
 import {
   type Chunk,
@@ -140,8 +142,8 @@ export class ImaStore {
   #meta: StoreMeta;
   /** The current (latest) boot and its metadata as stored, or undefined before the first boot. */
   #current: CurrentBoot | undefined;
-  /** Tail of the write queue: writes run one after another. */
-  #writes: Promise<unknown> = Promise.resolve();
+  /** The write queue: writes run one after another. */
+  readonly #writes = new SerialQueue();
   /**
    * Set after a failed write. LevelDB may have appended a torn record to its log; records appended
    * behind it are dropped by the log reader on the next open, and a failed background compaction
@@ -228,7 +230,7 @@ export class ImaStore {
 
   /** Closes the database; pending writes finish first. */
   async close(): Promise<void> {
-    await this.#writes.catch(() => undefined);
+    await this.#writes.idle();
     await this.#segments?.close();
     await this.#db.close();
   }
@@ -251,9 +253,7 @@ export class ImaStore {
       }
       return task();
     };
-    const result = this.#writes.then(run, run);
-    this.#writes = result.catch(() => undefined);
-    return result;
+    return this.#writes.run(run);
   }
 
   /** One synced batch; on failure the store reopens before its next write. */
@@ -661,7 +661,7 @@ class ChunkValues {
     const value = await (await this.#open(name)).read(offset, length);
     if (value.length !== length) throw FieldReader.corrupt(name, `refers to bytes ${offset}..${offset + length} of segment ${this.#boot}, which ends at ${offset + value.length}`);
     const actual = chunkHash(value);
-    if (Buffer.compare(actual, hash) !== 0) throw FieldReader.corrupt(name, `refers to bytes ${offset}..${offset + length} of segment ${this.#boot}, which do not hash to the reference's hash`);
+    if (!bytesEqual(actual, hash)) throw FieldReader.corrupt(name, `refers to bytes ${offset}..${offset + length} of segment ${this.#boot}, which do not hash to the reference's hash`);
     const chunk = decodeChunk(value, name);
     if (chunk.firstIndex !== firstIndex || chunk.count !== count) throw FieldReader.corrupt(name, `reference says records ${firstIndex}+${count}, its chunk ${chunk.firstIndex}+${chunk.count}`);
     return { key: name, chunk, value, hash };
@@ -706,7 +706,7 @@ async function removeOrphanSegments(db: StoreDatabase, segments: ChunkSegments):
 
 function checkLink(boot: number, previous: StoredChunk, next: StoredChunk): void {
   const expected = previous.chunk.firstIndex + previous.chunk.count;
-  const linked = next.chunk.prevHash !== null && Buffer.compare(next.chunk.prevHash, previous.hash) === 0;
+  const linked = next.chunk.prevHash !== null && bytesEqual(next.chunk.prevHash, previous.hash);
   if (next.chunk.firstIndex !== expected || !linked) {
     throw new StoreError(
       'STORE_CHAIN_BROKEN',

@@ -10,6 +10,7 @@
  * swtpm_setup writes an L-1 RSA EK certificate at 0x01C00002 and an H-3 ECC NIST P-384 EK
  * certificate at 0x01C00016.
  */
+import { bytesEqual } from '../base/bytes.js';
 import { CreatePrimary } from './commands.js';
 import { TPM_ALG, TPM_ECC, TPM_RH } from './constants.js';
 import { TpmWriter } from './marshal.js';
@@ -114,7 +115,7 @@ export const EK_TEMPLATES: ReadonlyMap<EkTemplateName, EkTemplate> = new Map(SPE
 
 /** The template an EK was made from: the one whose bytes before `unique` equal the EK's, if any. */
 export function ekTemplateOf(ekPublicArea: Uint8Array): EkTemplate | undefined {
-  return [...EK_TEMPLATES.values()].find((t) => Buffer.from(ekPublicArea.subarray(0, t.parametersLength)).equals(t.bytes.subarray(0, t.parametersLength)));
+  return [...EK_TEMPLATES.values()].find((t) => bytesEqual(ekPublicArea.subarray(0, t.parametersLength), t.bytes.subarray(0, t.parametersLength)));
 }
 
 /** NV indices of the EK certificate chain (EK Credential Profile 2.x: 0x01C00100 to 0x01C001FF). */

@@ -5,7 +5,8 @@
  */
 import type { BankName } from '../base/banks.js';
 import { refsOf, type PcrRef, type PcrSelection, type PcrValue, type QuoteAttest } from './structures.js';
-import { computePcrDigest, equalBytes, publicKeyFromTpm2b, verifyQuote } from './verify.js';
+import { bytesEqual } from '../base/bytes.js';
+import { computePcrDigest, publicKeyFromTpm2b, verifyQuote } from './verify.js';
 
 /**
  * A quote as the TPM signed it, its signature not yet checked, with no PCR values: which values it
@@ -70,7 +71,7 @@ export interface QuotedDigest {
 /** True if `values` are the PCR values the quote attests (their hash is its pcrDigest, Part 3 §18.4.1). */
 export function quoteFits(quote: QuotedDigest, values: readonly PcrValue[]): boolean {
   const digest = computePcrDigest(quote.parsed.pcrSelections, values, quote.digestAlg);
-  return digest !== undefined && equalBytes(digest, quote.parsed.pcrDigest);
+  return digest !== undefined && bytesEqual(digest, quote.parsed.pcrDigest);
 }
 
 /**

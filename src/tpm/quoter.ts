@@ -6,6 +6,7 @@
  * between another's CreatePrimary and Quote made that user's AK vanish.
  */
 import type { BankName } from '../base/banks.js';
+import { SerialQueue } from '../base/serial-queue.js';
 import { Quote } from './commands.js';
 import { TpmError } from './errors.js';
 import type { PcrBinder, QuoteSource, QuoteWithPcrs, SignedQuote } from './quote.js';
@@ -27,7 +28,7 @@ export interface TpmQuoterOptions {
 }
 
 /** The operations queued on each `Tpm`, shared by every quoter over it. */
-const queues = new WeakMap<Tpm, { tail: Promise<unknown> }>();
+const queues = new WeakMap<Tpm, SerialQueue>();
 
 /**
  * Serialises every use of a `Tpm`: one operation (AK created, used, flushed, connection released)
@@ -38,13 +39,13 @@ export class TpmQuoter implements QuoteSource, PcrBinder {
   readonly #tpm: Tpm;
   readonly #ak: { readonly alg: AkAlgorithm; readonly hierarchy: AkHierarchy };
   readonly #release: boolean;
-  readonly #queue: { tail: Promise<unknown> };
+  readonly #queue: SerialQueue;
 
   constructor(tpm: Tpm, options: TpmQuoterOptions = {}) {
     this.#tpm = tpm;
     this.#ak = { alg: options.alg ?? 'ecc', hierarchy: options.hierarchy ?? 'endorsement' };
     this.#release = options.releaseAfterUse ?? true;
-    const queue = queues.get(tpm) ?? { tail: Promise.resolve() };
+    const queue = queues.get(tpm) ?? new SerialQueue();
     queues.set(tpm, queue);
     this.#queue = queue;
   }
@@ -101,7 +102,7 @@ export class TpmQuoter implements QuoteSource, PcrBinder {
 
   /** Closes the connection after the operations queued so far. */
   async close(): Promise<void> {
-    await this.#queue.tail;
+    await this.#queue.idle();
     await this.#tpm.close();
   }
 
@@ -130,8 +131,6 @@ export class TpmQuoter implements QuoteSource, PcrBinder {
         if (this.#release) await this.#tpm.close();
       }
     };
-    const result = this.#queue.tail.then(run, run);
-    this.#queue.tail = result.catch(() => undefined);
-    return result;
+    return this.#queue.run(run);
   }
 }

@@ -9,6 +9,7 @@
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
+import { SerialQueue } from '../base/serial-queue.js';
 import { MAX_RESPONSE_SIZE, RESPONSE_HEADER_SIZE } from './command.js';
 import { TpmProtocolError, TpmTransportError } from './errors.js';
 
@@ -18,17 +19,6 @@ export interface TpmTransport {
   send(command: Uint8Array): Promise<Uint8Array>;
   /** Releases the connection or device; a later `send` may reopen it. */
   close(): Promise<void>;
-}
-
-/** Runs async tasks one at a time in call order. */
-class SerialQueue {
-  private tail: Promise<unknown> = Promise.resolve();
-
-  run<T>(task: () => Promise<T>): Promise<T> {
-    const result = this.tail.then(task);
-    this.tail = result.catch(() => undefined);
-    return result;
-  }
 }
 
 /** Options of the TCP transport. */

@@ -5,6 +5,7 @@
  * (enrolled out of band, or bound to an EK certificate); nothing here establishes that.
  */
 import { createHash, createPublicKey, verify as cryptoVerify, type KeyObject } from 'node:crypto';
+import { bytesEqual } from '../base/bytes.js';
 import { ImakeepError } from '../errors.js';
 import { BANK_ALG, TPM_ECC, bankOfAlg } from './constants.js';
 import { TpmProtocolError } from './errors.js';
@@ -42,7 +43,6 @@ export class QuoteVerifyError extends ImakeepError {
 
 const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 /** Byte-wise equality (the quote's values are public: no constant-time compare needed). */
-export const equalBytes = (a: Uint8Array, b: Uint8Array): boolean => Buffer.from(a).equals(b);
 
 /** Node hash name of a TPM hash algorithm (the same names as the PCR banks). */
 function hashName(alg: number): string {
@@ -156,6 +156,15 @@ export interface VerifyQuoteInput {
  * Verifies a quote: parse, signature, nonce, PCR selection, PCR digest, in that order, each
  * failure its own `QuoteVerifyError` code. Returns the parsed attestation. Clock and counters are
  * returned, not judged: that is the caller's policy.
+ * @example
+ * ```ts
+ * verifyQuote({ attest: q.attest, signature: q.signature, akPublic: publicKeyFromTpm2b(q.akPublic), nonce, pcrs: q.pcrs });
+ * ```
+ * @throws {QUOTE_BAD_ATTEST} the attest is not a TPMS_ATTEST of a quote
+ * @throws {QUOTE_BAD_SIGNATURE} the signature does not verify with `akPublic`
+ * @throws {QUOTE_NONCE_MISMATCH} the quote's qualifying data is not `nonce`
+ * @throws {QUOTE_PCR_SELECTION_MISMATCH} the quoted PCRs are not those of `pcrs`
+ * @throws {QUOTE_PCR_DIGEST_MISMATCH} `pcrs` do not hash to the quoted digest
  */
 export function verifyQuote(input: VerifyQuoteInput): QuoteAttest {
   let attest: QuoteAttest;
@@ -173,7 +182,7 @@ export function verifyQuote(input: VerifyQuoteInput): QuoteAttest {
     throw new QuoteVerifyError('QUOTE_BAD_SIGNATURE', `signature: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
   if (!valid) throw new QuoteVerifyError('QUOTE_BAD_SIGNATURE', 'signature does not verify over the attest bytes with the AK');
-  if (!equalBytes(attest.extraData, input.nonce)) {
+  if (!bytesEqual(attest.extraData, input.nonce)) {
     throw new QuoteVerifyError('QUOTE_NONCE_MISMATCH', `quote nonce ${toHex(attest.extraData)}, expected ${toHex(input.nonce)}`);
   }
   // The same set of PCRs, in any order, each once; the quote's own order decides the digest.
@@ -187,7 +196,7 @@ export function verifyQuote(input: VerifyQuoteInput): QuoteAttest {
     throw new QuoteVerifyError('QUOTE_PCR_SELECTION_MISMATCH', `quote covers ${describe(quoted)}, PCR values given for ${given}`);
   }
   const digest = computePcrDigest(quoted, input.pcrs, sig.hashAlg);
-  if (digest === undefined || !equalBytes(digest, attest.pcrDigest)) {
+  if (digest === undefined || !bytesEqual(digest, attest.pcrDigest)) {
     throw new QuoteVerifyError(
       'QUOTE_PCR_DIGEST_MISMATCH',
       `PCR values hash to ${digest === undefined ? '?' : toHex(digest)}, quote says ${toHex(attest.pcrDigest)}`,

@@ -4,14 +4,11 @@
  * continuity across chunks, bundles and boots; the first failure reported precisely.
  */
 export { VerifyError, type VerifyErrorCode, type VerifyErrorDetails } from './errors.js';
-export { clockOrderViolation } from './chain.js';
 export { chainedNonceV1, checkpointNonce, checkpointNonceV2, bootBinding, type QuoteLink } from '../store/index.js';
 export {
   EvidenceVerifier,
   trustedAkFromPem,
   noTrustedAk,
-  V1_UNSIGNED_FIELDS,
-  V2_UNSIGNED_FIELDS,
   type BundleReport,
   type SegmentReport,
   type VerifierOptions,
@@ -20,7 +17,6 @@ export {
 export { verifyStateFromJson, verifyStateToJson, type VerifyStateJson } from './state.js';
 export { verifyLogAgainstQuote, type LogQuote, type LogReport } from './log.js';
 export {
-  EAR_PROFILE,
   fleetKeyFromPem,
   signEarToken,
   verifyEarToken,

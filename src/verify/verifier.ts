@@ -27,7 +27,8 @@
  * Memory: one bundle (bounded by the exporter) and one chunk's records at a time.
  */
 import { createPublicKey, type KeyObject } from 'node:crypto';
-import { bytesEqual, convertTemplateData, ImaError, PcrReplay, toHex, type BankMode, type BankName, type ImaRecord, type PcrReplayState } from '../ima/index.js';
+import { bytesEqual } from '../base/bytes.js';
+import { convertTemplateData, ImaError, PcrReplay, toHex, type BankMode, type BankName, type ImaRecord, type PcrReplayState } from '../ima/index.js';
 import {
   chainedNonceV1,
   checkpointNonce,
@@ -201,7 +202,22 @@ export class EvidenceVerifier {
     return this.#state;
   }
 
-  /** Verifies one bundle's bytes; throws {@link VerifyError} at the first failure. */
+  /**
+   * Verifies one bundle's bytes; throws {@link VerifyError} at the first failure.
+   * @example
+   * ```ts
+   * const verifier = new EvidenceVerifier({ trustedAk: trustedAkFromPem(await readFile('ak.pem')) });
+   * const report = verifier.verify(new Uint8Array(await readFile('bundle.cbor')));
+   * ```
+   * @throws {VERIFY_BUNDLE_CORRUPT} the bytes are not a bundle, or a value in it does not decode
+   * @throws {VERIFY_AK} the bundle's AK is not the trusted one
+   * @throws {VERIFY_SIGNATURE} a checkpoint's quote signature or nonce does not verify
+   * @throws {VERIFY_NONCE_CHAIN} a checkpoint does not chain to the one before it
+   * @throws {VERIFY_CHAIN_GAP} chunks or bundles are not contiguous (a cursor other than the state's)
+   * @throws {VERIFY_REPLAY} the records do not replay to the quoted PCR values
+   * @throws {VERIFY_CLOCK_ORDER} the quotes' TPM clock goes backwards
+   * @throws {VERIFY_UNSIGNED} strict: records or fields no signature covers
+   */
   verify(bytes: Uint8Array): BundleReport {
     const bundle = decoded(() => decodeBundle(bytes), 'bundle', { check: 'bundle-decode' });
     if (this.#deviceId !== undefined && bundle.deviceId !== this.#deviceId) {
@@ -283,7 +299,7 @@ export class EvidenceVerifier {
     const trusted = this.#trustedAk ?? parsed.key;
     const want = trusted.export({ type: 'spki', format: 'der' });
     const got = parsed.key.export({ type: 'spki', format: 'der' });
-    if (!want.equals(got)) {
+    if (!bytesEqual(want, got)) {
       throw new VerifyError('VERIFY_AK', `the bundle AK is not the ${this.#akTrust === 'pinned' ? 'trusted AK' : 'AK trusted on first use'}`, {
         check: 'ak-trusted',
         expected: want.toString('hex'),

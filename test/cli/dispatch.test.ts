@@ -13,7 +13,7 @@ import { REPO_ROOT } from '../ima/_fixtures.js';
 const CLI = join(REPO_ROOT, 'dist/src/cli.js');
 
 /** Every verb of the table in `src/cli.ts` (the first test checks the top-level usage lists exactly these). */
-const VERBS = ['replay', 'convert', 'tpm', 'sim', 'run', 'status', 'log', 'serve', 'export', 'verify', 'policy', 'fleet', 'enroll', 'keylime'];
+const VERBS = ['replay', 'convert', 'tpm', 'run', 'status', 'log', 'serve', 'export', 'verify', 'policy', 'fleet', 'enroll', 'keylime'];
 
 function cli(args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [CLI, ...args], { timeout: 30_000, encoding: 'utf8' });
@@ -58,7 +58,6 @@ test('a missing required option exits 2 with exactly one stderr line naming it',
     { args: ['log'], message: '--store is required (imakeep log --help)' },
     { args: ['status', '--json'], message: '--store is required (imakeep status --help)' },
     { args: ['serve'], message: '--store is required (imakeep serve --help)' },
-    { args: ['sim'], message: '--mount is required (imakeep sim --help)' },
     { args: ['convert', '-'], message: '--to is required (imakeep convert --help)' },
     { args: ['tpm', 'quote', '--out', '/nonexistent'], message: '--nonce is required (imakeep tpm --help)' },
     { args: ['verify'], message: 'give at least one BUNDLE or LOG (imakeep verify --help)' },
@@ -77,7 +76,9 @@ test('a bad option value exits 2 with one line naming the option and the value',
     { args: ['export', '--store', '/x', '--out', '/x', '--max-bytes', '0'], message: "--max-bytes must be a positive integer, not '0' (imakeep export --help)" },
     { args: ['log', '--store', '/x', '--from', '0x10'], message: "--from must be a non-negative integer, not '0x10' (imakeep log --help)" },
     { args: ['log', '--store', '/x', '--format', 'xml'], message: "--format must be one of binary, ascii, not 'xml' (imakeep log --help)" },
-    { args: ['sim', '--mount', '/x', '--banks', 'sha1,md5'], message: "--banks: unknown bank 'md5' (sha1, sha256, sha384, sha512) (imakeep sim --help)" },
+    { args: ['tpm', 'quote', '--nonce', '00', '--out', '/x', '--pcrs', 'md5:10'], message: "PCR list 'md5:10': unknown bank 'md5' (sha1, sha256, sha384, sha512) (imakeep tpm --help)" },
+    { args: ['tpm', 'quote', '--nonce', '00', '--out', '/x', '--pcrs', '10'], message: "bad PCR list '10': expected e.g. sha1:10,sha256:10 (imakeep tpm --help)" },
+    { args: ['tpm', 'quote', '--nonce', '00', '--out', '/x', '--pcrs', 'sha1:x'], message: "bad PCR list 'sha1:x': expected e.g. sha1:10,sha256:10 (imakeep tpm --help)" },
     { args: ['tpm', 'bogus'], message: "unknown tpm subcommand 'bogus' (one of pcrread, quote, verify) (imakeep tpm --help)" },
   ];
   for (const { args, message } of cases) {
@@ -91,7 +92,8 @@ test('a reader of stdout that goes away (`convert … | head -1`): exit 0, nothi
   const { spawn } = await import('node:child_process');
   const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs');
   const { tmpdir } = await import('node:os');
-  const { ImaWorkload, encodeBinaryList } = await import('../../src/ima/index.js');
+  const { encodeBinaryList } = await import('../../src/ima/index.js');
+  const { ImaWorkload } = await import('../../src/testing/index.js');
   const dir = mkdtempSync(join(tmpdir(), 'imakeep-epipe-'));
   try {
     // Far more ASCII than a pipe buffer holds: the writes meet the closed pipe.

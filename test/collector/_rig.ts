@@ -10,11 +10,11 @@ import { join } from 'node:path';
 import { startSecurityfsEmulator, type SecurityfsEmulator } from '../../hw/securityfs/emulator.js';
 import { startSwtpm, type SwtpmInstance } from '../../hw/swtpm.js';
 import { startTpmProxy } from '../../hw/tpm-proxy.js';
-import { ImaWorkload, PcrReplay, parseBinaryList, type BankName, type ImaRecord, type WorkloadOptions } from '../../src/ima/index.js';
+import { PcrReplay, parseBinaryList, type BankName, type ImaRecord } from '../../src/ima/index.js';
 import { openStore, type ImaStore } from '../../src/store/index.js';
 import { Tpm, TpmQuoter, type QuoteSource } from '../../src/tpm/index.js';
 import { Collector, type CollectorOptions } from '../../src/collector/index.js';
-import { collectorTail } from '../../src/daemon/index.js';
+import { ImaWorkload, collectorTail, type WorkloadOptions } from '../../src/testing/index.js';
 import { openLog, type LogQuery } from '../../src/serve/index.js';
 
 /** Banks the rig's TPM extends and the collector quotes. */

@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { CollectorStep } from '../../src/collector/index.js';
-import { mulberry32 } from '../../src/ima/index.js';
+import { mulberry32 } from '../../src/testing/index.js';
 import { startRig, type Rig } from './_rig.js';
 import { runCli, startDaemon } from './_daemon.js';
 

@@ -13,7 +13,7 @@ import type { Collector } from '../../src/collector/index.js';
 import { startApiServer, type ApiServer } from '../../src/serve/index.js';
 import { TpmQuoter, decodePcrBlob, verifyQuote } from '../../src/tpm/index.js';
 import { get, json } from '../serve/_http.js';
-import { collectorTail } from '../../src/daemon/index.js';
+import { collectorTail } from '../../src/testing/index.js';
 import { startRig, type Rig } from './_rig.js';
 
 describe('daemon: collector and API share the TPM', () => {

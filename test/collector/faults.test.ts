@@ -11,9 +11,10 @@ import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { encodeBinaryList, makeRecord, nameNgField, digestNgField, type ImaRecord } from '../../src/ima/index.js';
+import { encodeBinaryList, type ImaRecord } from '../../src/ima/index.js';
 import { CollectorError, type Collector, type CollectorStep, type FlavorChoice } from '../../src/collector/index.js';
 import { collectLog, quotesWith, replayPcr10, startRig, tpmPcr10, type Rig } from './_rig.js';
+import { makeRecord, nameNgField, digestNgField } from '../../src/testing/index.js';
 
 /** What a crash looks like to the cycle: the hook throws at the step. */
 class SimulatedCrash extends Error {}

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ImaWorkload, PcrReplay, encodeBinaryList, type ImaRecord } from '../../src/ima/index.js';
+import { PcrReplay, encodeBinaryList, type ImaRecord } from '../../src/ima/index.js';
 import type { KernelCapabilities } from '../../src/kernel/index.js';
 import { ChunkBuilder, openStore } from '../../src/store/index.js';
 import {
@@ -23,7 +23,7 @@ import {
   type RecoveryReads,
 } from '../../src/collector/index.js';
 import type { Journal } from '../../src/store/index.js';
-import { parseCrashAt } from '../../src/testing/index.js';
+import { parseCrashAt, ImaWorkload } from '../../src/testing/index.js';
 
 function records(n: number, seed = 1): ImaRecord[] {
   return [...new ImaWorkload({ seed, template: 'mixed', violationRate: 0.05 }).records(n)];

@@ -17,13 +17,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startSwtpm, type SwtpmInstance } from '../../hw/swtpm.js';
-import {
-  checkEkMatchesCertificate,
-  keylimeRegistration,
-  registerWithKeylime,
-  type KeylimeRegisterBody,
-} from '../../src/enroll/index.js';
+import { keylimeRegistration, registerWithKeylime, type KeylimeRegisterBody } from '../../src/enroll/index.js';
 import { TPM_ALG, Tpm, encodeCredentialFile, makeCredential, newCredentialSecret, parseTpm2bPublic, tpmName, type TpmPublic } from '../../src/tpm/index.js';
+import { checkEkMatchesCertificate } from '../../src/testing/index.js';
 
 const run = promisify(execFile);
 const CLI = new URL('../../src/cli.js', import.meta.url).pathname;

@@ -5,8 +5,9 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { migrate, openRepository, SCHEMA_VERSION, type FleetRepository, type SqlDatabase } from '../../src/fleet/index.js';
+import { openRepository, type FleetRepository, type SqlDatabase } from '../../src/fleet/index.js';
 import { BACKENDS, postgresBackend, type Backend } from './_backends.js';
+import { migrate, SCHEMA_VERSION } from '../../src/testing/index.js';
 
 const bytes = (...b: number[]): Uint8Array => Uint8Array.from(b);
 

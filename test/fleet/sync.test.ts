@@ -7,7 +7,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { backoffDelay, FleetSync, FRESH_PCR } from '../../src/daemon/fleet-sync.js';
+import { backoffDelay, FleetSync, FRESH_PCR } from '../../src/testing/index.js';
 import { CollectedDevice } from '../serve/_collected.js';
 import { bundleFrom, call, enrollDevice, pushBundle, testFleet } from './_fleet.js';
 

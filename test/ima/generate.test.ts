@@ -1,17 +1,8 @@
 /** The synthetic workload generator: deterministic, kernel-shaped, at the requested rates. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  ImaWorkload,
-  PcrReplay,
-  decodeTemplateFields,
-  encodeBinaryList,
-  formatAsciiLineBytes,
-  isViolation,
-  parseAsciiLine,
-  parseBinaryList,
-  toHex,
-} from '../../src/ima/index.js';
+import { PcrReplay, decodeTemplateFields, encodeBinaryList, formatAsciiLineBytes, isViolation, parseAsciiLine, parseBinaryList, toHex } from '../../src/ima/index.js';
+import { ImaWorkload } from '../../src/testing/index.js';
 
 test('same seed and options → byte-identical records; another seed → different ones', () => {
   const a = encodeBinaryList(new ImaWorkload({ seed: 7, template: 'mixed', violationRate: 0.05 }).records(500));

@@ -10,28 +10,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  BinaryListParser,
-  ImaError,
-  ImaWorkload,
-  PcrReplay,
-  concatBytes,
-  digestNgField,
-  encodeBinaryRecord,
-  formatAsciiLineBytes,
-  makeRecord,
-  nameNgField,
-  parseBinaryList,
-  planShares,
-  readFileChunks,
-  replayFile,
-  toHex,
-  type Endian,
-  type ImaRecord,
-  type ListStreamOptions,
-  type PcrReplayOptions,
-} from '../../src/ima/index.js';
+import { BinaryListParser, ImaError, PcrReplay, concatBytes, encodeBinaryRecord, formatAsciiLineBytes, parseBinaryList, replayFile, toHex, type Endian, type ImaRecord, type ListStreamOptions, type PcrReplayOptions } from '../../src/ima/index.js';
 import { allCaptures, pcrBytes, recordsAsHex } from './_fixtures.js';
+import { ImaWorkload, digestNgField, makeRecord, nameNgField, planShares, readFileChunks } from '../../src/testing/index.js';
 
 const captures = allCaptures();
 const dir = mkdtempSync(join(tmpdir(), 'imakeep-replay-file-'));

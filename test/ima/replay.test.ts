@@ -3,19 +3,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { decode, encode } from 'cbor-x';
-import {
-  ImaError,
-  ImaWorkload,
-  PcrReplay,
-  ReplayError,
-  bootAggregate,
-  parseBinaryList,
-  replayUntilMatch,
-  replayUntilMatchAsync,
-  toHex,
-  type PcrReplayState,
-} from '../../src/ima/index.js';
+import { ImaError, PcrReplay, ReplayError, bootAggregate, parseBinaryList, replayUntilMatch, replayUntilMatchAsync, toHex, type PcrReplayState } from '../../src/ima/index.js';
 import { allCaptures, pcrBytes } from './_fixtures.js';
+import { ImaWorkload } from '../../src/testing/index.js';
 
 const [short, violations] = allCaptures();
 assert.ok(short !== undefined && violations !== undefined);

@@ -2,17 +2,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import {
-  convertTemplateData,
-  decodeTemplateFields,
-  digestNgField,
-  formatAsciiLine,
-  makeRecord,
-  nameNgField,
-  parseAsciiLine,
-  templateFields,
-  toHex,
-} from '../../src/ima/index.js';
+import { convertTemplateData, decodeTemplateFields, formatAsciiLine, parseAsciiLine, templateFields, toHex } from '../../src/ima/index.js';
+import { digestNgField, makeRecord, nameNgField } from '../../src/testing/index.js';
 
 const sha256 = new Uint8Array(32).fill(0x11);
 const ngv2 = new Uint8Array([...Buffer.from('ima:sha256:'), 0, ...sha256]);

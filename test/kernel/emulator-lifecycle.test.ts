@@ -1,5 +1,5 @@
 /**
- * The emulator's life cycle: `imakeep sim` runs until SIGTERM and unmounts; a stale mount left by a
+ * The emulator's life cycle: the sim (`npm run sim`, hw/sim.ts) runs until SIGTERM and unmounts; a stale mount left by a
  * killed daemon is cleaned up at the next start; a test process that dies takes its daemon (and
  * mount) with it.
  */
@@ -10,7 +10,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import { ImaWorkload } from '../../src/ima/index.js';
+import { ImaWorkload } from '../../src/testing/index.js';
 import { REPO_ROOT } from './helpers.js';
 import { startSecurityfsEmulator } from '../../hw/securityfs/emulator.js';
 
@@ -29,9 +29,9 @@ async function waitFor(cond: () => boolean, ms = 5000): Promise<boolean> {
   return cond();
 }
 
-/** `imakeep sim ARGS` as a child process: its stdout so far, and its exit code once it exits. */
+/** `node dist/hw/sim.js --tpm none ARGS` (no TPM: records are logged, not extended) as a child process: its stdout so far, and its exit code once it exits. */
 function startSim(args: readonly string[]): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
-  const child = spawn(process.execPath, [join(REPO_ROOT, 'dist', 'src', 'cli.js'), 'sim', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [join(REPO_ROOT, 'dist', 'hw', 'sim.js'), '--tpm', 'none', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout?.on('data', (d: Buffer) => {
     out += d.toString();
@@ -50,7 +50,7 @@ describe('emulator life cycle', () => {
     rmSync(work, { recursive: true, force: true });
   });
 
-  it('imakeep sim appends --count records, runs until SIGTERM, unmounts, exits 0', async () => {
+  it('the sim appends --count records, runs until SIGTERM, unmounts, exits 0', async () => {
     const dir = join(work, 'cli');
     const { child, output, exited } = startSim(['--mount', dir, '--rate', '0', '--count', '300']);
     try {
@@ -65,7 +65,7 @@ describe('emulator life cycle', () => {
     }
   });
 
-  it('imakeep sim --source replays a capture byte for byte', async () => {
+  it('the sim with --source replays a capture byte for byte', async () => {
     const dir = join(work, 'cli-capture');
     const capture = join(REPO_ROOT, 'test', 'fixtures', 'real-kernel', 'keys-ima-ng', 'log-a');
     const { child, output, exited } = startSim(['--mount', dir, '--source', join(capture, 'binary_runtime_measurements'), '--rate', '0']);

@@ -8,10 +8,11 @@ import assert from 'node:assert/strict';
 import { closeSync, lstatSync, openSync, readFileSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
-import { ImaWorkload, encodeBinaryList, parseBinaryList, type ImaRecord } from '../../src/ima/index.js';
+import { encodeBinaryList, parseBinaryList, type ImaRecord } from '../../src/ima/index.js';
 import { recordKmem } from '../../src/kernel/index.js';
 import { startSecurityfsEmulator, type SecurityfsEmulator } from '../../hw/securityfs/emulator.js';
 import { errnoOf, sh, writeRequest } from './helpers.js';
+import { ImaWorkload } from '../../src/testing/index.js';
 
 const LIST = 'binary_runtime_measurements_sha1';
 

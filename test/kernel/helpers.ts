@@ -6,7 +6,8 @@ import { spawnSync } from 'node:child_process';
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { errnoOf as kernelErrnoOf, type SecurityfsFiles } from '../../src/kernel/index.js';
+import type { SecurityfsFiles } from '../../src/kernel/index.js';
+import { errnoOf as kernelErrnoOf } from '../../src/testing/index.js';
 
 /** The repository root (this file runs from `dist/test/kernel/`). */
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');

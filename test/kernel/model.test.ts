@@ -4,8 +4,8 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { digestNgField, makeRecord, nameNgField } from '../../src/ima/index.js';
-import { KernelError, kmallocSize, listFileName, parseListFileName, recordKmem, toKernelError } from '../../src/kernel/index.js';
+import { digestNgField, makeRecord, nameNgField, kmallocSize, listFileName, parseListFileName, toKernelError } from '../../src/testing/index.js';
+import { KernelError, recordKmem } from '../../src/kernel/index.js';
 
 describe('kernel memory model (docs/kernel.md#kernel-memory-per-record)', () => {
   it('kmalloc size classes', () => {

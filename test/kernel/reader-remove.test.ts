@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { ImaWorkload, encodeBinaryList, encodeBinaryRecord, type ImaRecord, type ParsedRecord } from '../../src/ima/index.js';
+import { encodeBinaryList, encodeBinaryRecord, type ImaRecord, type ParsedRecord } from '../../src/ima/index.js';
 import {
   KernelError,
   MeasurementListReader,
@@ -20,6 +20,7 @@ import {
 } from '../../src/kernel/index.js';
 import { startSecurityfsEmulator, type SecurityfsEmulator } from '../../hw/securityfs/emulator.js';
 import { FakeListFiles } from './helpers.js';
+import { ImaWorkload } from '../../src/testing/index.js';
 
 const PATH = '/fake/ima/binary_runtime_measurements_sha1';
 const noWait = { random: () => 0 };

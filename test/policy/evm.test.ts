@@ -15,8 +15,9 @@ import { createHash, createPublicKey } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { digestNgField, makeRecord, nameNgField, type ImaRecord } from '../../src/ima/index.js';
+import { type ImaRecord } from '../../src/ima/index.js';
 import { emptyPolicy, failureLines, judgeAll } from './_policy.js';
+import { digestNgField, makeRecord, nameNgField } from '../../src/testing/index.js';
 
 const work = mkdtempSync(join(tmpdir(), 'imakeep-policy-evm-'));
 

@@ -7,9 +7,10 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { digestNgField, makeRecord, nameNgField, type ImaRecord } from '../../src/ima/index.js';
+import type { ImaRecord } from '../../src/ima/index.js';
 import { PolicyJudge, loadRuntimePolicy } from '../../src/policy/index.js';
 import { captureRecords, emptyPolicy, failureLines, judgeAll, policyFrom } from './_policy.js';
+import { digestNgField, makeRecord, nameNgField } from '../../src/testing/index.js';
 
 const short = captureRecords('short-ima-ng');
 const keys = captureRecords('keys-ima-ng');

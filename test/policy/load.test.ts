@@ -6,8 +6,9 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
-import { compileExcludes, loadRuntimePolicy, parseRuntimePolicy, keyIdOf, MAX_DIGESTS_PER_ENTRY, MAX_POLICY_BYTES, PolicyError } from '../../src/policy/index.js';
+import { loadRuntimePolicy, parseRuntimePolicy, PolicyError } from '../../src/policy/index.js';
 import { emptyPolicy } from './_policy.js';
+import { compileExcludes, keyIdOf, MAX_DIGESTS_PER_ENTRY, MAX_POLICY_BYTES } from '../../src/testing/index.js';
 
 function refuses(value: unknown, code: string, field?: string): void {
   assert.throws(

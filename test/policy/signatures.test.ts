@@ -14,9 +14,8 @@ import { createHash, createPrivateKey, createPublicKey, sign } from 'node:crypto
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { digestNgField, makeRecord, nameNgField, type ImaRecord } from '../../src/ima/index.js';
-import { keyIdOf, parseImaSignature } from '../../src/policy/index.js';
-import { addPoints, curveByName, multiply, nodePublicPoint } from '../../src/policy/ecdsa.js';
+import type { ImaRecord } from '../../src/ima/index.js';
+import { addPoints, curveByName, multiply, nodePublicPoint, digestNgField, makeRecord, nameNgField, keyIdOf, parseImaSignature } from '../../src/testing/index.js';
 import { emptyPolicy, failureLines, judgeAll } from './_policy.js';
 
 const work = mkdtempSync(join(tmpdir(), 'imakeep-policy-sig-'));

@@ -6,12 +6,12 @@
  * (Invariant 2, docs/design.md).
  */
 import type { KeyObject } from 'node:crypto';
-import { parseBinaryList, type ImaRecord, type WorkloadOptions } from '../../src/ima/index.js';
+import { parseBinaryList, type ImaRecord } from '../../src/ima/index.js';
 import { DEFAULT_CHUNK_BOUNDS, type ImaStore } from '../../src/store/index.js';
 import { buildBundle, type KernelTail } from '../../src/serve/index.js';
 import { publicKeyFromTpm2b, TpmQuoter, type QuoteSource, type SignedQuote, type Tpm } from '../../src/tpm/index.js';
 import type { Collector } from '../../src/collector/index.js';
-import { collectorTail } from '../../src/daemon/index.js';
+import { collectorTail, type WorkloadOptions } from '../../src/testing/index.js';
 import type { SwtpmInstance } from '../../hw/swtpm.js';
 import { startRig, type Rig } from '../collector/_rig.js';
 

@@ -9,12 +9,13 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { convertTemplateData, encodeBinaryList, extendedDigest, formatAsciiLineBytes, ImaWorkload, PcrReplay, type ImaRecord } from '../../src/ima/index.js';
+import { convertTemplateData, encodeBinaryList, extendedDigest, formatAsciiLineBytes, PcrReplay, type ImaRecord } from '../../src/ima/index.js';
 import { buildBundle, openLog } from '../../src/serve/index.js';
 import { EvidenceVerifier } from '../../src/verify/index.js';
 import { ChunkBuilder, nextCheckpointNonce, openStore } from '../../src/store/index.js';
 import { parseQuoteAttest, publicKeyFromTpm2b, Tpm } from '../../src/tpm/index.js';
 import { startSwtpm } from '../../hw/swtpm.js';
+import { ImaWorkload } from '../../src/testing/index.js';
 
 async function bytesOf(chunks: AsyncIterable<Uint8Array>): Promise<Buffer> {
   const parts: Buffer[] = [];

@@ -6,7 +6,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mulberry32 } from '../../src/ima/index.js';
+import { mulberry32 } from '../../src/testing/index.js';
 import { decodeChunk } from '../../src/store/index.js';
 import { decodeBundle } from '../../src/serve/index.js';
 import { publicKeyFromTpm2b } from '../../src/tpm/index.js';

@@ -15,10 +15,11 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { toHex } from '../../src/ima/index.js';
 import { publicKeyFromTpm2b, TpmQuoter } from '../../src/tpm/index.js';
-import { KEYLIME_API_VERSION, openPayloadKey, startApiServer } from '../../src/serve/index.js';
+import { openPayloadKey, startApiServer } from '../../src/serve/index.js';
 import { errorCode, get, json, type Target } from './_http.js';
 import { expectedDataPcr, keylimeResults, text, verifiedQuote } from './_keylime.js';
 import { ServedDevice } from './_served.js';
+import { KEYLIME_API_VERSION } from '../../src/testing/index.js';
 
 const run = promisify(execFile);
 

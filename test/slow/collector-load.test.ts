@@ -6,7 +6,7 @@
  * - ENOSPC on a small tmpfs store: removal stops, the kernel keeps its records, the condition is
  *   reported, work resumes when space returns (remount larger);
  * - memory after 10k and after 1M records within one fixed bound (bench/ingest.ts's harness: the
- *   FUSE emulator without TPM extends and the software TPM of test/collector/_soft-tpm.ts).
+ *   FUSE emulator without TPM extends and the software TPM of hw/soft-tpm.ts).
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';

@@ -3,7 +3,7 @@
  * records through the collector over the FUSE securityfs emulator, in a child process under the
  * daemon's V8 flags and malloc settings (bench/ingest.ts `runIngestInChild`, `DAEMON_MALLOC_ENV`;
  * with glibc's defaults RssAnon grows with the log, 53 → 85 MiB over 1M records). The emulator
- * logs, the software TPM of test/collector/_soft-tpm.ts quotes, the store is a real LevelDB on
+ * logs, the software TPM of hw/soft-tpm.ts quotes, the store is a real LevelDB on
  * disk: swtpm and the rig of test/collector/_rig.ts would make this a 2-minute test of the same
  * collector code.
  *

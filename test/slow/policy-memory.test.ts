@@ -11,8 +11,9 @@ import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { digestNgField, encodeBinaryRecord, makeRecord, nameNgField, type ImaRecord } from '../../src/ima/index.js';
+import { encodeBinaryRecord, type ImaRecord } from '../../src/ima/index.js';
 import { loadRuntimePolicy, judgeList, PolicyBuilder, PolicyJudge } from '../../src/policy/index.js';
+import { digestNgField, makeRecord, nameNgField } from '../../src/testing/index.js';
 
 const RECORDS = 1_000_000;
 const FILES = 1000;

@@ -2,34 +2,24 @@
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { describe, it } from 'node:test';
+import { ChunkBuilder, StoreError, chunkKey, chunkRecords, decodeBootRecord, decodeCheckpoint, decodeChunk, encodeBootRecord, encodeCheckpoint, formatKey, type Journal } from '../../src/store/index.js';
+import { bootInfo, checkpoint, makeRecord, replayState } from './_fixtures.js';
+import { plain } from './suite.js';
 import {
-  ChunkBuilder,
-  StoreError,
   bootKey,
   checkpointKey,
-  chunkKey,
   chunkRange,
-  chunkRecords,
-  decodeBootRecord,
-  decodeCheckpoint,
-  decodeChunk,
   decodeChunkEntry,
   decodeJournal,
   decodeMeta,
   decodeValue,
-  encodeBootRecord,
-  encodeCheckpoint,
   encodeChunk,
   encodeChunkReference,
   encodeJournal,
   encodeMeta,
   encodeValue,
-  formatKey,
   journalKey,
-  type Journal,
-} from '../../src/store/index.js';
-import { bootInfo, checkpoint, makeRecord, replayState } from './_fixtures.js';
-import { plain } from './suite.js';
+} from '../../src/testing/index.js';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 

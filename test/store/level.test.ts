@@ -7,7 +7,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Level } from 'level';
-import { SegmentFiles, type StoreDatabase } from '../../src/store/index.js';
+import type { StoreDatabase } from '../../src/store/index.js';
+import { SegmentFiles } from '../../src/testing/index.js';
 import { storeSuite } from './suite.js';
 
 /** An unopened LevelDB handle on `dir` with the store's encodings. */

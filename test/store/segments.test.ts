@@ -13,17 +13,8 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Level } from 'level';
 import { openLog } from '../../src/serve/index.js';
-import {
-  chunkKey,
-  decodeChunkEntry,
-  openStore,
-  SEGMENTS_DIRECTORY,
-  SegmentFiles,
-  STORE_SCHEMA_VERSION,
-  type ChunkSegments,
-  type ImaStore,
-  type StoreError,
-} from '../../src/store/index.js';
+import { chunkKey, openStore, type ChunkSegments, type ImaStore, type StoreError } from '../../src/store/index.js';
+import { decodeChunkEntry, SEGMENTS_DIRECTORY, SegmentFiles, STORE_SCHEMA_VERSION } from '../../src/testing/index.js';
 import { bootInfo, makeRecord } from './_fixtures.js';
 import { fill } from './suite.js';
 

@@ -5,8 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ChunkBuilder, EMPTY_JOURNAL, ImaStore, STORE_SCHEMA_VERSION, StoreError, encodeMeta, type ChunkSegments, type StoreDatabase } from '../../src/store/index.js';
-import { META_KEY, chunkKey } from '../../src/store/keys.js';
+import { ChunkBuilder, ImaStore, StoreError, type ChunkSegments, type StoreDatabase } from '../../src/store/index.js';
+import { META_KEY, chunkKey, EMPTY_JOURNAL, encodeMeta, STORE_SCHEMA_VERSION } from '../../src/testing/index.js';
 import { bootInfo, checkpoint, makeRecord, replayState } from './_fixtures.js';
 
 /**

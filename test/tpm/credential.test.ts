@@ -12,33 +12,8 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { type SwtpmInstance, startSwtpm } from '../../hw/swtpm.js';
-import {
-  CredentialBlobError,
-  EK_TEMPLATES,
-  GetCapability,
-  TPM_CAP,
-  type EkTemplate,
-  type EkTemplateName,
-  TPM_ALG,
-  Tpm,
-  activateCredential,
-  activationProof,
-  createEk,
-  decodeCredentialFile,
-  ekPolicyA,
-  ekPolicyB,
-  ekTemplateOf,
-  encodeCredentialFile,
-  findEkCertificates,
-  makeCredential,
-  nvBufferMax,
-  parseTpm2bPublic,
-  publicKeyFromTpm2b,
-  readEkChain,
-  readNv,
-  splitDer,
-  withEk,
-} from '../../src/tpm/index.js';
+import { CredentialBlobError, EK_TEMPLATES, type EkTemplate, type EkTemplateName, TPM_ALG, Tpm, activateCredential, activationProof, decodeCredentialFile, ekTemplateOf, encodeCredentialFile, findEkCertificates, makeCredential, parseTpm2bPublic, publicKeyFromTpm2b, readEkChain, withEk } from '../../src/tpm/index.js';
+import { GetCapability, TPM_CAP, createEk, ekPolicyA, ekPolicyB, nvBufferMax, readNv, splitDer } from '../../src/testing/index.js';
 
 const run = promisify(execFile);
 

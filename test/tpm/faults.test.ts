@@ -4,19 +4,9 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import {
-  CreatePrimary,
-  GetCapability,
-  PcrRead,
-  Quote,
-  Tpm,
-  TpmError,
-  TpmProtocolError,
-  TpmWriter,
-  writePcrSelections,
-  decodeResponse,
-} from '../../src/tpm/index.js';
+import { CreatePrimary, Quote, Tpm, TpmError, TpmProtocolError } from '../../src/tpm/index.js';
 import { ScriptedTransport, exchange, hex, unhex } from './_fixtures.js';
+import { GetCapability, PcrRead, TpmWriter, writePcrSelections, decodeResponse } from '../../src/testing/index.js';
 
 /** A TPM answering with a bare response code. */
 const rcResponse = (rc: number): Uint8Array => unhex(`8001 0000000a ${rc.toString(16).padStart(8, '0')}`);

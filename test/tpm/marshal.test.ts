@@ -1,21 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import {
-  GetRandom,
-  PcrExtend,
-  PcrRead,
-  PcrReset,
-  TPM_RH,
-  TpmReader,
-  TpmWriter,
-  decodeResponseCode,
-  encodeCommand,
-  readPcrSelections,
-  selectionOf,
-  writePcrSelections,
-} from '../../src/tpm/index.js';
-import { parsePcrSpec } from '../../src/cli/tpm.js';
+import { GetRandom, PcrExtend, PcrRead, PcrReset, TPM_RH, TpmReader, TpmWriter, decodeResponseCode, encodeCommand, readPcrSelections, selectionOf, writePcrSelections } from '../../src/testing/index.js';
 import { hex } from './_fixtures.js';
 
 describe('command encoding is byte-exact (docs/tpm.md#wire-basics)', () => {
@@ -130,16 +116,5 @@ describe('PCR selections', () => {
         },
       ),
     );
-  });
-  test('CLI PCR lists: ours and tpm2-tools style', () => {
-    assert.deepEqual(parsePcrSpec('sha1:10,sha256:10'), [{ bank: 'sha1', pcr: 10 }, { bank: 'sha256', pcr: 10 }]);
-    assert.deepEqual(parsePcrSpec('sha256:10,11+sha1:0'), [
-      { bank: 'sha256', pcr: 10 },
-      { bank: 'sha256', pcr: 11 },
-      { bank: 'sha1', pcr: 0 },
-    ]);
-    assert.throws(() => parsePcrSpec('md5:10'), { code: 'USAGE' });
-    assert.throws(() => parsePcrSpec('10'), { code: 'USAGE' });
-    assert.throws(() => parsePcrSpec('sha1:x'), { code: 'USAGE' });
   });
 });

@@ -216,6 +216,10 @@ describe('quotes', () => {
     const expected = (await tpm.pcrRead([{ bank: 'sha256', pcr: 10 }, { bank: 'sha1', pcr: 10 }])).map((x) => `${x.bank}:${x.pcr} ${hex(x.value)}\n`).join('');
     assert.equal(pcrread.stdout, expected);
     assert.equal(q.stdout, expected);
+    // tpm2-tools' PCR list style: a bare number belongs to the bank named before it.
+    const toolsStyle = await cli(['pcrread', '--tpm', swtpm.address, '--pcrs', 'sha256:10,11+sha1:0']);
+    const three = await tpm.pcrRead([{ bank: 'sha256', pcr: 10 }, { bank: 'sha256', pcr: 11 }, { bank: 'sha1', pcr: 0 }]);
+    assert.equal(toolsStyle.stdout, three.map((x) => `${x.bank}:${x.pcr} ${hex(x.value)}\n`).join(''));
     const usage = await cli(['quote', '--tpm', swtpm.address, '--nonce', 'xyz', '--out', out]);
     assert.equal(usage.status, 2);
   });

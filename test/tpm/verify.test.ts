@@ -6,22 +6,9 @@ import assert from 'node:assert/strict';
 import { createHash, createPublicKey } from 'node:crypto';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import {
-  CreatePrimary,
-  PcrRead,
-  Quote,
-  type PcrValue,
-  decodePcrBlob,
-  decodeResponse,
-  encodePcrBlob,
-  parseQuoteAttest,
-  parseTpm2bPublic,
-  publicKeyFromTpm2b,
-  refsOf,
-  tpmName,
-  verifyQuote,
-} from '../../src/tpm/index.js';
+import { CreatePrimary, Quote, type PcrValue, decodePcrBlob, encodePcrBlob, parseQuoteAttest, parseTpm2bPublic, publicKeyFromTpm2b, tpmName, verifyQuote } from '../../src/tpm/index.js';
 import { exchange, hex, tpm2ToolsQuoteFile } from './_fixtures.js';
+import { PcrRead, decodeResponse, refsOf } from '../../src/testing/index.js';
 
 const nonce = new Uint8Array(32).fill(0x42);
 

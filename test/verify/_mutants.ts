@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import type { KeyObject } from 'node:crypto';
-import { mulberry32 } from '../../src/ima/index.js';
+import { mulberry32 } from '../../src/testing/index.js';
 import { EvidenceVerifier, VerifyError } from '../../src/verify/index.js';
 
 /** Mutants tried and the codes they were refused with. */

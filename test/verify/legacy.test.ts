@@ -11,22 +11,13 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { extendedDigest, ImaWorkload, PcrReplay } from '../../src/ima/index.js';
+import { extendedDigest, PcrReplay } from '../../src/ima/index.js';
 import { buildBundle } from '../../src/serve/index.js';
-import {
-  chainedNonceV1,
-  checkpointNonceV2,
-  ChunkBuilder,
-  decodeValue,
-  encodeValue,
-  nextCheckpointNonce,
-  openStore,
-  type ImaStore,
-  type QuoteLink,
-} from '../../src/store/index.js';
+import { chainedNonceV1, checkpointNonceV2, ChunkBuilder, nextCheckpointNonce, openStore, type ImaStore, type QuoteLink } from '../../src/store/index.js';
 import { parseQuoteAttest, publicKeyFromTpm2b, Tpm, type AttestationKey } from '../../src/tpm/index.js';
-import { EvidenceVerifier, V1_UNSIGNED_FIELDS, V2_UNSIGNED_FIELDS, VerifyError } from '../../src/verify/index.js';
+import { EvidenceVerifier, VerifyError } from '../../src/verify/index.js';
 import { startSwtpm, type SwtpmInstance } from '../../hw/swtpm.js';
+import { ImaWorkload, decodeValue, encodeValue, V1_UNSIGNED_FIELDS, V2_UNSIGNED_FIELDS } from '../../src/testing/index.js';
 
 const QUOTED = [
   { bank: 'sha1', pcr: 10 },

@@ -9,24 +9,11 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { computeTemplateDigest, encodeBinaryList, parseBinaryList } from '../../src/ima/index.js';
-import {
-  chunkHash,
-  decodeBootRecord,
-  decodeBundle,
-  decodeCheckpoint,
-  decodeChunk,
-  encodeBootRecord,
-  encodeBundle,
-  encodeCheckpoint,
-  encodeChunk,
-  encodeValue,
-  decodeValue,
-  type BundleSegment,
-  type DecodedBundle,
-} from '../../src/store/index.js';
+import { chunkHash, decodeBootRecord, decodeBundle, decodeCheckpoint, decodeChunk, encodeBootRecord, encodeBundle, encodeCheckpoint, type BundleSegment, type DecodedBundle } from '../../src/store/index.js';
 import { EvidenceVerifier, VerifyError } from '../../src/verify/index.js';
 import { collectEvidence, type Collected } from '../serve/_collected.js';
 import { assertEveryMutantFails, mutationOffsets } from './_mutants.js';
+import { encodeChunk, encodeValue, decodeValue } from '../../src/testing/index.js';
 
 function rejects(bytes: Uint8Array, code: string, check: string, verifier: EvidenceVerifier): void {
   assert.throws(

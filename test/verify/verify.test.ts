@@ -8,22 +8,15 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { computeTemplateDigest, encodeBinaryList, isViolation, parseBinaryList, type ImaRecord } from '../../src/ima/index.js';
-import { decodeCheckpoint, decodeChunk, encodeCheckpoint, encodeChunk } from '../../src/store/index.js';
+import { decodeCheckpoint, decodeChunk, encodeCheckpoint } from '../../src/store/index.js';
 import { decodeBundle, encodeBundle, type BundleSegment, type EvidenceBundle } from '../../src/serve/index.js';
 import { publicKeyFromTpm2b } from '../../src/tpm/index.js';
-import {
-  clockOrderViolation,
-  EvidenceVerifier,
-  trustedAkFromPem,
-  VerifyError,
-  verifyStateFromJson,
-  verifyStateToJson,
-  type BundleReport,
-} from '../../src/verify/index.js';
+import { EvidenceVerifier, trustedAkFromPem, VerifyError, verifyStateFromJson, verifyStateToJson, type BundleReport } from '../../src/verify/index.js';
 import type { CollectedDevice } from '../serve/_collected.js';
 import { get, type Target } from '../serve/_http.js';
 import { ServedDevice } from '../serve/_served.js';
 import { fetchAll } from './_bundles.js';
+import { encodeChunk, clockOrderViolation } from '../../src/testing/index.js';
 
 function verifyAll(bundles: readonly Uint8Array[], verifier: EvidenceVerifier): BundleReport[] {
   return bundles.map((b) => verifier.verify(b));

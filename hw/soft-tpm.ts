@@ -6,26 +6,9 @@
  * the TPM's AK, so the collector's verification (verifyQuote) runs unchanged.
  */
 import { generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
-import { PcrReplay, type BankName, type ImaRecord } from '../../src/ima/index.js';
-import {
-  AK_ATTRIBUTES,
-  TPM_ALG,
-  TPM_ECC,
-  TPM_GENERATED_VALUE,
-  TPM_ST,
-  TpmWriter,
-  computePcrDigest,
-  parseQuoteAttest,
-  parseTpm2bPublic,
-  selectionOf,
-  tpmName,
-  writePcrSelections,
-  type PcrRef,
-  type PcrValue,
-  type QuoteSource,
-  type QuoteWithPcrs,
-  type SignedQuote,
-} from '../../src/tpm/index.js';
+import { PcrReplay, type BankName, type ImaRecord } from '../src/ima/index.js';
+import { TPM_ALG, TPM_GENERATED_VALUE, parseQuoteAttest, parseTpm2bPublic, tpmName, type PcrRef, type PcrValue, type QuoteSource, type QuoteWithPcrs, type SignedQuote } from '../src/tpm/index.js';
+import { AK_ATTRIBUTES, TPM_ECC, TPM_ST, TpmWriter, computePcrDigest, selectionOf, writePcrSelections } from '../src/testing/index.js';
 
 const BANKS: readonly BankName[] = ['sha1', 'sha256'];
 

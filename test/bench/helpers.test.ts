@@ -5,9 +5,9 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { computeTemplateDigest, splitTemplateData, toHex } from '../../src/ima/index.js';
-import { benchWorkloads, demoWorkload, dueRecords, lastSecond, recordSupply, RUNAWAY_PATH, totalRecords } from '../../bench/_workload.js';
-import { parseProcStatTicks, parseProcStatus, quantile, sampleProcess } from '../../bench/_proc.js';
-import { parseStraceSummary } from '../../bench/_strace.js';
+import { benchWorkloads, demoWorkload, dueRecords, lastSecond, recordSupply, RUNAWAY_PATH, totalRecords } from '../../hw/workload.js';
+import { parseProcStatTicks, parseProcStatus, quantile, sampleProcess } from '../../hw/proc.js';
+import { parseStraceSummary } from '../../hw/strace.js';
 import { takeTpmFrame } from '../../hw/tpm-proxy.js';
 import { heapUsedOf, pressureTables, type PressureRun } from '../../bench/memory-pressure.js';
 import { BENCH_MODULES, headlineOf, plotsOf, summaryTable } from '../../bench/_summary.js';

@@ -8,8 +8,8 @@ import { existsSync, readFileSync, readdirSync, readlinkSync, realpathSync, writ
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DAEMON_MALLOC_ENV, DAEMON_NODE_FLAGS } from '../src/daemon/index.js';
-import { FLUSH_HTABLE_OPTION } from '../src/kernel/index.js';
-import { parseStraceSummary, straceSyncArgs, SYNC_SYSCALLS } from './_strace.js';
+import { FLUSH_HTABLE_OPTION } from '../src/testing/index.js';
+import { parseStraceSummary, straceSyncArgs, SYNC_SYSCALLS } from './strace.js';
 
 /** Repository root, from this module's place in `dist/bench/`. */
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));

@@ -3,11 +3,11 @@
  * TPM client, the securityfs emulator, the collector, a work directory), and their shutdown.
  */
 import { rmSync } from 'node:fs';
-import type { SecurityfsEmulator } from '../hw/securityfs/emulator.js';
-import type { SwtpmInstance } from '../hw/swtpm.js';
+import type { SecurityfsEmulator } from './securityfs/emulator.js';
+import type { SwtpmInstance } from './swtpm.js';
 import type { Tpm } from '../src/tpm/index.js';
-import type { CollectorProcess } from './_collector.js';
-import type { TpmProxy } from '../hw/tpm-proxy.js';
+import type { CollectorProcess } from './collector-process.js';
+import type { TpmProxy } from './tpm-proxy.js';
 
 /** What a run started so far; filled in start order, so a failed start leaves only what runs. */
 export interface DeviceParts {

@@ -9,7 +9,8 @@
  */
 import { createHash } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
-import { ImaWorkload, digestNgField, makeRecord, nameNgField, type ImaRecord } from '../src/ima/index.js';
+import type { ImaRecord } from '../src/ima/index.js';
+import { ImaWorkload, digestNgField, makeRecord, nameNgField } from '../src/testing/index.js';
 
 /** A part of a schedule: `records` at once at second `at`, or `perSecond` from `from` to `to`. */
 export type WorkloadPhase =

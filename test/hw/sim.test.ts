@@ -1,9 +1,9 @@
 /**
- * The README's sim workflow, as written: `imakeep sim` prints a shared TPM address and a TCTI;
+ * The README's sim workflow, as written: the sim (`npm run sim -- OPTIONS`, hw/sim.ts) prints a shared TPM address and a TCTI;
  * `imakeep run --tpm <printed>` cycles against the emulator while the sim keeps its own TPM
  * connection, and `tpm2_pcrread -T <printed TCTI> sha256:10` prints the PCR 10 our client reads.
  */
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -16,6 +16,7 @@ import { toHex } from '../../src/ima/index.js';
 import { Tpm } from '../../src/tpm/index.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
+const SIM = fileURLToPath(new URL('../../hw/sim.js', import.meta.url));
 const RECORDS = 40;
 
 /** Lines `sim` printed, until one matches `done`. */
@@ -39,7 +40,7 @@ function field(lines: readonly string[], pattern: RegExp): string {
   return value;
 }
 
-describe('imakeep sim, then imakeep run and tpm2-tools on the printed addresses', () => {
+describe('the sim, then imakeep run and tpm2-tools on the printed addresses', () => {
   let swtpm: SwtpmInstance;
   let sim: ChildProcess;
   let work: string;
@@ -48,7 +49,7 @@ describe('imakeep sim, then imakeep run and tpm2-tools on the printed addresses'
   before(async () => {
     swtpm = await startSwtpm({ banks: ['sha1', 'sha256'] });
     work = mkdtempSync(join(tmpdir(), 'imakeep-sim-test-'));
-    sim = spawn(process.execPath, [CLI, 'sim', '--mount', join(work, 'mnt'), '--tpm', swtpm.address, '--rate', '0', '--count', String(RECORDS)], {
+    sim = spawn(process.execPath, [SIM, '--mount', join(work, 'mnt'), '--tpm', swtpm.address, '--rate', '0', '--count', String(RECORDS)], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     printed = await linesUntil(sim, /running until SIGINT/);
@@ -89,4 +90,21 @@ describe('imakeep sim, then imakeep run and tpm2-tools on the printed addresses'
       await ours.close();
     }
   });
+});
+
+test('a bad option exits 2 with one stderr line naming the option and the value', () => {
+  const cases: Array<{ args: string[]; message: string }> = [
+    { args: ['--banks', 'sha1,md5'], message: "--banks: unknown bank 'md5' (sha1, sha256, sha384, sha512)" },
+    { args: ['--rate', 'fast'], message: "--rate must be a number >= 0, not 'fast'" },
+    { args: ['--count', '0x10'], message: "--count must be a non-negative integer, not '0x10'" },
+  ];
+  for (const { args, message } of cases) {
+    const r = spawnSync(process.execPath, [SIM, ...args], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.equal(r.stdout, '');
+    assert.equal(r.stderr, `sim: USAGE: ${message} (npm run sim -- --help)\n`);
+  }
+  const help = spawnSync(process.execPath, [SIM, '--help'], { encoding: 'utf8', timeout: 20_000 });
+  assert.equal(help.status, 0);
+  assert.match(help.stdout, /^usage: npm run sim -- \[--mount DIR\]/);
 });
