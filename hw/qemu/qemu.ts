@@ -1,6 +1,5 @@
-import { spawn } from 'node:child_process';
-import { appendFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Socket } from 'node:net';
+import { execFileSync, spawn } from 'node:child_process';
+import { appendFileSync, closeSync, constants, openSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { GuestOutputError, GuestTimeoutError } from './errors.js';
 import { GUEST_MARKERS } from './guest-init.js';
@@ -25,8 +24,8 @@ export interface BootInput {
   swtpmStateDir: string;
   /**
    * File that receives what the guest writes to its second serial port (the results). QEMU
-   * connects that port to a unix socket the host listens on, `<resultsPath>.sock`, so the host can
-   * also answer (`exchange`).
+   * connects that port to two FIFOs, `<resultsPath>.pipe.{in,out}`, so the host can also answer
+   * (`exchange`).
    */
   resultsPath: string;
   /** Answers a node step's exchange (guest-init.ts): the file the guest sent, the answer's bytes. */
@@ -61,8 +60,11 @@ const FLOWING_POLL_MS = 5;
 const STAGE_LINE = new RegExp(`${GUEST_MARKERS.stage} (\\S+) ([\\d.]+)`);
 const CONSOLE_TAIL = 3000;
 
-/** The unix socket QEMU connects the guest's second serial port to (the host listens). */
-export const hostPortSocketPath = (resultsPath: string): string => `${resultsPath}.sock`;
+/**
+ * The FIFOs QEMU's `pipe` chardev connects the guest's second serial port to: `<base>.in` (host
+ * to guest) and `<base>.out` (guest to host).
+ */
+export const hostPortPipeBase = (resultsPath: string): string => `${resultsPath}.pipe`;
 
 /** QEMU arguments: q35 with TCG (KVM is unavailable here), a TIS TPM on swtpm, two serial ports. */
 export function qemuArgs(input: BootInput): string[] {
@@ -72,7 +74,7 @@ export function qemuArgs(input: BootInput): string[] {
     '-kernel', input.vmlinuz, '-initrd', input.initramfs, '-append', input.cmdline,
     '-chardev', `socket,id=chrtpm,path=${ctrlSocketPath(input.swtpmStateDir)}`,
     '-tpmdev', 'emulator,id=tpm0,chardev=chrtpm', '-device', 'tpm-tis,tpmdev=tpm0',
-    '-chardev', `socket,id=chrhost,path=${hostPortSocketPath(input.resultsPath)}`,
+    '-chardev', `pipe,id=chrhost,path=${hostPortPipeBase(input.resultsPath)}`,
     '-serial', 'stdio', '-serial', 'chardev:chrhost',
   ];
 }
@@ -104,51 +106,57 @@ export function extractExchange(serialText: string, from: number): ExchangeReque
   return { step, sent: new Uint8Array(Buffer.from(serialText.slice(lineEnd + 1, end), 'base64')), end: end + GUEST_MARKERS.exchangeEnd.length };
 }
 
-/** The host's end of the guest's second serial port (see {@link listenToGuest}). */
+/** The host's end of the guest's second serial port (see {@link openHostPort}). */
 interface HostPort {
-  /** Bytes arrived since the last call (then reading resumes), or undefined. */
+  /** Bytes the guest wrote since the last call, or undefined. */
   take(): Buffer | undefined;
   /** Sends one line to the guest. */
   writeLine(line: string): void;
-  close(): Promise<void>;
+  close(): void;
 }
 
+/** Bytes one read of the guest's FIFO takes at most: a pipe's default capacity (pipe(7)). */
+const PIPE_CAPACITY = 64 * 1024;
+
 /**
- * Listens on {@link hostPortSocketPath} for QEMU's connection of the guest's second serial port.
- * QEMU sends what the guest writes a byte or a few at a time: reading pauses after each arrival
- * until the boot loop takes the bytes, so they come in socket-buffer batches rather than one
- * JavaScript callback per few bytes (which, on a loaded machine, throttled the results to tens
- * of KB/s).
+ * Creates the two FIFOs of {@link hostPortPipeBase} and opens the host's ends: `.out` for reading
+ * without blocking (the boot loop polls it), `.in` read-write so that opening it neither blocks nor
+ * sees the guest's side closed. QEMU writes what the guest sends a byte at a time; a pipe merges
+ * those writes into its pages (64 KiB of bytes buffered), where a unix socket queued one buffer per
+ * byte (~250 bytes before QEMU's writes failed with EAGAIN), which held the results to ~20 KB/s.
  */
-async function listenToGuest(path: string): Promise<HostPort> {
-  rmSync(path, { force: true });
-  const chunks: Buffer[] = [];
-  let connection: Socket | undefined;
-  const server = createServer((socket) => {
-    connection = socket;
-    socket.on('data', (b: Buffer) => {
-      chunks.push(b);
-      socket.pause();
-    });
-    socket.on('error', () => undefined);
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(path, () => resolve());
-  });
+function openHostPort(base: string): HostPort {
+  for (const end of ['in', 'out']) {
+    rmSync(`${base}.${end}`, { force: true });
+    execFileSync('mkfifo', [`${base}.${end}`]);
+  }
+  const fromGuest = openSync(`${base}.out`, constants.O_RDONLY | constants.O_NONBLOCK);
+  const toGuest = openSync(`${base}.in`, constants.O_RDWR);
+  const buffer = Buffer.allocUnsafe(PIPE_CAPACITY);
   return {
     take: () => {
-      if (chunks.length === 0) return undefined;
-      const bytes = Buffer.concat(chunks.splice(0));
-      connection?.resume();
-      return bytes;
+      const parts: Buffer[] = [];
+      for (;;) {
+        let n: number;
+        try {
+          n = readSync(fromGuest, buffer, 0, buffer.length, null);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === 'EAGAIN') break;
+          throw e;
+        }
+        // 0: no writer has the FIFO open (QEMU not started yet, or gone).
+        if (n === 0) break;
+        parts.push(Buffer.from(buffer.subarray(0, n)));
+      }
+      return parts.length === 0 ? undefined : Buffer.concat(parts);
     },
-    writeLine: (line) => connection?.write(`${line}\n`),
-    close: () =>
-      new Promise<void>((resolve) => {
-        connection?.destroy();
-        server.close(() => resolve());
-      }),
+    writeLine: (line) => {
+      writeSync(toGuest, `${line}\n`);
+    },
+    close: () => {
+      closeSync(fromGuest);
+      closeSync(toGuest);
+    },
   };
 }
 
@@ -175,7 +183,7 @@ async function answerExchange(input: BootInput, port: HostPort, request: Exchang
  * reads afterwards. QEMU is killed on every path, also on timeout and errors.
  */
 export async function bootGuest(input: BootInput): Promise<BootOutcome> {
-  const hostPort = await listenToGuest(hostPortSocketPath(input.resultsPath));
+  const hostPort = openHostPort(hostPortPipeBase(input.resultsPath));
   writeFileSync(input.resultsPath, '');
   const started = performance.now();
   const elapsed = (): number => (performance.now() - started) / 1000;
@@ -221,13 +229,13 @@ export async function bootGuest(input: BootInput): Promise<BootOutcome> {
         const results = ended ? extractResults(serial) : null;
         if (results !== null) return { stages, console: consoleText, resultsBase64: results, hostSeconds: elapsed() };
       }
-      // While bytes flow, take the next batch soon (one socket read per take, see listenToGuest).
+      // While bytes flow, take the next batch soon (the FIFO holds 64 KiB, see openHostPort).
       await sleep(fresh === undefined ? POLL_MS : FLOWING_POLL_MS);
     }
     throw new GuestTimeoutError(input.timeoutSeconds, consoleText.slice(-CONSOLE_TAIL));
   } finally {
     if (qemu.exitCode === null && qemu.signalCode === null) qemu.kill('SIGKILL');
     await exited;
-    await hostPort.close();
+    hostPort.close();
   }
 }

@@ -211,6 +211,6 @@ test('QEMU gets TCG, a TIS TPM on the swtpm control socket and two serial ports'
   const args = qemuArgs({ vmlinuz: 'K', initramfs: 'I', cmdline: 'C', swtpmStateDir: '/s', resultsPath: '/r', memoryMiB: 1024, timeoutSeconds: 1 }).join(' ');
   assert.match(args, /-machine q35,accel=tcg -cpu max/);
   assert.match(args, /-chardev socket,id=chrtpm,path=\/s\/ctrl.sock -tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0/);
-  assert.match(args, /-chardev socket,id=chrhost,path=\/r.sock -serial stdio -serial chardev:chrhost/);
+  assert.match(args, /-chardev pipe,id=chrhost,path=\/r.pipe -serial stdio -serial chardev:chrhost/);
   assert.match(args, /-no-reboot/);
 });
