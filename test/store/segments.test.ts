@@ -14,7 +14,7 @@ import { after, describe, it } from 'node:test';
 import { Level } from 'level';
 import { encodeBinaryRecord, formatAsciiLineBytes, concatBytes } from '../../src/ima/index.js';
 import { openLog } from '../../src/serve/index.js';
-import { chunkKey, openStore, type ChunkSegments, type ImaStore, type StoreError } from '../../src/store/index.js';
+import { chunkKey, openStore, type ChunkSegments, type ImaStore, type SegmentReader, type StoreError } from '../../src/store/index.js';
 import { decodeChunkEntry, SEGMENTS_DIRECTORY, SegmentFiles, STORE_SCHEMA_VERSION } from '../../src/testing/index.js';
 import { bootInfo, makeRecord } from './_fixtures.js';
 import { assertSegmentMutantsFail, references, segmentPath } from './_tamper.js';
@@ -74,29 +74,35 @@ async function rawValue(dir: string, key: Uint8Array): Promise<Uint8Array> {
   }
 }
 
-/** The segment files of `dir`, each reader counting the values every read asks for. */
-async function countingSegments(dir: string): Promise<{ segments: ChunkSegments; reads: number[][] }> {
-  const files = await SegmentFiles.open(join(dir, SEGMENTS_DIRECTORY), dir);
-  const reads: number[][] = [];
-  const segments: ChunkSegments = {
+/** `files` as the store's segments, some operations replaced (a test's fault or counter). */
+function segmentsWith(files: SegmentFiles, replaced: Partial<ChunkSegments>): ChunkSegments {
+  return {
     append: (boot, value) => files.append(boot, value),
-    reader: async (boot) => {
-      const reader = await files.reader(boot);
-      if (reader === undefined) return undefined;
-      return {
-        read: (offset, lengths) => {
-          reads.push([offset, ...lengths]);
-          return reader.read(offset, lengths);
-        },
-        close: () => reader.close(),
-      };
-    },
+    reader: (boot) => files.reader(boot),
     truncate: (boot, length) => files.truncate(boot, length),
     remove: (boot) => files.remove(boot),
     boots: () => files.boots(),
     close: () => files.close(),
+    ...replaced,
   };
-  return { segments, reads };
+}
+
+/** The segment files of `dir`, each reader counting the values every read asks for. */
+async function countingSegments(dir: string): Promise<{ segments: ChunkSegments; reads: number[][] }> {
+  const files = await SegmentFiles.open(join(dir, SEGMENTS_DIRECTORY), dir);
+  const reads: number[][] = [];
+  const reader = async (boot: number): Promise<SegmentReader | undefined> => {
+    const inner = await files.reader(boot);
+    if (inner === undefined) return undefined;
+    return {
+      read: (offset, lengths) => {
+        reads.push([offset, ...lengths]);
+        return inner.read(offset, lengths);
+      },
+      close: () => inner.close(),
+    };
+  };
+  return { segments: segmentsWith(files, { reader }), reads };
 }
 
 describe('store segment files', () => {
@@ -202,7 +208,7 @@ describe('store segment files', () => {
     const dir = await tempDir();
     const files = await SegmentFiles.open(join(dir, SEGMENTS_DIRECTORY), dir);
     let failNext = false;
-    const segments: ChunkSegments = {
+    const segments = segmentsWith(files, {
       append: async (boot, value) => {
         if (!failNext) return files.append(boot, value);
         failNext = false;
@@ -210,12 +216,7 @@ describe('store segment files', () => {
         await files.append(boot, value.subarray(0, value.length >> 1));
         throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
       },
-      reader: (boot) => files.reader(boot),
-      truncate: (boot, length) => files.truncate(boot, length),
-      remove: (boot) => files.remove(boot),
-      boots: () => files.boots(),
-      close: () => files.close(),
-    };
+    });
     let store = await openStore(dir, { segments });
     try {
       const boot = await store.beginBoot(bootInfo(0));
@@ -234,17 +235,12 @@ describe('store segment files', () => {
     const dir = await tempDir();
     const files = await SegmentFiles.open(join(dir, SEGMENTS_DIRECTORY), dir);
     let gapAfter = -1;
-    const segments: ChunkSegments = {
+    const segments = segmentsWith(files, {
       append: async (boot, value) => {
         if (gapAfter-- === 0) await files.append(boot, new Uint8Array(333).fill(0xee)); // a failed write's leftovers
         return files.append(boot, value);
       },
-      reader: (boot) => files.reader(boot),
-      truncate: (boot, length) => files.truncate(boot, length),
-      remove: (boot) => files.remove(boot),
-      boots: () => files.boots(),
-      close: () => files.close(),
-    };
+    });
     let store = await openStore(dir, { segments });
     const boot = await store.beginBoot(bootInfo(0));
     await fill(store, boot, 0, 300, 4);
