@@ -6,7 +6,7 @@
  * the TPM's AK, so the collector's verification (verifyQuote) runs unchanged.
  */
 import { generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
-import { PcrReplay, type BankName, type ImaRecord } from '../src/ima/index.js';
+import { PcrReplay, type BankName, type ImaRecord, type PcrReplayState } from '../src/ima/index.js';
 import { TPM_ALG, TPM_GENERATED_VALUE, parseQuoteAttest, parseTpm2bPublic, tpmName, type PcrRef, type PcrValue, type QuoteSource, type QuoteWithPcrs, type SignedQuote } from '../src/tpm/index.js';
 import { AK_ATTRIBUTES, TPM_ECC, TPM_ST, TpmWriter, computePcrDigest, selectionOf, writePcrSelections } from '../src/testing/index.js';
 
@@ -14,7 +14,7 @@ const BANKS: readonly BankName[] = ['sha1', 'sha256'];
 
 /** The software TPM. */
 export class SoftQuoteSource implements QuoteSource {
-  readonly #replay = new PcrReplay({ banks: { sha1: 'native', sha256: 'native' }, verifyDigests: false });
+  #replay = new PcrReplay({ banks: { sha1: 'native', sha256: 'native' }, verifyDigests: false });
   readonly #key: KeyObject;
   readonly #akPublic: Uint8Array;
   readonly #akName: Uint8Array;
@@ -45,6 +45,14 @@ export class SoftQuoteSource implements QuoteSource {
   /** Extends records into the software PCRs (call after logging them). */
   extend(records: Iterable<ImaRecord>): void {
     for (const rec of records) this.#replay.extend(rec);
+  }
+
+  /**
+   * Takes the PCRs as another process extended them (the ingest bench's feeder, which logs and
+   * extends like the kernel, outside the measured process): they replace this TPM's values.
+   */
+  setPcrs(state: PcrReplayState): void {
+    this.#replay = PcrReplay.fromState(state, { verifyDigests: false });
   }
 
   async activeBanks(): Promise<readonly BankName[]> {

@@ -12,6 +12,11 @@ import { GUEST_PATHS } from './initramfs.js';
 
 /** Where the guest keeps the collector's store: on the /out tmpfs, which IMA does not measure. */
 export const GUEST_STORE_DIR = '/out/store';
+/**
+ * The guest's device id (it has no /etc/machine-id): the collector's store adopts it and the
+ * guest's enrollment names it (enroll.ts), so `verify --enrollment` holds the bundle to it.
+ */
+export const GUEST_DEVICE_ID = 'imakeep-qemu-guest';
 /** The evidence bundle `imakeep export` writes in the guest. */
 export const GUEST_BUNDLE = '/out/bundle.cbor';
 /** Folder of the files the background workload writes and reads (on the measured rootfs). */
@@ -79,7 +84,7 @@ function digestAndDrop(name: string): string {
  */
 export function collectorNodeSteps(): GuestNodeStep[] {
   const cli = `${GUEST_PATHS.app}/dist/src/cli.js`;
-  const collect = ['run', '--once', '--flavor', 'none', '--tpm', 'device:/dev/tpmrm0', '--securityfs', '/sys/kernel/security', '--store', GUEST_STORE_DIR];
+  const collect = ['run', '--once', '--flavor', 'none', '--tpm', 'device:/dev/tpmrm0', '--securityfs', '/sys/kernel/security', '--store', GUEST_STORE_DIR, '--device-id', GUEST_DEVICE_ID];
   const keepStatus = `cp ${GUEST_STORE_DIR}/imakeep-status.json $STEP_DIR/collector-status.json; cat ${GUEST_IMA_DIR}/runtime_measurements_count >$STEP_DIR/kernel-count`;
   const log = ['log', '--store', GUEST_STORE_DIR, '--securityfs', '/sys/kernel/security'];
   return [

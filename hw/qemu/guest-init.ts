@@ -10,7 +10,16 @@ export const GUEST_MARKERS = {
   /** Second serial port: base64 of `tar -cz` of /out between these two lines. */
   begin: 'IMAKEEP-RESULTS-BEGIN',
   end: 'IMAKEEP-RESULTS-END',
+  /**
+   * Second serial port: `IMAKEEP-EXCHANGE-BEGIN <step>`, base64 of a file, `IMAKEEP-EXCHANGE-END`;
+   * the host answers with one line of base64 on the same port (a node step's `exchange`).
+   */
+  exchangeBegin: 'IMAKEEP-EXCHANGE-BEGIN',
+  exchangeEnd: 'IMAKEEP-EXCHANGE-END',
 } as const;
+
+/** The guest's serial port to the host: results out, exchange answers in. */
+export const GUEST_HOST_PORT = '/dev/ttyS1';
 
 /**
  * A node command the guest runs, after the slab rounds and before the final capture; its stdout,
@@ -41,6 +50,12 @@ export interface GuestNodeStep {
    * measured long before, and files under /out (tmpfs, not measured): so they add no record.
    */
   after?: string;
+  /**
+   * A round trip through the host, right after `after`: the guest sends the file `send` (written
+   * by the command) and waits for the host's answer, which it writes to `receive`; the host
+   * answers with `GuestRunOptions.exchange` (qemu.ts). Paths under /out.
+   */
+  exchange?: { readonly send: string; readonly receive: string };
 }
 
 /**
@@ -75,6 +90,8 @@ const shellQuote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
  *   snapshots, so only the measurement (records + integrity inode cache) falls between them;
  * - the final PCR read comes last, around the copy of the log, and is done twice so the host can
  *   see that nothing was measured in between;
+ * - the second serial port is opened once, raw and without echo, and held open (fd 3): a tty
+ *   keeps what arrives only while it is open, and an echo would send the host's answers back;
  * - PID 1 never exits: a panic would reboot, QEMU would exit cleanly and swtpm would drop its
  *   PCRs (real-kernel/README.md); the host kills QEMU after the end marker.
  */
@@ -91,6 +108,7 @@ export function guestInitScript(plan: GuestPlan): string {
       `${cmd} >${dir}/stdout 2>${dir}/stderr; echo $? >${dir}/status`,
       ...(step.background === undefined ? [] : [`touch ${dir}/done; wait $workload`]),
       ...(step.after === undefined ? [] : [step.after]),
+      ...(step.exchange === undefined ? [] : [`exchange ${step.name} ${step.exchange.send} ${step.exchange.receive}`]),
       `stage node-${step.name}`,
     ].join('\n');
   });
@@ -104,12 +122,19 @@ mount -t securityfs securityfs /sys/kernel/security
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs -o size=256m tmpfs /out
 IMA=${GUEST_IMA_DIR}
+exec 3<>${GUEST_HOST_PORT}
+stty -F ${GUEST_HOST_PORT} raw -echo
 stage() { read up idle </proc/uptime; echo "$1 $up" >>/out/timings.txt; echo "${GUEST_MARKERS.stage} $1 $up"; }
 read_pcrs() {
   for d in /sys/class/tpm/tpm0/pcr-*; do
     b=\${d##*/pcr-}; i=0
     while [ $i -lt 24 ]; do printf 'PCR-%02d: %s\\n' $i "$(tr A-F a-f <$d/$i)"; i=$((i+1)); done >$1/pcr-$b.txt
   done
+}
+exchange() {
+  { echo "${GUEST_MARKERS.exchangeBegin} $1"; base64 <$2; echo ${GUEST_MARKERS.exchangeEnd}; } >&3
+  read -r answer <&3
+  printf '%s' "$answer" | base64 -d >$3
 }
 snapshot() {
   cat $IMA/runtime_measurements_count >$1.count
@@ -140,7 +165,7 @@ read_pcrs /out/pcrs-after
 snapshot /out/final
 stage captured
 dmesg >/out/dmesg.txt; uname -r >/out/uname.txt; cat /proc/cmdline >/out/cmdline.txt
-{ echo ${GUEST_MARKERS.begin}; tar -cz -C /out . | base64; echo ${GUEST_MARKERS.end}; } >/dev/ttyS1
+{ echo ${GUEST_MARKERS.begin}; tar -cz -C /out . | base64; echo ${GUEST_MARKERS.end}; } >&3
 stage sent
 while :; do sleep 3600; done
 `;

@@ -44,6 +44,13 @@ export interface GuestRunOptions {
   timeoutSeconds?: number;
   /** Called as each guest stage line arrives (progress output). */
   onStage?: (stage: GuestStage) => void;
+  /** Answers the node steps' exchanges with the host (`GuestNodeStep.exchange`), during the boot. */
+  exchange?: (step: string, sent: Uint8Array) => Promise<Uint8Array>;
+  /**
+   * Runs against the guest's TPM after the VM stopped (swtpm on the stored state, `port` its TCP
+   * data port), e.g. reading what the guest's TPM holds with tpm2-tools.
+   */
+  withHostTpm?: (port: number) => Promise<void>;
 }
 
 /** Everything a run measured and checked. */
@@ -110,15 +117,17 @@ export async function runImaGuest(options: GuestRunOptions): Promise<GuestRunRep
       memoryMiB: options.memoryMiB ?? 1024,
       timeoutSeconds: options.timeoutSeconds ?? 600,
       ...(options.onStage === undefined ? {} : { onStage: options.onStage }),
+      ...(options.exchange === undefined ? {} : { exchange: options.exchange }),
     });
     await storeVolatileState(stateDir);
   } finally {
     await swtpm.stop();
   }
-  const { hostPcrs, hostAkPem } = await withStoredSwtpm(stateDir, async (port) => ({
-    hostPcrs: await pcrreadSwtpm(port),
-    hostAkPem: cli === null ? null : await recreateAkPem(cli, port, join(options.workDir, 'host-ak')),
-  }));
+  const { hostPcrs, hostAkPem } = await withStoredSwtpm(stateDir, async (port) => {
+    const read = { hostPcrs: await pcrreadSwtpm(port), hostAkPem: cli === null ? null : await recreateAkPem(cli, port, join(options.workDir, 'host-ak')) };
+    await options.withHostTpm?.(port);
+    return read;
+  });
 
   const resultsDir = join(options.workDir, 'guest');
   await unpackResults(boot.resultsBase64, resultsDir);

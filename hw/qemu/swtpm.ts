@@ -43,9 +43,13 @@ function startSwtpm(args: readonly string[], ready: () => Promise<boolean>): Pro
   })();
 }
 
-/** Creates a fresh TPM 2.0 state in `stateDir` with the {@link SWTPM_BANKS} banks. */
+/**
+ * Creates a fresh TPM 2.0 state in `stateDir` with the {@link SWTPM_BANKS} banks, manufactured
+ * like a real TPM: EK certificates (RSA 2048 and ECC P-384) in their TCG NV indices, signed by
+ * swtpm's local CA (`SWTPM_LOCAL_CA` in hw/swtpm.ts; root only), so the guest can enroll (enroll.ts).
+ */
 export async function setupSwtpmState(stateDir: string): Promise<void> {
-  await runTool('swtpm_setup', ['--tpm2', '--tpmstate', stateDir, '--pcr-banks', SWTPM_BANKS.join(','), '--overwrite']);
+  await runTool('swtpm_setup', ['--tpm2', '--tpmstate', stateDir, '--pcr-banks', SWTPM_BANKS.join(','), '--create-ek-cert', '--overwrite']);
 }
 
 /** The control socket QEMU's `-chardev socket` connects to. */

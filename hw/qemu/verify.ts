@@ -94,7 +94,7 @@ export async function recreateAkPem(cli: string, swtpmPort: number, outDir: stri
   return join(outDir, 'ak.pem');
 }
 
-/** `imakeep verify BUNDLE --ak PEM` on the host, and the counts its summary line reports. */
+/** `imakeep verify BUNDLE (--ak PEM | --enrollment FILE)` on the host, and the counts its summary line reports. */
 export interface BundleCheck {
   ok: boolean;
   command: string[];
@@ -103,9 +103,9 @@ export interface BundleCheck {
   verified: { bundles: number; records: number; checkpoints: number; akTrusted: boolean } | null;
 }
 
-/** Runs `imakeep verify BUNDLE [--ak PEM]` with the project's CLI on the host. */
-export async function imakeepVerifyBundleCheck(cli: string, bundle: string, akPem: string | null): Promise<BundleCheck> {
-  const args = [cli, 'verify', bundle, ...(akPem === null ? [] : ['--ak', akPem])];
+/** Runs `imakeep verify BUNDLE TRUST...` with the project's CLI on the host (`trust`: `--ak PEM` or `--enrollment FILE`). */
+export async function imakeepVerifyBundleCheck(cli: string, bundle: string, trust: readonly string[]): Promise<BundleCheck> {
+  const args = [cli, 'verify', bundle, ...trust];
   const r = await runToolForStatus(process.execPath, args);
   const output = `${r.stdout}${r.stderr}`.trim();
   const m = /^OK: (\d+) bundles, (\d+) records, (\d+) checkpoints verified; AK (trusted|taken)/m.exec(output);

@@ -11,7 +11,7 @@ import { DEFAULT_SLAB_ROUND_DIRS, guestInitScript, GUEST_MARKERS } from '../../h
 import { parseLddOutput, productionPackages } from '../../hw/qemu/initramfs.js';
 import { missingKernelOptions, parseKernelConfig } from '../../hw/qemu/kernel.js';
 import { flavoursFromModes, parseStatModes, probedRemoval } from '../../hw/qemu/probe.js';
-import { extractResults, qemuArgs } from '../../hw/qemu/qemu.js';
+import { extractExchange, extractResults, qemuArgs } from '../../hw/qemu/qemu.js';
 import { calibrateSlab, parseMeminfo, parseSlabinfo } from '../../hw/qemu/slab.js';
 import { formatEvmctlPcrs, parseEvmctlPcrs, parsePcrRead } from '../../hw/qemu/swtpm.js';
 
@@ -126,6 +126,29 @@ test('results are cut between the markers, and only once the end marker arrived'
   assert.equal(extractResults(`${GUEST_MARKERS.begin}\nQUJD\n`), null);
 });
 
+test('an exchange request is cut between its markers, named by its step, once complete', () => {
+  const serial = `noise\r\n${GUEST_MARKERS.exchangeBegin} enroll-request\nQUJD\nREVG\n${GUEST_MARKERS.exchangeEnd}\nmore`;
+  const r = extractExchange(serial, 0);
+  assert.ok(r !== null);
+  assert.deepEqual([r.step, Buffer.from(r.sent).toString('utf8'), serial.slice(r.end)], ['enroll-request', 'ABCDEF', '\nmore']);
+  assert.equal(extractExchange(serial, r.end), null);
+  assert.equal(extractExchange(`${GUEST_MARKERS.exchangeBegin} x\nQUJD\n`, 0), null);
+});
+
+test("a node step's exchange sends its file to the host and writes the answer, on the port held open raw", () => {
+  const script = guestInitScript({
+    slabRoundDirs: ['/w/a'],
+    filesPerRound: 1,
+    nodeSteps: [{ name: 'ask', warmUp: false, argv: () => ['x.js'], after: 'true', exchange: { send: '/out/q', receive: '/out/a' } }],
+  });
+  const r = spawnSync('sh', ['-n'], { input: script, encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const order = ['exec 3<>/dev/ttyS1', 'stty -F /dev/ttyS1 raw -echo', "'/usr/bin/node' 'x.js' >/out/node-ask/stdout", 'true\nexchange ask /out/q /out/a', 'stage node-ask', `${GUEST_MARKERS.begin}; tar`];
+  const positions = order.map((s) => script.indexOf(s));
+  assert.ok(positions.every((p) => p > 0), String(positions));
+  assert.deepEqual([...positions].sort((a, b) => a - b), positions);
+});
+
 test('the guest /init is valid sh and runs every round and node step in order', () => {
   const script = guestInitScript({
     slabRoundDirs: DEFAULT_SLAB_ROUND_DIRS,
@@ -188,6 +211,6 @@ test('QEMU gets TCG, a TIS TPM on the swtpm control socket and two serial ports'
   const args = qemuArgs({ vmlinuz: 'K', initramfs: 'I', cmdline: 'C', swtpmStateDir: '/s', resultsPath: '/r', memoryMiB: 1024, timeoutSeconds: 1 }).join(' ');
   assert.match(args, /-machine q35,accel=tcg -cpu max/);
   assert.match(args, /-chardev socket,id=chrtpm,path=\/s\/ctrl.sock -tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0/);
-  assert.match(args, /-serial stdio -serial file:\/r/);
+  assert.match(args, /-chardev pipe,id=chrhost,path=\/r.pipe -serial stdio -serial chardev:chrhost/);
   assert.match(args, /-no-reboot/);
 });
