@@ -50,8 +50,16 @@ export interface FleetRequest {
 }
 
 /**
- * One request; throws `SYNC_FLEET_UNAVAILABLE` when the fleet cannot be reached or answers 5xx,
- * returns every other answer.
+ * Statuses that say "not now" rather than "no": 408 Request Timeout (the server closed a request
+ * it waited too long for, RFC 9110 §15.5.9: a node fleet answers it after `requestTimeout`, e.g. a
+ * slow link's upload), 429 Too Many Requests (RFC 6585 §4) and every 5xx. The device backs off and
+ * retries them; any other answer is the fleet's judgement of the request.
+ */
+const isTransientStatus = (status: number): boolean => status >= 500 || status === 408 || status === 429;
+
+/**
+ * One request; throws `SYNC_FLEET_UNAVAILABLE` when the fleet cannot be reached or answers a
+ * transient status ({@link isTransientStatus}), returns every other answer.
  */
 export function fleetCall(endpoint: FleetEndpoint, path: string, init: FleetRequest): Promise<FleetAnswer> {
   const url = new URL(path, endpoint.url);
@@ -72,7 +80,7 @@ export function fleetCall(endpoint: FleetEndpoint, path: string, init: FleetRequ
       res.on('end', () => {
         const body = jsonObject(Buffer.concat(parts).toString('utf8'));
         const status = res.statusCode ?? 0;
-        if (status >= 500) reject(unavailable(`answered ${status}`, undefined, status, errorField(body, 'code') ?? ''));
+        if (isTransientStatus(status)) reject(unavailable(`answered ${status}`, undefined, status, errorField(body, 'code') ?? ''));
         else resolve({ status, body });
       });
     };

@@ -7,7 +7,7 @@ import { DetailedError } from '../errors.js';
 
 /** Stable codes of {@link FleetSyncError}. */
 export type FleetSyncErrorCode =
-  /** The fleet could not be reached, or answered 5xx (it is down or its database is): retried with backoff. */
+  /** The fleet could not be reached, or answered 5xx, 408 or 429 (it is down, its database is, or it is busy): retried with backoff. */
   | 'SYNC_FLEET_UNAVAILABLE'
   /** The fleet refused the evidence with a code (`details.fleetCode`): not retried as is. */
   | 'SYNC_REFUSED'

@@ -5,6 +5,8 @@
  * lets retention drop only boots the fleet holds; while the fleet is down it backs off within
  * bounds.
  */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { backoffDelay, FleetSync, FRESH_PCR } from '../../src/testing/index.js';
@@ -43,6 +45,39 @@ describe('fleet sync from a device', () => {
     assert.deepEqual(errors, Array(6).fill('SYNC_FLEET_UNAVAILABLE'));
     assert.deepEqual(delays, [100, 200, 400, 800, 1000, 1000]);
     assert.deepEqual([0, 3, 40].map((a) => backoffDelay(a, { initialMs: 100, maxMs: 1000 }, () => 0)), [50, 400, 500]);
+  });
+
+  it('a fleet answering 408, 429 or 503 is unavailable (backed off), not a refusal', async () => {
+    const statuses = [408, 429, 503];
+    const server = createServer((req, res) => {
+      req.resume();
+      res.writeHead(statuses[served++ % statuses.length] as number, { 'content-type': 'application/json' }).end('{}');
+    });
+    let served = 0;
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const controller = new AbortController();
+      const delays: number[] = [];
+      const sync = new FleetSync({
+        fleetUrl: `http://127.0.0.1:${port}`,
+        deviceId: 'dev',
+        store: device.store,
+        backoff: { initialMs: 100, maxMs: 1000 },
+        random: () => 0.999,
+        sleep: async (ms) => {
+          delays.push(ms);
+          if (delays.length === 3) controller.abort();
+        },
+      });
+      const errors: { code: string; status: unknown }[] = [];
+      await sync.run(50, controller.signal, undefined, (e) => errors.push({ code: (e as { code: string }).code, status: (e as { details: { status?: unknown } }).details.status }));
+      assert.deepEqual(errors, statuses.map((status) => ({ code: 'SYNC_FLEET_UNAVAILABLE', status })));
+      assert.deepEqual(delays, [100, 200, 400]);
+      assert.equal(sync.status().state, 'backing-off');
+    } finally {
+      server.close();
+    }
   });
 
   it('syncs the backlog collected offline in bounded bundles, then only what is new', async () => {
