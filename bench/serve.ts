@@ -1,9 +1,21 @@
 /**
- * Serving the log: imakeep's streamed log (stored chunks decoded one at a time) against Keylime's
- * way of reading (rust-keylime `keylime/src/ima/measurement_list.rs`: the agent seeks to a cached (entry, offset) pair, reads the whole
- * unread tail of the ASCII file into one string, counts lines, and sends it), both over a unix
- * socket, on the same list, in one run. Throughput, time to first byte, and the server's peak
- * memory growth during a request.
+ * Serving the log (issue 17's serving figures): imakeep's streamed log from the store against
+ * Keylime's way of reading (rust-keylime `keylime/src/ima/measurement_list.rs`: the agent seeks to
+ * a cached (entry, offset) pair, reads the whole unread tail of the ASCII file into one string,
+ * counts lines, and sends it), both over a unix socket, on the same list, in one run.
+ *
+ * Printed: the issue's rows, each figure with its goal and the limit measured in the same run:
+ * - the list served from the store (`openLog(...).bytes()` read to the end, HTTP excluded), MB per
+ *   CPU-second of this process (user + system, all threads) and MB/s wall-clock;
+ * - the limit: reading the store's segment file itself as the store reads it (1 MiB `preadv`
+ *   runs into 64 KiB buffers), alone and with the SHA-256 every stored value is checked against
+ *   (docs/store.md#segment-files);
+ * - over HTTP (curl in its own process): MB/s, MB per CPU-second of the server (this process),
+ *   time to first byte, the server's peak memory growth, and the Keylime-style server's figures
+ *   and the ratio beside ours.
+ *
+ * It runs as the daemon does: V8 flags `DAEMON_NODE_FLAGS` and glibc's `DAEMON_MALLOC_ENV` (the
+ * parent re-runs itself with them as `--child`).
  *
  *   npx tsc -p . && node dist/bench/serve.js [--quick]
  *
@@ -11,27 +23,38 @@
  * is cached (no newline counting to find it), so what remains is its per-request cost of holding
  * the tail in memory. Writes bench/results/serve.json.
  */
+import { createHash } from 'node:crypto';
 import { createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { createServer } from 'node:http';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DAEMON_MALLOC_ENV, DAEMON_NODE_FLAGS } from '../src/daemon/index.js';
 import { formatAsciiLineBytes } from '../src/ima/index.js';
-import { startApiServer } from '../src/serve/index.js';
+import { openLog, startApiServer } from '../src/serve/index.js';
 import { openStore, type ImaStore } from '../src/store/index.js';
+import { SEGMENTS_DIRECTORY } from '../src/testing/index.js';
 import { fillStore } from './_stored.js';
 import { describeMachine, machineLine } from './_machine.js';
 
 const quick = process.argv.includes('--quick');
 const RECORDS = quick ? 40_000 : 200_000;
 const RUNS = quick ? 3 : 5;
+/** In-process reads of the whole list, after two to warm up (JIT, page cache): more than the HTTP runs, they are cheap. */
+const STORE_RUNS = quick ? 5 : 9;
+
+/** The issue's goals (MB/s). */
+const GOAL_BINARY = 500;
+const GOAL_ASCII = 150;
 
 /** One request's figures. */
 interface Sample {
   readonly ttfbMs: number;
   readonly totalMs: number;
   readonly bytes: number;
+  /** CPU time of this process (the server; user + system, all threads) during the request. */
+  readonly serverCpuMs: number;
   /** Peak growth of heapUsed + arrayBuffers of the server process during the request. */
   readonly peakMemoryMiB: number;
 }
@@ -45,7 +68,15 @@ interface Case {
   readonly ttfbMs: number;
   readonly totalMs: number;
   readonly mbPerS: number;
+  readonly mbPerServerCpuS: number;
   readonly peakMemoryMiB: number;
+}
+
+/** A rate measured in this process: MB per CPU-second and MB/s wall-clock, medians of the runs. */
+interface Rate {
+  readonly bytes: number;
+  readonly mbPerCpuS: number;
+  readonly mbPerS: number;
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
@@ -53,23 +84,77 @@ const memory = (): number => {
   const m = process.memoryUsage();
   return m.heapUsed + m.arrayBuffers;
 };
+const cpuMs = (since?: NodeJS.CpuUsage): number => {
+  const u = process.cpuUsage(since);
+  return (u.user + u.system) / 1000;
+};
+
+/**
+ * `run` (which returns the bytes it went through) twice to warm up, then STORE_RUNS times: the
+ * medians of MB per CPU-second and MB/s.
+ */
+async function rate(run: () => Promise<number>): Promise<Rate> {
+  await run();
+  await run();
+  const perCpu: number[] = [];
+  const perWall: number[] = [];
+  let bytes = 0;
+  for (let i = 0; i < STORE_RUNS; i++) {
+    const cpu = process.cpuUsage();
+    const t0 = performance.now();
+    bytes = await run();
+    perWall.push(bytes / 1e3 / (performance.now() - t0));
+    perCpu.push(bytes / 1e3 / cpuMs(cpu));
+  }
+  return { bytes, mbPerCpuS: Math.round(median(perCpu)), mbPerS: Math.round(median(perWall)) };
+}
+
+/** The whole list of the current boot from the store (`openLog(...).bytes()`), HTTP excluded: its bytes. */
+async function serveFromStore(store: ImaStore, format: 'binary' | 'ascii'): Promise<number> {
+  let bytes = 0;
+  for await (const part of (await openLog({ store }, { format })).bytes()) bytes += part.length;
+  return bytes;
+}
+
+/**
+ * The limit under serving from the store: the segment file read front to back as the store reads
+ * it (1 MiB `preadv` runs into 64 KiB buffers, a new buffer per value), and with the SHA-256 of
+ * each 64 KiB the store checks every value against. Its bytes.
+ */
+async function readSegment(path: string, hashed: boolean): Promise<number> {
+  const file = await open(path, 'r');
+  try {
+    let at = 0;
+    for (;;) {
+      const buffers = Array.from({ length: 16 }, () => Buffer.allocUnsafe(64 * 1024));
+      const { bytesRead } = await file.readv(buffers, at);
+      if (hashed) for (const b of buffers) createHash('sha256').update(b).digest();
+      at += bytesRead;
+      if (bytesRead < 16 * 64 * 1024) return at;
+    }
+  } finally {
+    await file.close();
+  }
+}
 
 /**
  * GET over a unix socket by curl, a client in its own process writing to /dev/null: what is
  * measured is the server (this process), not a client sharing its event loop. curl's own
- * timings; this process's memory sampled while the request runs.
+ * timings; this process's CPU time and memory while the request runs.
  */
 function fetchTimed(socket: string, path: string): Promise<Sample> {
   return new Promise((resolve, reject) => {
     const base = memory();
     let peak = base;
     const sampler = setInterval(() => (peak = Math.max(peak, memory())), 5);
+    const cpu = process.cpuUsage();
     const args = ['-sS', '--fail', '--unix-socket', socket, '-o', '/dev/null', '-w', '%{time_starttransfer} %{time_total} %{size_download}', `http://imakeep${path}`];
     execFile('curl', args, (err, stdout) => {
+      const serverCpuMs = cpuMs(cpu);
       clearInterval(sampler);
       if (err !== null) return reject(err);
       const [ttfb, total, bytes] = stdout.trim().split(' ').map(Number) as [number, number, number];
-      resolve({ ttfbMs: ttfb * 1000, totalMs: total * 1000, bytes, peakMemoryMiB: (peak - base) / 2 ** 20 });
+      resolve({ ttfbMs: ttfb * 1000, totalMs: total * 1000, bytes, serverCpuMs, peakMemoryMiB: (peak - base) / 2 ** 20 });
     });
   });
 }
@@ -134,15 +219,29 @@ async function measure(server: Case['server'], format: Case['format'], from: num
     ttfbMs: Number(median(samples.map((s) => s.ttfbMs)).toFixed(2)),
     totalMs: Number(totalMs.toFixed(1)),
     mbPerS: Number((bytes / 1e6 / (totalMs / 1000)).toFixed(1)),
+    mbPerServerCpuS: Math.round(median(samples.map((s) => bytes / 1e3 / s.serverCpuMs))),
     peakMemoryMiB: Number(median(samples.map((s) => s.peakMemoryMiB)).toFixed(1)),
   };
 }
 
-async function main(): Promise<void> {
+/** `12 MB/CPU-s, 34 MB/s`. */
+function rateText(r: Rate): string {
+  return `${r.mbPerCpuS.toLocaleString('en-US')} MB/CPU-s, ${r.mbPerS.toLocaleString('en-US')} MB/s`;
+}
+
+async function child(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'imakeep-bench-serve-'));
   try {
     process.stderr.write(`building ${RECORDS} records...\n`);
     const { store, asciiPath, offsets } = await buildFixtures(dir, RECORDS);
+    const load = [loadavg()[0] ?? NaN];
+    const segment = join(dir, 'store', SEGMENTS_DIRECTORY, `${'0'.padStart(10, '0')}.seg`);
+    const fromStore = {
+      binary: await rate(() => serveFromStore(store, 'binary')),
+      ascii: await rate(() => serveFromStore(store, 'ascii')),
+      segmentRead: await rate(() => readSegment(segment, false)),
+      segmentReadChecked: await rate(() => readSegment(segment, true)),
+    };
     const ours = join(dir, 'imakeep.sock');
     const theirs = join(dir, 'keylime.sock');
     const api = await startApiServer({ store }, { socket: ours });
@@ -159,27 +258,53 @@ async function main(): Promise<void> {
       await stopKeylime();
       await store.close();
     }
+    load.push(loadavg()[0] ?? NaN);
     const machine = describeMachine([]);
     const asciiSame = cases.filter((c) => c.format === 'ascii' && c.from === 0);
+    const httpOf = (server: Case['server'], format: Case['format']): Case | undefined => cases.find((c) => c.server === server && c.format === format && c.from === 0);
     const result = {
       machine,
       records: RECORDS,
       runs: RUNS,
+      storeRuns: STORE_RUNS,
+      nodeFlags: DAEMON_NODE_FLAGS,
+      mallocEnv: DAEMON_MALLOC_ENV,
+      loadAverage: load.map((l) => Number(l.toFixed(1))),
+      fromStore,
       cases,
-      note: 'Medians. Client: curl in its own process. peakMemoryMiB: growth of heapUsed+arrayBuffers of the server process.',
+      note: 'Medians. fromStore: openLog().bytes() read to the end in this process (HTTP excluded) and the segment file read alone; MB per CPU-second of this process. Client: curl in its own process. mbPerServerCpuS: bytes per CPU-second of the server process. peakMemoryMiB: growth of heapUsed+arrayBuffers of the server process.',
       keylimeOverImakeepPeakMemoryFromZero: Number(((asciiSame[1]?.peakMemoryMiB ?? NaN) / (asciiSame[0]?.peakMemoryMiB ?? NaN)).toFixed(1)),
     };
     const out = join(process.cwd(), 'bench', 'results');
     mkdirSync(out, { recursive: true });
     writeFileSync(join(out, 'serve.json'), `${JSON.stringify(result, null, 2)}\n`);
-    process.stdout.write(`\n### serve: ${RECORDS} records, median of ${RUNS} (${machineLine(machine)})\n\n`);
-    process.stdout.write('| server | format | from | MB | MB/s | first byte ms | total ms | peak memory MiB |\n|---|---|---:|---:|---:|---:|---:|---:|\n');
+    const binaryHttp = httpOf('imakeep', 'binary');
+    const asciiHttp = httpOf('imakeep', 'ascii');
+    const keylimeHttp = httpOf('keylime-style', 'ascii');
+    const w = (line: string): boolean => process.stdout.write(`${line}\n`);
+    w(`\n### serve from the store: issue 17's figures, ${RECORDS} records (${(fromStore.binary.bytes / 1e6).toFixed(1)} MB binary, ${(fromStore.ascii.bytes / 1e6).toFixed(1)} MB ASCII), medians of ${STORE_RUNS} (${machineLine(machine)}; load ${load.map((l) => l.toFixed(1)).join(' -> ')}; ${DAEMON_NODE_FLAGS.join(' ')})\n`);
+    w('| figure | this run | the limit in the same run | goal |');
+    w('|---|---:|---:|---:|');
+    w(`| serve the SHA-1 binary list from the store (\`openLog().bytes()\`, HTTP excluded) | ${rateText(fromStore.binary)} | the segment file read alone: ${rateText(fromStore.segmentRead)}; read + SHA-256 check of every value: ${rateText(fromStore.segmentReadChecked)} | ≥ ${GOAL_BINARY} MB/s |`);
+    w(`| serve the ASCII list from the store (same) | ${rateText(fromStore.ascii)} | the Keylime-style file read over HTTP: ${keylimeHttp?.mbPerS ?? NaN} MB/s, ${keylimeHttp?.mbPerServerCpuS ?? NaN} MB/server-CPU-s | ≥ ${GOAL_ASCII} MB/s |`);
+    w(`| the SHA-1 binary list over HTTP (curl, unix socket, from 0) | ${binaryHttp?.mbPerServerCpuS ?? NaN} MB/server-CPU-s, ${binaryHttp?.mbPerS ?? NaN} MB/s | (as above) | ≥ ${GOAL_BINARY} MB/s |`);
+    w(`| the ASCII list over HTTP (same) | ${asciiHttp?.mbPerServerCpuS ?? NaN} MB/server-CPU-s, ${asciiHttp?.mbPerS ?? NaN} MB/s; ÷ Keylime-style: ${((asciiHttp?.mbPerS ?? NaN) / (keylimeHttp?.mbPerS ?? NaN)).toFixed(2)}x | Keylime-style: ${keylimeHttp?.mbPerS ?? NaN} MB/s | ≥ ${GOAL_ASCII} MB/s |`);
+    w(`\n### serve over HTTP: ${RECORDS} records, median of ${RUNS}\n`);
+    w('| server | format | from | MB | MB/s | MB/server-CPU-s | first byte ms | total ms | peak memory MiB |\n|---|---|---:|---:|---:|---:|---:|---:|---:|');
     for (const c of cases) {
-      process.stdout.write(`| ${c.server} | ${c.format} | ${c.from} | ${(c.bytes / 1e6).toFixed(1)} | ${c.mbPerS} | ${c.ttfbMs} | ${c.totalMs} | ${c.peakMemoryMiB} |\n`);
+      w(`| ${c.server} | ${c.format} | ${c.from} | ${(c.bytes / 1e6).toFixed(1)} | ${c.mbPerS} | ${c.mbPerServerCpuS} | ${c.ttfbMs} | ${c.totalMs} | ${c.peakMemoryMiB} |`);
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-await main();
+/** Re-runs this file as the daemon runs (its V8 flags and malloc settings), output passed through. */
+function asDaemon(): void {
+  const args = [...DAEMON_NODE_FLAGS, process.argv[1] ?? '', '--child', ...process.argv.slice(2)];
+  const run = spawnSync(process.execPath, args, { stdio: 'inherit', env: { ...process.env, ...DAEMON_MALLOC_ENV } });
+  process.exitCode = run.status ?? 1;
+}
+
+if (process.argv.includes('--child')) await child();
+else asDaemon();

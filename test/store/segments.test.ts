@@ -1,9 +1,9 @@
 /**
  * Chunk values in segment files (docs/store.md#segment-files): a store written by the previous
  * format (schema 1, every value in LevelDB: test/fixtures/store-schema1) opens and serves
- * byte-exact, a torn tail past the last reference is cut on open, segment bytes that do not match
- * their reference are STORE_CORRUPT, a failed segment write changes nothing, retention deletes a
- * boot's segment and an orphan is removed on open.
+ * byte-exact, a torn tail past the last reference is cut on open, values are read once each in runs
+ * of consecutive bytes, segment bytes that do not match their reference are STORE_CORRUPT, a failed
+ * segment write changes nothing, retention deletes a boot's segment and an orphan is removed on open.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -12,10 +12,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Level } from 'level';
+import { encodeBinaryRecord, formatAsciiLineBytes, concatBytes } from '../../src/ima/index.js';
 import { openLog } from '../../src/serve/index.js';
-import { chunkKey, openStore, type ChunkSegments, type ImaStore, type StoreError } from '../../src/store/index.js';
+import { chunkKey, openStore, type ChunkSegments, type ImaStore, type SegmentReader, type StoreError } from '../../src/store/index.js';
 import { decodeChunkEntry, SEGMENTS_DIRECTORY, SegmentFiles, STORE_SCHEMA_VERSION } from '../../src/testing/index.js';
 import { bootInfo, makeRecord } from './_fixtures.js';
+import { assertSegmentMutantsFail, references, segmentPath } from './_tamper.js';
 import { fill } from './suite.js';
 
 const FIXTURE = new URL('../../../test/fixtures/store-schema1/', import.meta.url).pathname;
@@ -28,10 +30,6 @@ async function tempDir(): Promise<string> {
 
 function sha256(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
-}
-
-function segmentPath(dir: string, boot: number): string {
-  return join(dir, SEGMENTS_DIRECTORY, `${String(boot).padStart(10, '0')}.seg`);
 }
 
 /** Every record of the boot read back, checked against `makeRecord`; returns how many. */
@@ -74,6 +72,37 @@ async function rawValue(dir: string, key: Uint8Array): Promise<Uint8Array> {
   } finally {
     await db.close();
   }
+}
+
+/** `files` as the store's segments, some operations replaced (a test's fault or counter). */
+function segmentsWith(files: SegmentFiles, replaced: Partial<ChunkSegments>): ChunkSegments {
+  return {
+    append: (boot, value) => files.append(boot, value),
+    reader: (boot) => files.reader(boot),
+    truncate: (boot, length) => files.truncate(boot, length),
+    remove: (boot) => files.remove(boot),
+    boots: () => files.boots(),
+    close: () => files.close(),
+    ...replaced,
+  };
+}
+
+/** The segment files of `dir`, each reader counting the values every read asks for. */
+async function countingSegments(dir: string): Promise<{ segments: ChunkSegments; reads: number[][] }> {
+  const files = await SegmentFiles.open(join(dir, SEGMENTS_DIRECTORY), dir);
+  const reads: number[][] = [];
+  const reader = async (boot: number): Promise<SegmentReader | undefined> => {
+    const inner = await files.reader(boot);
+    if (inner === undefined) return undefined;
+    return {
+      read: (offset, lengths) => {
+        reads.push([offset, ...lengths]);
+        return inner.read(offset, lengths);
+      },
+      close: () => inner.close(),
+    };
+  };
+  return { segments: segmentsWith(files, { reader }), reads };
 }
 
 describe('store segment files', () => {
@@ -179,7 +208,7 @@ describe('store segment files', () => {
     const dir = await tempDir();
     const files = await SegmentFiles.open(join(dir, SEGMENTS_DIRECTORY), dir);
     let failNext = false;
-    const segments: ChunkSegments = {
+    const segments = segmentsWith(files, {
       append: async (boot, value) => {
         if (!failNext) return files.append(boot, value);
         failNext = false;
@@ -187,12 +216,7 @@ describe('store segment files', () => {
         await files.append(boot, value.subarray(0, value.length >> 1));
         throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
       },
-      reader: (boot) => files.reader(boot),
-      truncate: (boot, length) => files.truncate(boot, length),
-      remove: (boot) => files.remove(boot),
-      boots: () => files.boots(),
-      close: () => files.close(),
-    };
+    });
     let store = await openStore(dir, { segments });
     try {
       const boot = await store.beginBoot(bootInfo(0));
@@ -205,6 +229,73 @@ describe('store segment files', () => {
     } finally {
       await store.close();
     }
+  });
+
+  it('reads consecutive values in runs (one value first, then doubling), each value once and byte-exact, a gap splitting a run', async () => {
+    const dir = await tempDir();
+    const files = await SegmentFiles.open(join(dir, SEGMENTS_DIRECTORY), dir);
+    let gapAfter = -1;
+    const segments = segmentsWith(files, {
+      append: async (boot, value) => {
+        if (gapAfter-- === 0) await files.append(boot, new Uint8Array(333).fill(0xee)); // a failed write's leftovers
+        return files.append(boot, value);
+      },
+    });
+    let store = await openStore(dir, { segments });
+    const boot = await store.beginBoot(bootInfo(0));
+    await fill(store, boot, 0, 300, 4);
+    gapAfter = 0;
+    await fill(store, boot, 300, 600, 4);
+    await store.close();
+    const refs = await references(dir, boot);
+    assert.equal(refs.length, 150);
+    const segment = await readFile(segmentPath(dir, boot));
+    const counted = await countingSegments(dir);
+    store = await openStore(dir, { segments: counted.segments });
+    try {
+      const read: string[] = [];
+      for await (const c of store.chunks(boot)) read.push(`${c.key} ${sha256(c.value)}`);
+      assert.deepEqual(
+        read,
+        refs.map(({ key, reference: r }) => `${key} ${sha256(segment.subarray(r.offset, r.offset + r.length))}`),
+      );
+      // Runs: one value, then up to twice the bytes of the last; the gap (333 bytes before chunk/0/300) starts a new run.
+      const lengths = refs.map((r) => r.reference.length);
+      assert.deepEqual(counted.reads[0], [refs[0]?.reference.offset, lengths[0]]);
+      assert.deepEqual(counted.reads.flatMap(([, ...l]) => l), lengths, 'every value read once, in order');
+      let at = 0;
+      for (const [offset, ...l] of counted.reads) {
+        const run = refs.slice(at, at + l.length);
+        assert.equal(offset, run[0]?.reference.offset);
+        for (let i = 1; i < run.length; i++) assert.equal(run[i]?.reference.offset, (run[i - 1]?.reference.offset ?? 0) + (run[i - 1]?.reference.length ?? 0), 'a run is consecutive bytes');
+        at += l.length;
+      }
+      const gap = refs.findIndex((r) => r.key === 'chunk/0/300');
+      assert.ok(counted.reads.some(([offset]) => offset === refs[gap]?.reference.offset), 'the value after the gap starts a run');
+      assert.ok(counted.reads.length < 12, `${counted.reads.length} reads for 150 values`);
+      // The lists served from these runs are the records' own encodings, from 0 and from inside a run.
+      for (const from of [0, 301]) {
+        const records = Array.from({ length: 600 - from }, (_, i) => makeRecord(from + i));
+        for (const [format, encode] of [
+          ['binary', (r: (typeof records)[number]) => encodeBinaryRecord(r)],
+          ['ascii', (r: (typeof records)[number]) => formatAsciiLineBytes(r)],
+        ] as const) {
+          const parts: Uint8Array[] = [];
+          for await (const bytes of (await openLog({ store }, { boot, from, format })).bytes()) parts.push(bytes);
+          assert.equal(sha256(concatBytes(parts)), sha256(concatBytes(records.map(encode))), `${format} from ${from}`);
+        }
+      }
+      // A single chunk (the last) is one value read.
+      counted.reads.length = 0;
+      assert.equal((await store.lastChunk(boot))?.key, 'chunk/0/596');
+      assert.deepEqual(counted.reads, [[refs[149]?.reference.offset, lengths[149]]]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('bytes of a segment, flipped (the first, a middle and the last of each value), fail the walk with STORE_CORRUPT naming the chunk holding them', async () => {
+    await assertSegmentMutantsFail(await tempDir(), 'sample');
   });
 
   it('dropBoot deletes the boot segment; a segment whose boot is gone is removed on open', async () => {
