@@ -13,12 +13,19 @@
  *
  *   node dist/bench/memory-pressure.js [--seconds 20] [--tail 5] [--interval-ms 250]
  *        [--workloads boot,steady,runaway] [--modes none,n,staged] [--cycle-ms 5000] [--no-strace]
- *   (env IMAKEEP_BENCH_SECONDS, IMAKEEP_BENCH_TAIL override the defaults)
+ *        [--node-flags='--max-semi-space-size=1 ...'] [--malloc-env='MALLOC_ARENA_MAX=2 ...']
+ *   (env IMAKEEP_BENCH_SECONDS, IMAKEEP_BENCH_TAIL override the defaults; --node-flags and
+ *   --malloc-env replace the daemon's `DAEMON_NODE_FLAGS` / `DAEMON_MALLOC_ENV` for an A/B)
+ *
+ * Issue 17's figures of the daemon (peak RSS, RssAnon, flash written per raw record byte, CPU per
+ * record) are printed with their goals beside them and Node's floor measured in the same run
+ * (hw/node-floor.ts: node started as the daemon, `imakeep/daemon` loaded, a store open, idle),
+ * and where the daemon's resident memory is at the end of each run (/proc/PID/smaps).
  *
  * Writes bench/results/memory-pressure.json (every sample and summary, the machine) and
  * bench/results/memory-pressure-<workload>-{kmem,records,rss}.svg; prints tables.
  */
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -28,10 +35,19 @@ import { tpmBootAggregate } from '../hw/securityfs/sources.js';
 import { startSwtpm } from '../hw/swtpm.js';
 import type { CollectorStatus, MetricsSnapshot } from '../src/collector/index.js';
 import { Tpm } from '../src/tpm/index.js';
-import { REPO_ROOT, emulatedCmdline, startCollector, verbAvailability, type CollectorExit, type CollectorProcess } from '../hw/collector-process.js';
+import {
+  REPO_ROOT,
+  emulatedCmdline,
+  measureNodeFloor,
+  startCollector,
+  verbAvailability,
+  type CollectorExit,
+  type CollectorProcess,
+  type NodeFloor,
+} from '../hw/collector-process.js';
 import { describeMachine, machineLine, type MachineDescription } from './_machine.js';
 import { lineChartSvg, type ChartSeries } from './_plot.js';
-import { sampleProcess, type ProcessSample } from '../hw/proc.js';
+import { sampleProcess, sampleSmaps, type ProcessSample, type SmapsBreakdown } from '../hw/proc.js';
 import { straceUsable } from '../hw/strace.js';
 import { startTpmProxy } from '../hw/tpm-proxy.js';
 import { stopDeviceParts, type DeviceParts } from '../hw/device-parts.js';
@@ -86,6 +102,12 @@ export interface PressureSummary {
   readonly collector?: {
     readonly peakRssKiB: number;
     readonly endRssKiB: number;
+    /** Largest RssAnon of the samples (every `intervalMs`: a shorter spike may be missed; VmHWM has no anonymous twin). */
+    readonly peakAnonKiB: number;
+    /** RssFile at the end: node's binary and libraries, our native addons, mapped files. */
+    readonly endFileKiB: number;
+    /** /proc/PID/smaps at the end, by what is resident (the profile behind RssAnon and RssFile). */
+    readonly endSmaps?: SmapsBreakdown;
     /** Peak and last V8 heap in use over the samples (KiB), when the daemon answered. */
     readonly peakHeapUsedKiB?: number;
     readonly endHeapUsedKiB?: number;
@@ -127,6 +149,10 @@ export interface PressureSettings {
   readonly workloads: readonly string[];
   readonly modes: readonly PressureMode[];
   readonly countSyncs: boolean;
+  /** V8 flags of the daemon and of Node's floor; undefined: `DAEMON_NODE_FLAGS`. */
+  readonly nodeFlags?: readonly string[];
+  /** glibc malloc settings of the daemon and of Node's floor; undefined: `DAEMON_MALLOC_ENV`. */
+  readonly mallocEnv?: Readonly<Record<string, string>>;
 }
 
 /** Runs one workload in one mode; never throws (a failure is a run with status `failed`). */
@@ -158,6 +184,7 @@ async function runOne(workload: Workload, mode: PressureMode, settings: Pressure
         intervalMs: settings.cycleMs,
         cmdlineFile: emulatedCmdline(parts.workDir, mode === 'staged'),
         countSyncs: settings.countSyncs ? join(parts.workDir, 'strace.txt') : undefined,
+        ...processSettings(settings),
       });
     }
     // Figures per record count from here: the daemon has started, opened its store and answers.
@@ -219,9 +246,10 @@ async function runOne(workload: Workload, mode: PressureMode, settings: Pressure
     const rawRecordBytes = end.recordsTotal > 0 ? readFileSync(emulator.control.oracleBinary).length / end.recordsTotal : Number.NaN;
     const collectorPart = parts.collector;
     const metrics = collectorPart === undefined ? undefined : await collectorMetrics(socket);
+    const endSmaps = collectorPid === undefined ? undefined : sampleSmaps(collectorPid);
     parts.collector = undefined;
     exit = await collectorPart?.stop();
-    const summary = summarize(workload, samples, end.recordsTotal, rawRecordBytes, atStart, last, exit, metrics);
+    const summary = summarize(workload, samples, end.recordsTotal, rawRecordBytes, atStart, last, exit, metrics, endSmaps);
     if (exit !== undefined && !exit.clean) {
       const said = `${exit.stderrTail.trim()} ${collectorPart?.output().trim().split('\n').slice(-3).join(' / ') ?? ''}`.trim();
       return { ...base, status: 'failed', reason: `collector exited with ${exit.code ?? exit.signal}: ${said.slice(-600)}`, samples, summary };
@@ -271,6 +299,7 @@ function summarize(
   atEnd: ProcessSample | undefined,
   exit: CollectorExit | undefined,
   metrics: MetricsSnapshot | undefined,
+  endSmaps: SmapsBreakdown | undefined,
 ): PressureSummary {
   const lastSample = samples[samples.length - 1];
   const scheduled = Math.max(1, lastSecond(workload.phases));
@@ -292,6 +321,9 @@ function summarize(
     collector: {
       peakRssKiB: atEnd.peakRssKiB,
       endRssKiB: atEnd.rssKiB,
+      peakAnonKiB: Math.max(atEnd.anonKiB, ...samples.flatMap((x) => (x.anonKiB === undefined ? [] : [x.anonKiB]))),
+      endFileKiB: atEnd.fileKiB,
+      ...(endSmaps === undefined ? {} : { endSmaps }),
       ...heapFigures(samples),
       endAnonKiB: atEnd.anonKiB,
       cpuMsPerRecord: perRecord((atEnd.cpuSeconds - atStart.cpuSeconds) * 1000),
@@ -344,6 +376,8 @@ export function pressureSettings(argv: readonly string[], env: NodeJS.ProcessEnv
       workloads: { type: 'string' },
       modes: { type: 'string' },
       'no-strace': { type: 'boolean' },
+      'node-flags': { type: 'string' },
+      'malloc-env': { type: 'string' },
     },
     strict: true,
   });
@@ -363,7 +397,25 @@ export function pressureSettings(argv: readonly string[], env: NodeJS.ProcessEnv
     workloads,
     modes: modes.filter(isMode),
     countSyncs: values['no-strace'] !== true && straceUsable(),
+    ...(values['node-flags'] === undefined ? {} : { nodeFlags: values['node-flags'].split(' ').filter((f) => f !== '') }),
+    ...(values['malloc-env'] === undefined ? {} : { mallocEnv: mallocEnvOption(values['malloc-env']) }),
   };
+}
+
+/** `NAME=value NAME=value` (glibc's `MALLOC_*` tunables) as a record; '' is none at all. */
+export function mallocEnvOption(text: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const pair of text.split(' ').filter((p) => p !== '')) {
+    const m = /^(MALLOC_[A-Z_]+)=(\S+)$/.exec(pair);
+    if (m?.[1] === undefined || m[2] === undefined) throw new RangeError(`--malloc-env takes MALLOC_NAME=value pairs, not '${pair}'`);
+    env[m[1]] = m[2];
+  }
+  return env;
+}
+
+/** The daemon process settings a bench run overrides (none: the daemon's own). */
+function processSettings(settings: PressureSettings): { nodeFlags?: readonly string[]; mallocEnv?: Readonly<Record<string, string>> } {
+  return { ...(settings.nodeFlags === undefined ? {} : { nodeFlags: settings.nodeFlags }), ...(settings.mallocEnv === undefined ? {} : { mallocEnv: settings.mallocEnv }) };
 }
 
 const kib = (bytes: number) => bytes / 1024;
@@ -400,8 +452,79 @@ export function pressureTables(runs: readonly PressureRun[], workloads: readonly
   return out.join('\n');
 }
 
+/** Issue 17's goals for the daemon, in every workload. */
+export const DAEMON_GOALS = {
+  peakRssMiB: 64,
+  rssAnonMiB: 24,
+  /** Flash written ÷ raw record bytes: bursts (boot, runaway) and ingest, and a steady trickle (a synced page per cycle). */
+  flashPerRawByte: { burst: 1.3, steady: 2 },
+  /** The ingest goal, CPU inside the cycle; the bench's figure is the whole process (idle cycles, the bench's status requests). */
+  cpuUsPerRecord: 6.7,
+} as const;
+
+const mib = (kibValue: number, digits = 1) => fmt(kibValue / 1024, digits);
+const against = (value: number, goal: number) => (value <= goal ? '✓' : '✗');
+
+/** The flash goal of a workload: a steady trickle syncs a page per cycle for few records. */
+function flashGoal(workload: string): number {
+  return workload === 'steady' ? DAEMON_GOALS.flashPerRawByte.steady : DAEMON_GOALS.flashPerRawByte.burst;
+}
+
+/** `RSS X MiB = RssAnon Y + RssFile Z` of a floor sample. */
+function floorLine(floor: NodeFloor): string {
+  const f = floor.sample;
+  return `RSS ${mib(f.rssKiB)} MiB = RssAnon ${mib(f.anonKiB)} + RssFile ${mib(f.fileKiB)} MiB`;
+}
+
+/**
+ * Issue 17's rows for the daemon in every workload and mode, the goal beside each figure (✓ met,
+ * ✗ not), under Node's floor measured in the same run.
+ */
+export function issueTable(runs: readonly PressureRun[], workloads: readonly Workload[], floor: NodeFloor | undefined): string {
+  const out: string[] = [
+    `**The daemon against issue 17's goals.** Node's floor in this run (hw/node-floor.ts: node started as the daemon, imakeep/daemon loaded, a store open, idle): ${floor === undefined ? 'not measured' : floorLine(floor)}.`,
+    '',
+    `| workload | mode | peak RSS MiB (≤ ${DAEMON_GOALS.peakRssMiB}) | RssAnon MiB peak / end (≤ ${DAEMON_GOALS.rssAnonMiB}) | flash written ÷ raw record bytes (≤ ${DAEMON_GOALS.flashPerRawByte.burst} bursts, ≤ ${DAEMON_GOALS.flashPerRawByte.steady} steady) | CPU µs per record, whole process (ingest goal ≤ ${DAEMON_GOALS.cpuUsPerRecord} in the cycle) |`,
+    '|---|---|---:|---:|---:|---:|',
+  ];
+  for (const w of workloads) {
+    for (const r of runs.filter((x) => x.workload === w.name && x.mode !== 'none')) {
+      const c = r.summary?.collector;
+      if (r.status !== 'ok' || c === undefined) {
+        out.push(`| ${w.name} | ${r.mode} | ${r.status}: ${(r.reason ?? '').replace(/\|/g, '/').split('\n')[0]} | | | |`);
+        continue;
+      }
+      const goal = flashGoal(w.name);
+      out.push(
+        `| ${w.name} | ${r.mode} | ${mib(c.peakRssKiB)} ${against(c.peakRssKiB / 1024, DAEMON_GOALS.peakRssMiB)} | ` +
+          `${mib(c.peakAnonKiB)} / ${mib(c.endAnonKiB)} ${against(c.peakAnonKiB / 1024, DAEMON_GOALS.rssAnonMiB)} | ` +
+          `${fmt(c.writeAmplification, 2)} ${against(c.writeAmplification, goal)} | ${fmt(c.cpuMsPerRecord * 1000, 1)} |`,
+      );
+    }
+  }
+  return `${out.join('\n')}\n`;
+}
+
+/** Where the daemon's resident memory is at the end of each run, and Node's floor's (/proc/PID/smaps, MiB). */
+export function smapsTable(runs: readonly PressureRun[], floor: NodeFloor | undefined): string {
+  const out: string[] = [
+    '**Where the daemon\'s memory is** (/proc/PID/smaps at the end of each run, MiB): RssAnon = brk heap (glibc main arena) + anonymous mappings (V8 heap and code, glibc thread arenas, large blocks) + stacks + written pages of file mappings; RssFile = the node binary + shared libraries + our native addons (LevelDB, cbor-extract) + other files.',
+    '',
+    '| workload | mode | brk heap | anonymous mappings | stacks | file pages written | node binary | libraries | native addons | other files |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  const row = (workload: string, mode: string, m: SmapsBreakdown) =>
+    `| ${workload} | ${mode} | ${[m.brkHeapKiB, m.anonMapsKiB, m.stacksKiB, m.fileAnonKiB, m.nodeBinaryKiB, m.librariesKiB, m.addonsKiB, m.otherFilesKiB].map((x) => mib(x, 2)).join(' | ')} |`;
+  if (floor?.smaps !== undefined) out.push(row("Node's floor", '—', floor.smaps));
+  for (const r of runs) {
+    const m = r.summary?.collector?.endSmaps;
+    if (m !== undefined) out.push(row(r.workload, r.mode, m));
+  }
+  return `${out.join('\n')}\n`;
+}
+
 /** The three plots of a workload, by file name. */
-export function pressurePlots(runs: readonly PressureRun[], workload: Workload, machine: MachineDescription): Map<string, string> {
+export function pressurePlots(runs: readonly PressureRun[], workload: Workload, machine: MachineDescription, floor?: NodeFloor): Map<string, string> {
   const rows = runs.filter((r) => r.workload === workload.name && r.samples.length > 0);
   const note = machineLine(machine);
   const subtitle = workload.description;
@@ -431,10 +554,13 @@ export function pressurePlots(runs: readonly PressureRun[], workload: Workload, 
     lineChartSvg({ title: 'Records in the kernel list (current + staged)', subtitle, xLabel: 'time (s)', yLabel: 'records', series: series((s) => s.kernelRecords, rows), note }),
   );
   if (withCollector.length > 0) {
+    const end = Math.max(...withCollector.map((r) => r.samples.at(-1)?.t ?? 0));
+    const level = (name: string, kibValue: number): ChartSeries => ({ name, points: [[0, kibValue / 1024] as const, [end, kibValue / 1024] as const] });
+    const floorSeries = floor === undefined ? [] : [level("Node's floor: RSS", floor.sample.rssKiB), level("Node's floor: RssAnon", floor.sample.anonKiB)];
     plots.set(
       `memory-pressure-${workload.name}-rss.svg`,
       lineChartSvg({
-        title: 'Collector process memory',
+        title: `Collector process memory (goals: peak RSS ≤ ${DAEMON_GOALS.peakRssMiB} MiB, RssAnon ≤ ${DAEMON_GOALS.rssAnonMiB} MiB)`,
         subtitle,
         xLabel: 'time (s)',
         yLabel: 'MiB',
@@ -442,6 +568,7 @@ export function pressurePlots(runs: readonly PressureRun[], workload: Workload, 
           ...series((s) => (s.rssKiB === undefined ? undefined : s.rssKiB / 1024), withCollector).map((x) => ({ ...x, name: `${x.name}: RSS` })),
           ...series((s) => (s.anonKiB === undefined ? undefined : s.anonKiB / 1024), withCollector).map((x) => ({ ...x, name: `${x.name}: RssAnon` })),
           ...series((s) => (s.heapUsedKiB === undefined ? undefined : s.heapUsedKiB / 1024), withCollector).map((x) => ({ ...x, name: `${x.name}: V8 heap` })),
+          ...floorSeries,
         ],
         note,
       }),
@@ -461,8 +588,18 @@ export async function main(argv: readonly string[]): Promise<number> {
   process.once('SIGTERM', onSignal);
   const log = (line: string) => process.stderr.write(`${line}\n`);
   const runs: PressureRun[] = [];
+  let floor: NodeFloor | undefined;
   try {
     log(`memory-pressure: ${workloads.length} workloads × ${settings.modes.length} modes, ${settings.seconds} s + ${settings.tailSeconds} s each; ${machineLine(machine)}`);
+    if (settings.modes.some((m) => m !== 'none')) {
+      const floorDir = mkdtempSync(join(tmpdir(), 'imakeep-bench-floor-'));
+      try {
+        floor = await measureNodeFloor(join(floorDir, 'store'), processSettings(settings));
+        log(`Node's floor: ${floorLine(floor)}`);
+      } finally {
+        rmSync(floorDir, { recursive: true, force: true });
+      }
+    }
     for (const w of workloads) {
       for (const mode of settings.modes) {
         if (abort.signal.aborted) break;
@@ -480,7 +617,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   mkdirSync(outDir, { recursive: true });
   const plotFiles: string[] = [];
   for (const w of workloads) {
-    for (const [name, svg] of pressurePlots(runs, w, machine)) {
+    for (const [name, svg] of pressurePlots(runs, w, machine, floor)) {
       writeFileSync(join(outDir, name), svg);
       plotFiles.push(name);
     }
@@ -493,12 +630,16 @@ export async function main(argv: readonly string[]): Promise<number> {
       'emulator kmem = 8 KiB hash table + per record (src/kernel/kmem.ts, docs/kernel.md#kernel-memory-per-record; ima-ng, 2 banks: 320 B entry + field data); ' +
       'matches the slab measured on Debian 6.1 under QEMU (hw/qemu/CALIBRATION.md: 400 B/record for a 12-byte path, 448 B for 53)',
     settings,
+    goals: DAEMON_GOALS,
+    ...(floor === undefined ? {} : { nodeFloor: floor }),
     workloads,
     plots: plotFiles,
     runs,
   };
   writeFileSync(join(outDir, 'memory-pressure.json'), `${JSON.stringify(result, null, 1)}\n`);
-  process.stdout.write(`## Memory pressure (${machineLine(machine)})\n\n${pressureTables(runs, workloads)}\nplots: ${plotFiles.map((f) => `bench/results/${f}`).join(', ')}\n`);
+  process.stdout.write(
+    `## Memory pressure (${machineLine(machine)})\n\n${pressureTables(runs, workloads)}\n${issueTable(runs, workloads, floor)}\n${smapsTable(runs, floor)}\nplots: ${plotFiles.map((f) => `bench/results/${f}`).join(', ')}\n`,
+  );
   if (abort.signal.aborted) return 130;
   return runs.some((r) => r.status === 'failed') ? 1 : 0;
 }

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DAEMON_MALLOC_ENV, DAEMON_NODE_FLAGS } from '../src/daemon/index.js';
 import { FLUSH_HTABLE_OPTION } from '../src/testing/index.js';
+import { sampleProcess, sampleSmaps, type ProcessSample, type SmapsBreakdown } from './proc.js';
 import { parseStraceSummary, straceSyncArgs, SYNC_SYSCALLS } from './strace.js';
 
 /** Repository root, from this module's place in `dist/bench/`. */
@@ -16,8 +17,7 @@ export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 /** The built CLI. */
 export const CLI = join(REPO_ROOT, 'dist', 'src', 'cli.js');
 
-/** V8 flags of the daemon on a small device (DAEMON_NODE_FLAGS: the semi-space bounds RSS, bench/ingest.ts). */
-/** The daemon's node flags (src/collector/daemon.ts), as a deployed daemon runs. */
+/** The daemon's V8 flags on a small device (`DAEMON_NODE_FLAGS`, src/daemon/process.ts), as a deployed daemon runs. */
 export const DEVICE_NODE_FLAGS = DAEMON_NODE_FLAGS;
 
 /** Whether a verb of the CLI is built; the reason when not (the demo and bench print it). */
@@ -58,6 +58,10 @@ export interface CollectorOptions {
   readonly extraArgs?: readonly string[];
   /** Count sync calls with strace (adds strace as the parent process). */
   readonly countSyncs?: string;
+  /** V8 flags instead of the daemon's {@link DAEMON_NODE_FLAGS} (the bench's A/B of a setting). */
+  readonly nodeFlags?: readonly string[];
+  /** glibc malloc settings instead of the daemon's {@link DAEMON_MALLOC_ENV} (same). */
+  readonly mallocEnv?: Readonly<Record<string, string>>;
 }
 
 /** How a collector ended. */
@@ -133,11 +137,17 @@ function signalPid(pid: number, signal: NodeJS.Signals): void {
   }
 }
 
+/** This process's environment with `malloc` settings (default the daemon's) instead of any it had. */
+function daemonEnv(malloc: Readonly<Record<string, string>> = DAEMON_MALLOC_ENV): NodeJS.ProcessEnv {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('MALLOC_')));
+  return { ...env, ...malloc };
+}
+
 /** Starts `imakeep run` with the device's V8 flags. */
 export async function startCollector(opts: CollectorOptions): Promise<CollectorProcess> {
-  const command = [process.execPath, ...DEVICE_NODE_FLAGS, CLI, ...collectorArgs(opts)];
+  const command = [process.execPath, ...(opts.nodeFlags ?? DEVICE_NODE_FLAGS), CLI, ...collectorArgs(opts)];
   // The daemon's glibc malloc settings, as its service unit sets them (examples/imakeep.service).
-  const env = { ...process.env, ...DAEMON_MALLOC_ENV };
+  const env = daemonEnv(opts.mallocEnv);
   const child: ChildProcess =
     opts.countSyncs === undefined
       ? spawn(command[0] ?? process.execPath, command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env })
@@ -196,4 +206,44 @@ export async function startCollector(opts: CollectorOptions): Promise<CollectorP
       return stopping;
     },
   };
+}
+
+/** Node's floor: a process started as the daemon is, modules loaded and a store open, idle (hw/node-floor.ts). */
+export interface NodeFloor {
+  readonly sample: ProcessSample;
+  readonly smaps: SmapsBreakdown | undefined;
+}
+
+/**
+ * Measures Node's floor (hw/node-floor.ts) with the daemon's settings, or `nodeFlags` and
+ * `mallocEnv` when a bench compares others: starts it on a new store in `storeDir`, samples /proc
+ * once it has been idle `idleMs`, stops it.
+ */
+export async function measureNodeFloor(
+  storeDir: string,
+  opts: { readonly nodeFlags?: readonly string[]; readonly mallocEnv?: Readonly<Record<string, string>>; readonly idleMs?: number } = {},
+): Promise<NodeFloor> {
+  const script = join(REPO_ROOT, 'dist', 'hw', 'node-floor.js');
+  const child = spawn(process.execPath, [...(opts.nodeFlags ?? DEVICE_NODE_FLAGS), script, storeDir], { stdio: ['ignore', 'pipe', 'pipe'], env: daemonEnv(opts.mallocEnv) });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  try {
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => {
+      stderr = (stderr + d.toString('utf8')).slice(-2048);
+    });
+    await new Promise<void>((resolve, reject) => {
+      child.stdout?.on('data', (d: Buffer) => {
+        if (d.toString('utf8').includes('ready')) resolve();
+      });
+      void exited.then((code) => reject(new Error(`node floor process exited with ${code} before it was ready: ${stderr.trim()}`)));
+    });
+    await new Promise((r) => setTimeout(r, opts.idleMs ?? 2000));
+    const pid = child.pid ?? -1;
+    const sample = sampleProcess(pid);
+    if (sample === undefined) throw new Error(`node floor process ${pid} vanished before it was sampled`);
+    return { sample, smaps: sampleSmaps(pid) };
+  } finally {
+    child.kill('SIGTERM');
+    await exited;
+  }
 }

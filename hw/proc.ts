@@ -3,7 +3,7 @@
  * from outside so the measured process needs no instrumentation (proc(5): status, stat, io).
  * Parsers are pure; {@link sampleProcess} is the one reader.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
 
 /** One reading of a process. Memory in KiB (as /proc prints it), CPU in seconds, I/O in bytes. */
 export interface ProcessSample {
@@ -73,4 +73,79 @@ export function quantile(values: readonly number[], q: number): number {
   const sorted = [...values].sort((a, b) => a - b);
   const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
   return sorted[rank] ?? Number.NaN;
+}
+
+/**
+ * Where a process's resident memory is, from /proc/PID/smaps (proc(5)): each mapping's `Rss` and
+ * `Anonymous` summed by what it is. RssAnon of /proc/PID/status is `brkHeap + anonMaps + stacks`
+ * plus the anonymous (copy-on-write) pages of file mappings, counted here in `fileAnonKiB`.
+ */
+export interface SmapsBreakdown {
+  /** `[heap]`: glibc malloc's main arena (brk). */
+  readonly brkHeapKiB: number;
+  /** Mappings with no name: V8's heap spaces and code, glibc's thread arenas and mmapped blocks, ArrayBuffers above the mmap threshold. */
+  readonly anonMapsKiB: number;
+  /** `[stack]` and thread stacks glibc names so. */
+  readonly stacksKiB: number;
+  /** The node executable (V8, libuv, OpenSSL and ICU are linked into it). */
+  readonly nodeBinaryKiB: number;
+  /** Native addons under `node_modules` (classic-level's LevelDB, cbor-extract): the shared objects of our dependencies. */
+  readonly addonsKiB: number;
+  /** Other shared libraries (`*.so*`: libc, libstdc++...). */
+  readonly librariesKiB: number;
+  /** Any other mapped file (LevelDB tables, segment files, locale data). */
+  readonly otherFilesKiB: number;
+  /** Anonymous pages inside file mappings (relocations, .data and .bss written). */
+  readonly fileAnonKiB: number;
+}
+
+/** Sums /proc/PID/smaps text by {@link SmapsBreakdown}; `nodeBinary` is the executable's real path. */
+export function parseSmaps(text: string, nodeBinary: string): SmapsBreakdown {
+  const sums = { brkHeapKiB: 0, anonMapsKiB: 0, stacksKiB: 0, nodeBinaryKiB: 0, addonsKiB: 0, librariesKiB: 0, otherFilesKiB: 0, fileAnonKiB: 0 };
+  let kind: keyof typeof sums = 'anonMapsKiB';
+  for (const line of text.split('\n')) {
+    // A mapping's header: `start-end perms offset dev inode [pathname]`.
+    const header = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (header !== null) {
+      const path = header[1] ?? '';
+      kind =
+        path === ''
+          ? 'anonMapsKiB'
+          : path === '[heap]'
+            ? 'brkHeapKiB'
+            : path.startsWith('[stack')
+              ? 'stacksKiB'
+              : path.startsWith('[')
+                ? 'otherFilesKiB'
+                : path === nodeBinary
+                  ? 'nodeBinaryKiB'
+                  : path.includes('/node_modules/')
+                    ? 'addonsKiB'
+                    : /\.so(\.|$)/.test(path)
+                      ? 'librariesKiB'
+                      : 'otherFilesKiB';
+      continue;
+    }
+    const field = /^(Rss|Anonymous):\s+(\d+) kB/.exec(line);
+    if (field === null) continue;
+    const kib = Number(field[2]);
+    const isFile = kind === 'nodeBinaryKiB' || kind === 'addonsKiB' || kind === 'librariesKiB' || kind === 'otherFilesKiB';
+    if (field[1] === 'Rss') {
+      if (isFile) sums[kind] += kib;
+    } else if (isFile) {
+      // A file mapping's Rss (read first) holds its anonymous pages too: RssFile counts only the rest.
+      sums[kind] -= kib;
+      sums.fileAnonKiB += kib;
+    } else sums[kind] += kib;
+  }
+  return sums;
+}
+
+/** {@link parseSmaps} of a running process; undefined once it is gone. */
+export function sampleSmaps(pid: number): SmapsBreakdown | undefined {
+  try {
+    return parseSmaps(readFileSync(`/proc/${pid}/smaps`, 'utf8'), realpathSync(`/proc/${pid}/exe`));
+  } catch {
+    return undefined;
+  }
 }

@@ -12,9 +12,8 @@ import type { KeyObject } from 'node:crypto';
 import { startApiServer, type ApiOptions, type ApiServer, type TlsFiles } from '../serve/index.js';
 import { openStore, type ImaStore } from '../store/index.js';
 import { Tpm, TpmQuoter, type TpmQuoterOptions } from '../tpm/index.js';
-import type { SyncRound } from './fleet-sync.js';
-import { FleetEnroller } from './fleet-client.js';
-import { FleetSync, FRESH_PCR, type Backoff } from './fleet-sync.js';
+import type { Backoff } from './backoff.js';
+import type { FleetSync, SyncRound } from './fleet-sync.js';
 import { daemonStatus } from './metrics.js';
 import { daemonPaths, type DaemonPaths } from './process.js';
 import { collectorTail } from './tail.js';
@@ -163,7 +162,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   try {
     collector = await Collector.open({ ...options.collector, store, quotes: quoter });
     const opened = collector;
-    fleet = options.fleet === undefined ? undefined : fleetSync(options.fleet, { store, quoter, paths, ak: options.ak, kernelBootId: () => opened.status().kernelBootId });
+    fleet = options.fleet === undefined ? undefined : await fleetSync(options.fleet, { store, quoter, paths, ak: options.ak, kernelBootId: () => opened.status().kernelBootId });
     const synced = fleet;
     // A socket left by a killed daemon (this process holds the store lock: no daemon serves it).
     rmSync(socket, { force: true });
@@ -187,11 +186,18 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   return running(options, { store, collector, server, tcp, fleet, paths, closeTpm });
 }
 
-/** The fleet sync of a daemon: self-enrollment through the daemon's quoter, freshness quotes with its AK. */
-function fleetSync(
+/**
+ * The fleet sync of a daemon: self-enrollment through the daemon's quoter, freshness quotes with
+ * its AK. Its modules are loaded here, only with a fleet: the client and the enrollment exchange
+ * (src/enroll, and the TPM's credential activation it drives) are ~1,100 of the ~11,450 lines
+ * `imakeep run` loaded, and node:https with them (`node scripts/surface.mjs`, and the V8 heap
+ * and RSS figures of bench/results/lean.md, "What `imakeep run` loads").
+ */
+async function fleetSync(
   f: DaemonFleetOptions,
   parts: { store: ImaStore; quoter: TpmQuoter; paths: DaemonPaths; ak: TpmQuoterOptions | undefined; kernelBootId: () => string },
-): FleetSync {
+): Promise<FleetSync> {
+  const [{ FleetEnroller }, { FleetSync, FRESH_PCR }] = await Promise.all([import('./fleet-client.js'), import('./fleet-sync.js')]);
   const deviceId = f.deviceId ?? hostname();
   const endpoint = { url: f.url, ...(f.ca === undefined ? {} : { ca: f.ca }) };
   const ak = { ...(parts.ak?.alg === undefined ? {} : { alg: parts.ak.alg }), ...(parts.ak?.hierarchy === undefined ? {} : { hierarchy: parts.ak.hierarchy }) };

@@ -10,7 +10,6 @@ import { readFileSync } from 'node:fs';
 import { rename, writeFile } from 'node:fs/promises';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { DetailedError } from '../errors.js';
 import {
   answerEnrollChallenge,
   createEnrollRequest,
@@ -23,25 +22,7 @@ import {
   type EnrollChallenge,
 } from '../enroll/index.js';
 import type { CreateAkOptions, Tpm } from '../tpm/index.js';
-
-/** Stable codes of {@link FleetSyncError}. */
-export type FleetSyncErrorCode =
-  /** The fleet could not be reached, or answered 5xx, 408 or 429 (it is down, its database is, or it is busy): retried with backoff. */
-  | 'SYNC_FLEET_UNAVAILABLE'
-  /** The fleet refused the evidence with a code (`details.fleetCode`): not retried as is. */
-  | 'SYNC_REFUSED'
-  /** The fleet refused the device's enrollment (`details.fleetCode`: its CA, an operator's refusal, another TPM on the id). */
-  | 'SYNC_ENROLL_REFUSED';
-
-/** What a sync failure concerned. */
-export interface FleetSyncErrorDetails {
-  readonly fleetCode: string;
-  readonly status: number;
-  readonly cursor: string;
-}
-
-/** The one error class of the device's fleet client. */
-export class FleetSyncError extends DetailedError<FleetSyncErrorCode, FleetSyncErrorDetails> {}
+import { FleetSyncError } from './fleet-error.js';
 
 /** Where the fleet is and how to trust it. */
 export interface FleetEndpoint {

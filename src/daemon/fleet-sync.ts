@@ -17,25 +17,9 @@ import { toHex } from '../ima/index.js';
 import { buildBundle, formatCursor, parseCursor, type EvidenceCursor } from '../serve/index.js';
 import type { ImaStore } from '../store/index.js';
 import type { QuoteWithPcrs } from '../tpm/index.js';
-import { errorField, fleetCall, FleetSyncError, type DeviceEnrollmentState, type FleetAnswer, type FleetEndpoint, type FleetEnroller } from './fleet-client.js';
-
-/** Bounds of the retry delay while the fleet is down. */
-export interface Backoff {
-  readonly initialMs: number;
-  readonly maxMs: number;
-}
-
-/** Default: 1 s doubling to 5 min. */
-export const DEFAULT_BACKOFF: Backoff = { initialMs: 1000, maxMs: 300_000 };
-
-/**
- * The delay before retry `attempt` (0-based): exponential up to `maxMs`, scaled by a uniform
- * factor in [0.5, 1) so devices cut off together do not return together ("equal jitter").
- */
-export function backoffDelay(attempt: number, backoff: Backoff, random: () => number): number {
-  const ceiling = Math.min(backoff.maxMs, backoff.initialMs * 2 ** Math.min(attempt, 30));
-  return Math.round(ceiling * (0.5 + random() / 2));
-}
+import { backoffDelay, DEFAULT_BACKOFF, type Backoff } from './backoff.js';
+import { errorField, fleetCall, type DeviceEnrollmentState, type FleetAnswer, type FleetEndpoint, type FleetEnroller } from './fleet-client.js';
+import { FleetSyncError } from './fleet-error.js';
 
 /** Options of {@link FleetSync}. */
 export interface FleetSyncOptions {

@@ -12,7 +12,9 @@ export {
   type DaemonFleetOptions,
   type DaemonOptions,
 } from './daemon.js';
-export { DEFAULT_BACKOFF, type Backoff, type FleetSyncStatus, type SyncRound } from './fleet-sync.js';
-export { FleetSyncError, type FleetSyncErrorCode, type FleetSyncErrorDetails } from './fleet-client.js';
+// The fleet client itself (fleet-client.ts, fleet-sync.ts) is loaded by `startDaemon` only with a fleet.
+export { DEFAULT_BACKOFF, type Backoff } from './backoff.js';
+export type { FleetSyncStatus, SyncRound } from './fleet-sync.js';
+export { FleetSyncError, type FleetSyncErrorCode, type FleetSyncErrorDetails } from './fleet-error.js';
 export { DAEMON_MALLOC_ENV, DAEMON_NODE_FLAGS, daemonPaths, missingDaemonEnv, type DaemonPaths } from './process.js';
 export { DaemonApiError, daemonGet } from './client.js';

@@ -50,4 +50,5 @@ export { SCHEMA_VERSION, migrate } from '../fleet/schema.js';
 export { BUNDLE_FRAMES_TYPE, FleetHandler, frameBundle } from '../fleet/http.js';
 export { checkEkMatchesCertificate } from '../enroll/checks.js';
 export { collectorTail } from '../daemon/tail.js';
-export { backoffDelay, FleetSync, FRESH_PCR } from '../daemon/fleet-sync.js';
+export { backoffDelay } from '../daemon/backoff.js';
+export { FleetSync, FRESH_PCR } from '../daemon/fleet-sync.js';

@@ -6,10 +6,10 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { computeTemplateDigest, splitTemplateData, toHex } from '../../src/ima/index.js';
 import { benchWorkloads, demoWorkload, dueRecords, lastSecond, recordSupply, RUNAWAY_PATH, totalRecords } from '../../hw/workload.js';
-import { parseProcStatTicks, parseProcStatus, quantile, sampleProcess } from '../../hw/proc.js';
+import { parseProcStatTicks, parseProcStatus, parseSmaps, quantile, sampleProcess, sampleSmaps } from '../../hw/proc.js';
 import { parseStraceSummary } from '../../hw/strace.js';
 import { takeTpmFrame } from '../../hw/tpm-proxy.js';
-import { heapUsedOf, pressureTables, type PressureRun } from '../../bench/memory-pressure.js';
+import { heapUsedOf, issueTable, mallocEnvOption, pressureSettings, pressureTables, smapsTable, type PressureRun } from '../../bench/memory-pressure.js';
 import { BENCH_MODULES, headlineOf, plotsOf, summaryTable } from '../../bench/_summary.js';
 
 describe('workload schedules', () => {
@@ -82,6 +82,39 @@ describe('/proc parsers', () => {
     assert.equal(sampleProcess(2 ** 22 + 1), undefined);
   });
 
+  it('smaps: resident KiB summed by what is mapped; the written pages of file mappings counted apart', () => {
+    const mapping = (header: string, rss: number, anonymous: number) => `${header}\nSize:  9999 kB\nRss:  ${rss} kB\nPss:  ${rss} kB\nAnonymous:  ${anonymous} kB\nVmFlags: rd wr\n`;
+    const text = [
+      mapping('00400000-02a00000 r-xp 00000000 08:01 123  /usr/bin/node', 30_000, 0),
+      mapping('02a00000-02b00000 rw-p 02600000 08:01 123  /usr/bin/node', 300, 120),
+      mapping('03000000-04000000 rw-p 00000000 00:00 0  [heap]', 5_000, 5_000),
+      mapping('7f0000000000-7f0000400000 rw-p 00000000 00:00 0 ', 9_000, 9_000),
+      mapping('7f0000400000-7f0000500000 r-xp 00000000 08:01 7  /usr/lib/x86_64-linux-gnu/libc.so.6', 1_300, 0),
+      mapping('7f0000500000-7f0000600000 r-xp 00000000 08:01 8  /usr/lib/x86_64-linux-gnu/libstdc++.so.6.0.30', 1_400, 56),
+      mapping('7f0000600000-7f0000700000 r-xp 00000000 08:01 9  /srv/app/node_modules/classic-level/prebuilds/linux-x64/classic-level.node', 200, 12),
+      mapping('7f0000700000-7f0000800000 r--s 00000000 08:01 10 /var/lib/imakeep/000005.ldb', 64, 0),
+      mapping('7ffc00000000-7ffc00021000 rw-p 00000000 00:00 0  [stack]', 68, 68),
+      mapping('7ffc00030000-7ffc00032000 r-xp 00000000 00:00 0  [vdso]', 4, 0),
+    ].join('');
+    assert.deepEqual(parseSmaps(text, '/usr/bin/node'), {
+      brkHeapKiB: 5_000,
+      anonMapsKiB: 9_000,
+      stacksKiB: 68,
+      nodeBinaryKiB: 30_180,
+      addonsKiB: 188,
+      librariesKiB: 2_644,
+      otherFilesKiB: 68,
+      fileAnonKiB: 188,
+    });
+    const me = sampleSmaps(process.pid);
+    const status = sampleProcess(process.pid);
+    assert.ok(me !== undefined && status !== undefined && me.nodeBinaryKiB > 10_000);
+    // RssAnon of /proc/PID/status is the anonymous parts (the two reads are moments apart).
+    const anon = me.brkHeapKiB + me.anonMapsKiB + me.stacksKiB + me.fileAnonKiB;
+    assert.ok(Math.abs(anon - status.anonKiB) < 2048, `smaps ${anon} KiB against RssAnon ${status.anonKiB} KiB`);
+    assert.equal(sampleSmaps(2 ** 22 + 1), undefined);
+  });
+
   it('quantile: nearest rank', () => {
     const v = Array.from({ length: 100 }, (_, i) => 100 - i);
     assert.deepEqual([quantile(v, 0.5), quantile(v, 0.99), quantile(v, 1), quantile(v, 0)], [50, 99, 100, 1]);
@@ -141,6 +174,63 @@ describe('memory-pressure tables', () => {
     assert.equal(lines[4], '| no collector | 5,000 | 5,000 | 2,076 / 2,076 | — | — | — | — | — | — | — |');
     assert.equal(lines[5], '| imakeep, flavour n | not yet: `imakeep run` is not built | | | | | | | | | |');
     assert.equal(table.includes('steady'), false, 'no table for a workload without runs');
+  });
+});
+
+describe("memory-pressure: issue 17's rows", () => {
+  const collector = (peakRssMiB: number, peakAnonMiB: number, writeAmplification: number, cpuMsPerRecord: number) => ({
+    peakRssKiB: peakRssMiB * 1024,
+    endRssKiB: 60 * 1024,
+    peakAnonKiB: peakAnonMiB * 1024,
+    endAnonKiB: 18 * 1024,
+    endFileKiB: 42 * 1024,
+    endSmaps: { brkHeapKiB: 6144, anonMapsKiB: 12_288, stacksKiB: 68, nodeBinaryKiB: 38_912, addonsKiB: 460, librariesKiB: 3430, otherFilesKiB: 0, fileAnonKiB: 240 },
+    cpuMsPerRecord,
+    writeBytesPerRecord: 140,
+    writeAmplification,
+    exitCode: 0,
+  });
+  const summary = { appendedRecords: 5000, appendedPerSecond: 5000, kernelRecordsPeak: 5000, kernelRecordsEnd: 0, kmemPeakBytes: 2_125_824, kmemEndBytes: 8192, rawRecordBytes: 115 };
+  const runs: PressureRun[] = [
+    { workload: 'boot', mode: 'none', label: 'no collector', status: 'ok', samples: [], summary },
+    { workload: 'boot', mode: 'n', label: 'imakeep, flavour n', status: 'ok', samples: [], summary: { ...summary, collector: collector(68.2, 25.2, 1.29, 0.192) } },
+    { workload: 'steady', mode: 'staged', label: 'imakeep, staged', status: 'ok', samples: [], summary: { ...summary, collector: collector(61.5, 18.7, 2.5, 1.45) } },
+    { workload: 'runaway', mode: 'n', label: 'imakeep, flavour n', status: 'failed', reason: 'collector exited | 1\nmore', samples: [] },
+  ];
+  const floor = {
+    sample: { rssKiB: 57.8 * 1024, peakRssKiB: 58 * 1024, anonKiB: 16.2 * 1024, fileKiB: 41.6 * 1024, cpuSeconds: 0.3, writeBytes: 0, writtenChars: 0 },
+    smaps: { brkHeapKiB: 4096, anonMapsKiB: 11_264, stacksKiB: 68, nodeBinaryKiB: 38_400, addonsKiB: 460, librariesKiB: 3430, otherFilesKiB: 0, fileAnonKiB: 240 },
+  };
+
+  it('one row per collector run, the goal met (✓) or not (✗) beside each figure, under the floor of the same run', () => {
+    const lines = issueTable(runs, benchWorkloads(20), floor).split('\n');
+    assert.ok(lines[0]?.endsWith('RSS 57.8 MiB = RssAnon 16.2 + RssFile 41.6 MiB.'), lines[0]);
+    assert.deepEqual(lines.slice(4, 7), [
+      '| boot | n | 68.2 ✗ | 25.2 / 18.0 ✗ | 1.29 ✓ | 192.0 |',
+      '| steady | staged | 61.5 ✓ | 18.7 / 18.0 ✓ | 2.50 ✗ | 1,450.0 |',
+      '| runaway | n | failed: collector exited / 1 | | | |',
+    ]);
+    assert.match(issueTable([], benchWorkloads(20), undefined), /floor in this run .*: not measured\./);
+  });
+
+  it('smaps rows in MiB: the floor first, then each run that has them', () => {
+    const lines = smapsTable(runs, floor).split('\n');
+    assert.deepEqual(lines.slice(4, 7), [
+      "| Node's floor | — | 4.00 | 11.00 | 0.07 | 0.23 | 37.50 | 3.35 | 0.45 | 0.00 |",
+      '| boot | n | 6.00 | 12.00 | 0.07 | 0.23 | 38.00 | 3.35 | 0.45 | 0.00 |',
+      '| steady | staged | 6.00 | 12.00 | 0.07 | 0.23 | 38.00 | 3.35 | 0.45 | 0.00 |',
+    ]);
+    assert.equal(lines[7], '');
+  });
+
+  it('--node-flags and --malloc-env replace the daemon settings; malformed pairs are refused', () => {
+    const settings = pressureSettings(['--node-flags=--max-semi-space-size=1  --optimize-for-size', '--malloc-env=MALLOC_ARENA_MAX=1 MALLOC_TOP_PAD_=0', '--no-strace'], {});
+    assert.deepEqual(settings.nodeFlags, ['--max-semi-space-size=1', '--optimize-for-size']);
+    assert.deepEqual(settings.mallocEnv, { MALLOC_ARENA_MAX: '1', MALLOC_TOP_PAD_: '0' });
+    assert.equal(pressureSettings(['--no-strace'], {}).nodeFlags, undefined);
+    assert.deepEqual(mallocEnvOption(''), {});
+    assert.throws(() => mallocEnvOption('LD_PRELOAD=/x.so'), /MALLOC_NAME=value pairs, not 'LD_PRELOAD=\/x.so'/);
+    assert.throws(() => mallocEnvOption('MALLOC_ARENA_MAX='), RangeError);
   });
 });
 
