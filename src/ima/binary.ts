@@ -52,6 +52,9 @@ export interface BinaryListOptions {
  */
 export type RecordVisitor = (rec: ParsedRecord) => void;
 
+/** Receives where one complete record lies from {@link BinaryListParser.pushSpans}: `buf[at..next)`. */
+export type RecordSpanVisitor = (buf: Uint8Array, at: number, next: number) => void;
+
 /** Where a complete record lies in a buffer: `buf[at..next)`, its data from `dataAt`. */
 type RecordSink = (buf: Uint8Array, at: number, dataAt: number, next: number, template: string) => void;
 
@@ -170,6 +173,19 @@ export class BinaryListParser {
         data: new Uint8Array(buf.buffer, base + dataAt, next - dataAt),
       });
     });
+    return this.#records - before;
+  }
+
+  /**
+   * Like {@link pushEach}, but hands out where each complete record lies, `buf[at..next)`, instead
+   * of views: `buf` is `chunk` itself, or the parser's own buffer for a record completed from
+   * bytes of earlier chunks (valid only during the call). No allocation per record: a reader that
+   * keeps whole records as the bytes it read (they already are the SHA-1 binary list a chunk
+   * stores) merges adjacent spans into runs.
+   */
+  pushSpans(chunk: Uint8Array, visit: RecordSpanVisitor): number {
+    const before = this.#records;
+    this.#feed(chunk, (buf, at, _dataAt, next) => visit(buf, at, next));
     return this.#records - before;
   }
 

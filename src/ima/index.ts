@@ -21,6 +21,7 @@ export {
   type EncodeOptions,
   type ParsedRecord,
   type RecordVisitor,
+  type RecordSpanVisitor,
 } from './binary.js';
 export {
   AsciiListParser,

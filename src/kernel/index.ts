@@ -16,6 +16,7 @@ export {
   MeasurementListReader,
   type DrainOptions,
   type ListBatch,
+  type ListBytesBatch,
   type ListPosition,
   type ListReaderOptions,
 } from './reader.js';

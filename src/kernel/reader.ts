@@ -7,7 +7,7 @@
  * for the next drain, which starts there with pread (seq_file positions by byte offset). A record
  * cut at the end of what the kernel returned is "not yet": it is read again, whole, next time.
  */
-import { BinaryListParser, binaryRecordLength, type ParsedRecord } from '../ima/binary.js';
+import { BinaryListParser, type ParsedRecord } from '../ima/binary.js';
 import { KernelError, toKernelError } from './errors.js';
 import { nodeSecurityfsFiles, type SecurityfsFiles } from './files.js';
 import { retryOnBusy, type BusyRetryPolicy } from './retry.js';
@@ -23,6 +23,17 @@ export interface ListPosition {
 /** Records read in one batch, with where they start and end in the kernel list. */
 export interface ListBatch {
   readonly records: readonly ParsedRecord[];
+  readonly start: ListPosition;
+  readonly end: ListPosition;
+}
+
+/**
+ * Records read in one batch as the bytes the kernel returned: `parts`, in list order, each a run
+ * of whole records (a record the kernel returned across two reads is copied into a part of its
+ * own). Together they are the list's bytes from `start` to `end`, `end.index - start.index` records.
+ */
+export interface ListBytesBatch {
+  readonly parts: readonly Uint8Array[];
   readonly start: ListPosition;
   readonly end: ListPosition;
 }
@@ -56,14 +67,6 @@ export const DEFAULT_READ_SIZE = 256 * 1024;
  * about a page per read(2) (docs/kernel.md#reading-the-list), so 64 KiB is many reads.
  */
 const MIN_READ_ROOM = 64 * 1024;
-
-/** A record with its own copy of its bytes, laid out as in the list (digest and data are views). */
-function copyRecord(rec: ParsedRecord): ParsedRecord {
-  const bytes = new Uint8Array(rec.digest.length + rec.data.length);
-  bytes.set(rec.digest, 0);
-  bytes.set(rec.data, rec.digest.length);
-  return { pcr: rec.pcr, template: rec.template, digest: bytes.subarray(0, rec.digest.length), data: bytes.subarray(rec.digest.length) };
-}
 
 /** Reads new records from a kernel list, batch by batch, remembering where it stopped. */
 export class MeasurementListReader {
@@ -117,10 +120,25 @@ export class MeasurementListReader {
    * position advances when a batch is yielded.
    */
   async *drain(opts: DrainOptions = {}): AsyncGenerator<ListBatch, void, undefined> {
+    for await (const { parts, start, end } of this.drainBytes(opts)) {
+      const records: ParsedRecord[] = [];
+      // Views into the parts, which are never written again.
+      for (const part of parts) new BinaryListParser({ digestSize: this.#digestSize }).pushEach(part, (rec) => records.push(rec));
+      yield { records, start, end };
+    }
+  }
+
+  /**
+   * {@link drain} with each batch as the list's bytes: a consumer that walks the records itself
+   * makes no object per record that lives longer than its own use of it. The collector does: a
+   * batch of 4,096 record objects, alive across the young generation's scavenges under the
+   * daemon's 1 MiB semi-space, was copied and promoted by each (bench/results/lean.md).
+   */
+  async *drainBytes(opts: DrainOptions = {}): AsyncGenerator<ListBytesBatch, void, undefined> {
     const max = opts.maxBatchRecords ?? 4096;
     for (;;) {
       const { value: batch } = await retryOnBusy(() => this.#readBatch(max), { syscall: 'open', path: this.path }, this.#retry);
-      if (batch.records.length === 0) return;
+      if (batch.end.index === batch.start.index) return;
       this.#index = batch.end.index;
       this.#offset = batch.end.offset;
       yield batch;
@@ -129,7 +147,7 @@ export class MeasurementListReader {
   }
 
   /** One open..close on this thread: complete records from the position, at most `max`. */
-  #readBatch(max: number): ListBatch & { full: boolean } {
+  #readBatch(max: number): ListBytesBatch & { full: boolean } {
     const files = this.#files;
     let fd: number;
     try {
@@ -139,26 +157,48 @@ export class MeasurementListReader {
     }
     const start: ListPosition = { index: this.#index, offset: this.#offset };
     const parser = new BinaryListParser({ digestSize: this.#digestSize });
-    const records: ParsedRecord[] = [];
+    const parts: Uint8Array[] = [];
+    let count = 0;
     let at = this.#offset;
     let bytes = 0;
     let buffer = this.#buffer;
     let filled = 0;
-    const keep = (rec: ParsedRecord): void => {
-      if (records.length === max) return;
-      // A record read whole into `buffer` stays a view of it (the buffer is never written again);
-      // one completed from the parser's pending bytes is copied (those bytes are reused).
-      records.push(rec.data.buffer === buffer.buffer ? rec : copyRecord(rec));
-      bytes += binaryRecordLength(rec);
+    // The run of whole records read in place into `buffer`, not yet in `parts`: [runStart, runEnd).
+    let runStart = 0;
+    let runEnd = 0;
+    const endRun = (): void => {
+      if (runEnd > runStart) parts.push(buffer.subarray(runStart, runEnd));
+      runStart = runEnd;
+    };
+    const keep = (buf: Uint8Array, from: number, next: number): void => {
+      if (count === max) return;
+      count++;
+      bytes += next - from;
+      const inPlace = buf.buffer === buffer.buffer ? buf.byteOffset - buffer.byteOffset + from : -1;
+      if (inPlace >= 0 && inPlace === runEnd) {
+        runEnd += next - from;
+        return;
+      }
+      endRun();
+      if (inPlace >= 0) {
+        runStart = inPlace;
+        runEnd = inPlace + next - from;
+      } else {
+        // Completed from the parser's pending bytes, which it reuses: copied. The run stays
+        // empty until the next record read in place starts one.
+        parts.push(buf.slice(from, next));
+      }
     };
     try {
-      while (records.length < max) {
-        // Each read goes to the free tail of the batch's buffer, so records stay views into it
-        // (no allocation per record); a fresh buffer when the tail is short. A batch is a few of
+      while (count < max) {
+        // Each read goes to the free tail of the batch's buffer, so records stay in it (no
+        // allocation per record); a fresh buffer when the tail is short. A batch is a few of
         // them (the read size bounds each), given back with the batch (bench/results/lean.md).
         if (this.#readSize - filled < MIN_READ_ROOM) {
+          endRun();
           buffer = new Uint8Array(this.#readSize);
           filled = 0;
+          runStart = runEnd = 0;
         }
         let n: number;
         try {
@@ -168,15 +208,16 @@ export class MeasurementListReader {
         }
         if (n === 0) break;
         at += n;
-        parser.pushEach(buffer.subarray(filled, filled + n), keep);
+        parser.pushSpans(buffer.subarray(filled, filled + n), keep);
         filled += n;
       }
+      endRun();
     } finally {
       files.close(fd);
     }
-    // The records handed out are views into the buffer used last: the next batch reads into a new one.
+    // The parts handed out are views into the buffer used last: the next batch reads into a new one.
     this.#buffer = filled === 0 ? buffer : new Uint8Array(this.#readSize);
-    const end = { index: start.index + records.length, offset: start.offset + bytes };
-    return { records, start, end, full: records.length === max };
+    const end = { index: start.index + count, offset: start.offset + bytes };
+    return { parts, start, end, full: count === max };
   }
 }

@@ -234,6 +234,37 @@ test('pushEach visits the records push returns, for every split of every capture
   assert.throws(() => parser.end(), (e: unknown) => e instanceof ImaError && e.code === 'IMA_BAD_LENGTH');
 });
 
+test('pushSpans hands out each record where it lies, for every split of every capture: in the chunk, or in the parser\'s buffer for a record completed from earlier chunks', () => {
+  for (const c of captures) {
+    for (const step of [1, 7, 100, 4096]) {
+      const parser = new BinaryListParser();
+      const spans: string[] = [];
+      let inPlace = 0;
+      let offset = 0;
+      for (let at = 0; at < c.binary.length; at += step) {
+        const chunk = c.binary.subarray(at, at + step);
+        parser.pushSpans(chunk, (buf, from, next) => {
+          spans.push(toHex(buf.subarray(from, next)));
+          // A span in the chunk is where the record lies in the list.
+          if (buf === chunk) {
+            inPlace++;
+            assert.equal(at + from, offset, `${c.name}, ${step}-byte chunks: in-place span at its list offset`);
+          }
+          offset += next - from;
+        });
+      }
+      parser.end();
+      const whole = parseBinaryList(c.binary).map((rec) => toHex(encodeBinaryRecord(rec)));
+      assert.deepEqual(spans, whole, `${c.name}, ${step}-byte chunks: each span is the record's list bytes`);
+      if (step === 4096 && c.binary.length > 8192) assert.ok(inPlace > whole.length / 2, `${c.name}: most records read in place`);
+    }
+  }
+  const { bytes } = damaged(mixedRecords(20), 12, (rec) => (rec.fill(0xff, 24, 28), rec));
+  let visited = 0;
+  assert.throws(() => new BinaryListParser().pushSpans(bytes, () => visited++), (e: unknown) => e instanceof ImaError && e.code === 'IMA_BAD_LENGTH' && e.recordIndex === 12);
+  assert.equal(visited, 12);
+});
+
 test('a 2 MiB record split over many chunks, between ordinary ones: pushEach and replayFile read it whole', async () => {
   const big = makeRecord('ima-buf', [digestNgField('sha256', new Uint8Array(32).fill(9)), nameNgField('big'), new Uint8Array(2 * 1024 * 1024).fill(0x5a)]);
   const records = [...mixedRecords(30), big, ...mixedRecords(30)];

@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { encodeBinaryList, encodeBinaryRecord, type ImaRecord, type ParsedRecord } from '../../src/ima/index.js';
+import { encodeBinaryList, encodeBinaryRecord, parseBinaryList, type ImaRecord, type ParsedRecord } from '../../src/ima/index.js';
 import {
   KernelError,
   MeasurementListReader,
@@ -17,6 +17,7 @@ import {
   removeFirstRecords,
   stageAll,
   type ListBatch,
+  type ListBytesBatch,
 } from '../../src/kernel/index.js';
 import { startSecurityfsEmulator, type SecurityfsEmulator } from '../../hw/securityfs/emulator.js';
 import { FakeListFiles } from './helpers.js';
@@ -55,6 +56,29 @@ describe('MeasurementListReader with injected faults', () => {
     assert.equal(second.length, 1);
     assert.deepEqual(second[0]?.start, { index: 200, offset: encodeBinaryList(recs.slice(0, 200)).length });
     assert.ok(bytesOf(second[0]?.records ?? []).equals(Buffer.from(encodeBinaryList(recs.slice(200)))));
+  });
+
+  it('drainBytes: each batch is the list\'s bytes in runs of whole records, through short reads and batch limits', async () => {
+    const recs = records(300);
+    const list = encodeBinaryList(recs);
+    for (const [maxRead, readSize, max] of [[97, 65536, 64], [1 << 20, 4096, 4096], [1 << 20, 262144, 100]] as const) {
+      const files = new FakeListFiles(PATH, { maxRead });
+      files.content = list;
+      const reader = new MeasurementListReader({ path: PATH, files, readSize });
+      const batches: ListBytesBatch[] = [];
+      for await (const batch of reader.drainBytes({ maxBatchRecords: max })) batches.push(batch);
+      const where = `reads of ${maxRead} bytes, ${readSize}-byte buffer, ${max} records a batch`;
+      assert.deepEqual(batches.map((b) => b.end.index - b.start.index), Array.from({ length: Math.ceil(300 / max) }, (_, i) => Math.min(max, 300 - i * max)), where);
+      for (const b of batches) {
+        const bytes = Buffer.concat(b.parts);
+        assert.ok(bytes.equals(Buffer.from(list.subarray(b.start.offset, b.end.offset))), `${where}: batch ${b.start.index} is the list's bytes`);
+        assert.equal(parseBinaryList(bytes).length, b.end.index - b.start.index);
+        for (const part of b.parts) assert.equal(parseBinaryList(part).length > 0, true, `${where}: every part holds whole records`);
+      }
+      // A 256 KiB buffer takes the whole list in one read: each batch is one run of it.
+      if (readSize === 262144) assert.deepEqual(batches.map((b) => b.parts.length), [1, 1, 1], `${where}: records read in place form one run`);
+      assert.deepEqual(reader.position, { index: 300, offset: list.length });
+    }
   });
 
   it('a partial trailing record is "not yet": no error, no loss', async () => {

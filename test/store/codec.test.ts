@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { describe, it } from 'node:test';
 import { ChunkBuilder, StoreError, chunkKey, chunkRecords, decodeBootRecord, decodeCheckpoint, decodeChunk, encodeBootRecord, encodeCheckpoint, formatKey, type Journal } from '../../src/store/index.js';
+import { encodeBinaryList } from '../../src/ima/index.js';
 import { bootInfo, checkpoint, makeRecord, replayState } from './_fixtures.js';
 import { plain } from './suite.js';
 import {
@@ -228,6 +229,37 @@ describe('ChunkBuilder', () => {
     b.committed(draft);
     assert.deepEqual([b.firstIndex, b.count], [10 + draft.count, 1]);
     assert.throws(() => b.committed(draft), RangeError);
+  });
+
+  it('addRecords takes list bytes as they are: the same body as add() of each record', () => {
+    const recs = [0, 1, 2, 3].map((i) => makeRecord(20 + i));
+    const one = new ChunkBuilder(20);
+    for (const r of recs) one.add(r, 7);
+    const runs = new ChunkBuilder(20);
+    runs.addRecords(encodeBinaryList(recs.slice(0, 3)), 3, 7);
+    runs.addRecords(new Uint8Array(0), 0, 8); // nothing: the age clock stays
+    runs.addRecords(encodeBinaryList(recs.slice(3)), 1, 9);
+    assert.deepEqual([runs.count, runs.byteLength, runs.nextIndex], [4, one.byteLength, 24]);
+    assert.deepEqual(runs.draft(replayState(24)).records, one.draft(replayState(24)).records);
+    assert.equal(runs.shouldSeal(7 + 60_000), true, 'the age clock started at the first run (7)');
+    assert.equal(runs.shouldSeal(7 + 59_999), false);
+  });
+
+  it('sealsAfter says where the chunks of a run end before it is added', () => {
+    const b = new ChunkBuilder(0, { maxBytes: 1000, maxAgeMs: 5000 });
+    assert.equal(b.sealsAfter(0, 0, 0), false, 'no bytes: nothing to seal');
+    assert.equal(b.sealsAfter(999, 0, 100), false);
+    assert.equal(b.sealsAfter(1000, 0, 100), true, 'an empty chunk: the run alone reaches the byte bound');
+    b.addRecords(new Uint8Array(600), 3, 100);
+    assert.equal(b.sealsAfter(399, 0, 100), false, '600 held + 399');
+    assert.equal(b.sealsAfter(400, 0, 100), true, '600 held + 400');
+    assert.equal(b.sealsAfter(10, 0, 5100), true, 'held since 100: the age bound at 5100');
+    assert.equal(b.sealsAfter(1399, 400, 5100), false, 'sealed 400 bytes in: 999 since, a new chunk opened now');
+    assert.equal(b.sealsAfter(1400, 400, 5100), true);
+    assert.equal(b.sealsAfter(400, 400, 5100), false, 'nothing since the seal');
+    const ageOnly = new ChunkBuilder(0, { maxBytes: 1000, maxAgeMs: 0 });
+    assert.equal(ageOnly.sealsAfter(1, 0, 0), true, 'maxAgeMs 0: every record is a chunk');
+    assert.equal(ageOnly.sealsAfter(2, 1, 0), true);
   });
 });
 
