@@ -63,6 +63,8 @@ function guessFormat(bytes: Uint8Array): FieldFormat {
  */
 interface LineSink {
   text(ascii: string): void;
+  /** Bytes printed as they are, read as Latin-1 (one char per byte) by the text form: a digest field's `<algo>:` prefix. */
+  latin1(bytes: Uint8Array): void;
   hex(bytes: Uint8Array): void;
   raw(bytes: Uint8Array): void;
 }
@@ -78,7 +80,7 @@ function writeField(sink: LineSink, format: FieldFormat, bytes: Uint8Array, endi
       // follows the colon and its NUL (ima_show_template_data_ascii()).
       const end = digestPrefixEnd(bytes);
       if (end < 0) throw new ImaError('IMA_BAD_TEMPLATE', "digest field lacks its '<algo>:' + NUL prefix", { recordIndex });
-      if (end > 1) sink.text(latin1Text(bytes.subarray(0, end)));
+      if (end > 1) sink.latin1(bytes.subarray(0, end));
       return sink.hex(bytes.subarray(end + 1));
     }
     case 'string':
@@ -91,8 +93,11 @@ function writeField(sink: LineSink, format: FieldFormat, bytes: Uint8Array, endi
 /** `%2d` of the u32 pcr, which the kernel passes as an int. */
 function pcrText(pcr: number): string {
   const v = pcr | 0;
-  return v >= 0 && v < 10 ? ` ${v}` : String(v).padStart(2, ' ');
+  return PCR_TEXTS[v] ?? String(v).padStart(2, ' ');
 }
+
+/** `%2d` of the PCR indexes a TPM has (0..23), made once: each line starts with one. */
+const PCR_TEXTS: readonly string[] = Array.from({ length: 24 }, (_, v) => String(v).padStart(2, ' '));
 
 /** Writes one line of the list, with its newline (ima_ascii_measurements_show()). */
 function writeAsciiLine(sink: LineSink, rec: ParsedRecord, opts: AsciiOptions, recordIndex?: number): void {
@@ -134,7 +139,12 @@ const HEX_PAIRS = (() => {
  * ASCII list lines written as the kernel's bytes into one growing buffer that is reused from
  * batch to batch: serving formats each line in place instead of building and joining a dozen small
  * arrays and strings per line (bench/results/lean.md). `take()` hands out the bytes written since
- * the last `take()` as a copy the caller owns.
+ * the last `take()` as a copy the caller owns. With the copy by the `Uint8Array` constructor, the
+ * digest prefixes written as bytes and the PCR columns made once, serving the ASCII list of a 100k
+ * record store went from 113 to 163 MB per CPU-second (medians of 3 runs, load 6.2-6.6). What
+ * bounds it now is V8's scavenger (~29 % of the CPU): each line leaves ~1 KB of garbage (the
+ * record and field views of `pushEach` and `splitKnownTemplate`), a 1 MiB young generation
+ * (the daemon's flag) is scavenged every ~950 lines.
  */
 export class AsciiListWriter implements LineSink {
   readonly #opts: AsciiOptions;
@@ -157,9 +167,13 @@ export class AsciiListWriter implements LineSink {
     }
   }
 
-  /** Bytes written since the last take, as a new array; the buffer is reused. */
+  /**
+   * Bytes written since the last take, as a new array; the buffer is reused. Copied by the
+   * `Uint8Array` constructor (a memcpy): `Uint8Array.prototype.slice` on a Buffer goes through
+   * Buffer's species constructor, ~3x slower per byte (bench/results/lean.md).
+   */
   take(): Uint8Array {
-    const out = Uint8Array.prototype.slice.call(this.#buf, 0, this.#at);
+    const out = new Uint8Array(this.#buf.subarray(0, this.#at));
     this.#at = 0;
     return out;
   }
@@ -172,6 +186,10 @@ export class AsciiListWriter implements LineSink {
     let at = this.#at;
     for (let i = 0; i < latin1.length; i++) buf[at++] = latin1.charCodeAt(i);
     this.#at = at;
+  }
+
+  latin1(bytes: Uint8Array): void {
+    this.raw(bytes);
   }
 
   hex(bytes: Uint8Array): void {
@@ -205,6 +223,9 @@ class TextLine implements LineSink {
   value = '';
   text(ascii: string): void {
     this.value += ascii;
+  }
+  latin1(bytes: Uint8Array): void {
+    this.value += latin1Text(bytes);
   }
   hex(bytes: Uint8Array): void {
     this.value += toHex(bytes);

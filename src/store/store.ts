@@ -736,9 +736,9 @@ interface Referenced {
 /**
  * Most segment bytes a chunk walk reads at once (a run of values, one `preadv`): 1 MiB, ~16
  * default chunks. One read per chunk cost ~60 µs of CPU each beyond the copy; serving the stored
- * SHA-1 list of 100k records (`openLog().bytes()`) went from 118 to 260 MB per CPU-second (medians
- * of 4 interleaved runs, load 7-8; bench/results/lean.md). The values a walk holds ahead of its
- * consumer are bounded by this (plus one value).
+ * SHA-1 list of 100k records (`openLog().bytes()`) went from 133 to 482 MB per CPU-second (medians
+ * of 3 interleaved runs at load 9.2-9.7; bench/results/lean.md). The values a walk holds ahead of
+ * its consumer are bounded by this (plus one value).
  */
 const SEGMENT_READ_AHEAD_BYTES = 1024 * 1024;
 
