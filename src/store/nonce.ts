@@ -33,8 +33,7 @@
  *
  * All are 32 bytes: the most TPM2_Quote takes with a SHA-256 AK.
  */
-import { sha256 } from '@noble/hashes/sha2.js';
-import { concatBytes } from '../ima/index.js';
+import { bankHash, concatBytes } from '../ima/index.js';
 import { encodeValue } from './cbor.js';
 import { CHUNK_HASH_SIZE } from './chunk.js';
 import { StoreError } from './errors.js';
@@ -68,6 +67,15 @@ export interface NonceInput {
 }
 
 const text = new TextEncoder();
+
+/**
+ * OpenSSL's SHA-256 (`node:crypto` one-shot, src/ima/hash.ts), not @noble/hashes: a nonce is
+ * made once a cycle, too seldom for V8 to compile noble's JavaScript, which then ran cold:
+ * ~0.2-0.5 ms a call in a `--cpu-prof` of the ingest bench (bench/results/lean.md "Session 3").
+ */
+function sha256(data: Uint8Array): Uint8Array {
+  return bankHash('sha256', data);
+}
 const NONCE_LABEL_V1 = text.encode('imakeep/checkpoint-nonce/v1\0');
 const NONCE_LABEL_V2 = text.encode('imakeep/checkpoint-nonce/v2\0');
 const NONCE_LABEL_V3 = text.encode('imakeep/checkpoint-nonce/v3\0');
