@@ -508,7 +508,7 @@ export function issueTable(runs: readonly PressureRun[], workloads: readonly Wor
 /** Where the daemon's resident memory is at the end of each run, and Node's floor's (/proc/PID/smaps, MiB). */
 export function smapsTable(runs: readonly PressureRun[], floor: NodeFloor | undefined): string {
   const out: string[] = [
-    '**Where the daemon\'s memory is** (/proc/PID/smaps at the end of each run, MiB): RssAnon = brk heap (glibc main arena) + anonymous mappings (V8 heap and code, glibc thread arenas, large blocks) + stacks + written pages of file mappings; RssFile = the node binary + shared libraries + our native addons (LevelDB, cbor-extract) + other files.',
+    '**Where the daemon\'s memory is** (/proc/PID/smaps at the end of each run, MiB): RssAnon = brk heap (glibc main arena) + anonymous mappings (V8 heap and code, glibc thread arenas, large blocks) + stacks + written pages of file mappings; RssFile = the node binary + shared libraries + native addons under node_modules (the LevelDB of classic-level) + other files.',
     '',
     '| workload | mode | brk heap | anonymous mappings | stacks | file pages written | node binary | libraries | native addons | other files |',
     '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|',

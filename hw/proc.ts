@@ -89,7 +89,7 @@ export interface SmapsBreakdown {
   readonly stacksKiB: number;
   /** The node executable (V8, libuv, OpenSSL and ICU are linked into it). */
   readonly nodeBinaryKiB: number;
-  /** Native addons under `node_modules` (classic-level's LevelDB, cbor-extract): the shared objects of our dependencies. */
+  /** Native addons under `node_modules` (classic-level's LevelDB): the shared objects of our dependencies. */
   readonly addonsKiB: number;
   /** Other shared libraries (`*.so*`: libc, libstdc++...). */
   readonly librariesKiB: number;

@@ -7,11 +7,26 @@
 import { join } from 'node:path';
 
 /**
- * Node flags of the daemon on a small device. `--max-semi-space-size=1` is the flag that matters:
- * peak RSS of a streaming ingest 128-133 MB → 75-80 MB at 5-15 % throughput
- * (bench/ingest.ts; test/slow/memory-bound.test.ts holds the bound); a 32 MB old space leaves headroom over the 8 MB the pipeline needs.
+ * Node flags of the daemon on a small device, each measured (bench/results/lean.md, "The daemon's
+ * process settings"):
+ * - `--max-semi-space-size=1`: peak RSS of a streaming ingest 128-133 MB → 75-80 MB at 5-15 %
+ *   throughput (bench/ingest.ts; test/slow/memory-bound.test.ts holds the bound).
+ * - `--max-old-space-size=16` (was 32): V8 lets the old generation grow towards its limit before a
+ *   full GC, so each cycle's promoted garbage (a read window's records, chunk drafts) stacked up
+ *   step by step: in the memory-pressure runaway (`bench/memory-pressure.ts`, 20,000 records at
+ *   1,000/s) RssAnon peaked at 26.8-27.4 MiB with 32, 23.6-23.8 with 16. The live heap after a
+ *   full GC is 8-10 MiB (the ingest bench's heapUsed from 10k to 3M records), so 16 leaves 1.6x.
+ * - `--no-opt` (no TurboFan; Ignition and Sparkplug run everything): TurboFan's compiler is ~4 MiB
+ *   of node's binary that the first hot function pages in (RssFile 41.8 → 38.1 MiB) plus its
+ *   compile zones and code (malloc, V8 code space). With both flags the memory-pressure runaway
+ *   peaks at 59.5-60.4 MiB RSS / 19.7-21.3 MiB RssAnon (was 69.4-71.5 / 26.8-27.4) and the boot
+ *   burst at 57.0-57.1 / 16.9-17.0 (was 63.4-63.6 / 19.8-20.7). CPU: the daemon's CPU per record
+ *   in those workloads fell (runaway 40.5-46.5 µs against 47.5-56.5; TurboFan compiled on its
+ *   threads what a burst of a few thousand records never paid back); in a continuous 100k-record
+ *   ingest it rose by a third (bench/ingest.ts child, median 13.5 → 17.9 µs/record, the
+ *   optimized parser and chunk loops are gone).
  */
-export const DAEMON_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--max-old-space-size=32'];
+export const DAEMON_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--max-old-space-size=16', '--no-opt'];
 
 /**
  * glibc malloc settings of the daemon. glibc reads them once, at process start (mallopt(3)), so

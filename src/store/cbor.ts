@@ -3,7 +3,12 @@
  * options below ARE the on-disk format: changing one changes stored bytes, and the golden vectors
  * in test/store/codec.test.ts fail (docs/store.md#cbor-codec, #golden-vectors).
  */
-import { Encoder, type Options } from 'cbor-x';
+// `cbor-x/encode` is the codec alone (Encoder, whose decode is cbor-x's pure-JS decoder). The
+// package's root entry under Node also loads its stream classes and the optional native string
+// extractor (`cbor-extract`, with node:stream, node:child_process, node:dgram): 0.3 MiB of the
+// daemon's RSS at start (0.18 RssAnon), measured with `imakeep run`'s modules and the daemon's
+// flags (bench/results/lean.md, "What `imakeep run` loads").
+import { Encoder, type Options } from 'cbor-x/encode';
 import { StoreError } from './errors.js';
 
 /**
