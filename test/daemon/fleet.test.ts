@@ -83,7 +83,9 @@ describe('startDaemon with a fleet', () => {
     daemon = await start(rounds);
     const running = daemon;
     await until(() => running.collector.status().removed, (n) => n === 300, 'the collector to remove 300 records');
-    const down = await until(() => running.fleet?.status(), (s) => (s?.failures ?? 0) >= 2, 'two failed rounds');
+    // Polled, the status can be caught in the next round's short `syncing` before it fails again:
+    // wait for a moment between rounds, which must be the backoff.
+    const down = await until(() => running.fleet?.status(), (s) => (s?.failures ?? 0) >= 2 && s?.state !== 'syncing', 'two failed rounds');
     assert.equal(down?.state, 'backing-off');
     assert.equal(down?.enrollment, 'none');
     assert.equal(down?.lastError?.code, 'SYNC_FLEET_UNAVAILABLE');
