@@ -26,52 +26,47 @@ describe('fleet sync from a device', () => {
     await device?.close();
   });
 
-  it('while the fleet is down: SYNC_FLEET_UNAVAILABLE, retried after bounded jittered delays', async () => {
+  /**
+   * Runs a sync loop against `fleetUrl` for `rounds` failed rounds (backoff from 100 ms up to
+   * 1 s, no jitter), recording each error and each delay it waited.
+   */
+  async function failedRounds(fleetUrl: string, rounds: number): Promise<{ errors: { code: string; status: unknown }[]; delays: number[]; sync: FleetSync }> {
     const delays: number[] = [];
     const controller = new AbortController();
     const sync = new FleetSync({
-      fleetUrl: 'http://127.0.0.1:9',
+      fleetUrl,
       deviceId: 'dev',
       store: device.store,
       backoff: { initialMs: 100, maxMs: 1000 },
       random: () => 0.999,
       sleep: async (ms) => {
         delays.push(ms);
-        if (delays.length === 6) controller.abort();
+        if (delays.length === rounds) controller.abort();
       },
     });
-    const errors: string[] = [];
-    await sync.run(50, controller.signal, undefined, (e) => errors.push((e as { code: string }).code));
-    assert.deepEqual(errors, Array(6).fill('SYNC_FLEET_UNAVAILABLE'));
+    const errors: { code: string; status: unknown }[] = [];
+    await sync.run(50, controller.signal, undefined, (e) => errors.push({ code: (e as { code: string }).code, status: (e as { details: { status?: unknown } }).details.status }));
+    return { errors, delays, sync };
+  }
+
+  it('while the fleet is down: SYNC_FLEET_UNAVAILABLE, retried after bounded jittered delays', async () => {
+    const { errors, delays } = await failedRounds('http://127.0.0.1:9', 6);
+    assert.deepEqual(errors.map((e) => e.code), Array(6).fill('SYNC_FLEET_UNAVAILABLE'));
     assert.deepEqual(delays, [100, 200, 400, 800, 1000, 1000]);
     assert.deepEqual([0, 3, 40].map((a) => backoffDelay(a, { initialMs: 100, maxMs: 1000 }, () => 0)), [50, 400, 500]);
   });
 
   it('a fleet answering 408, 429 or 503 is unavailable (backed off), not a refusal', async () => {
     const statuses = [408, 429, 503];
+    let served = 0;
     const server = createServer((req, res) => {
       req.resume();
       res.writeHead(statuses[served++ % statuses.length] as number, { 'content-type': 'application/json' }).end('{}');
     });
-    let served = 0;
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     try {
       const { port } = server.address() as AddressInfo;
-      const controller = new AbortController();
-      const delays: number[] = [];
-      const sync = new FleetSync({
-        fleetUrl: `http://127.0.0.1:${port}`,
-        deviceId: 'dev',
-        store: device.store,
-        backoff: { initialMs: 100, maxMs: 1000 },
-        random: () => 0.999,
-        sleep: async (ms) => {
-          delays.push(ms);
-          if (delays.length === 3) controller.abort();
-        },
-      });
-      const errors: { code: string; status: unknown }[] = [];
-      await sync.run(50, controller.signal, undefined, (e) => errors.push({ code: (e as { code: string }).code, status: (e as { details: { status?: unknown } }).details.status }));
+      const { errors, delays, sync } = await failedRounds(`http://127.0.0.1:${port}`, 3);
       assert.deepEqual(errors, statuses.map((status) => ({ code: 'SYNC_FLEET_UNAVAILABLE', status })));
       assert.deepEqual(delays, [100, 200, 400]);
       assert.equal(sync.status().state, 'backing-off');
